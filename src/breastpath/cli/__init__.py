@@ -1,0 +1,1 @@
+"""The ``breastpath`` command line: thin shells over the library."""

@@ -1,0 +1,7 @@
+"""``breastpath evaluate`` (placeholder replaced below)."""
+import click
+
+
+@click.command("evaluate")
+def command() -> None:
+    """Evaluate a checkpoint."""

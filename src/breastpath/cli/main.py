@@ -1,0 +1,66 @@
+"""``breastpath``: prepare, train, evaluate, predict and serve.
+
+Every library error becomes a one-line ``error: ...`` message and exit status 2; nothing prints a
+traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from breastpath import __version__
+from breastpath.errors import BreastpathError
+
+
+class _Group(click.Group):
+    """Turn library errors into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BreastpathError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="breastpath")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Find cancer in breast histopathology images."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.DEBUG if verbose > 1 or debug else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def _register() -> None:
+    from breastpath.cli import evaluate, predict, prepare, serve, train
+
+    for module in (prepare, train, evaluate, predict, serve):
+        cli.add_command(module.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    _register()
+    try:
+        cli.main(args=argv, prog_name="breastpath", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

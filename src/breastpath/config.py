@@ -1,0 +1,135 @@
+"""Configuration dataclasses, saved with every run and inside every checkpoint.
+
+Each config converts to and from plain dicts (``to_dict`` / ``from_dict``) and YAML files;
+unknown keys are refused so that a typo in ``run.yaml`` is not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from breastpath.errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+        data = dict(data or {})
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+        for key, value in list(data.items()):
+            if isinstance(value, list) and names[key].type.startswith("tuple"):
+                data[key] = tuple(value)
+        try:
+            config = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on values out of range."""
+
+    def replace(self: T, **changes: Any) -> T:
+        config = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        config.validate()
+        return config
+
+
+@dataclass(frozen=True)
+class DataConfig(_Config):
+    """How a source was prepared (``breastpath prepare``)."""
+
+    dataset: str = "auto"
+    task: str = "binary"
+    magnification: str = "all"
+    image_size: int = 0  # 0: from the data (50 for IDC, 224 otherwise)
+    test_frac: float = 0.2
+    val_frac: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0 <= self.test_frac < 1 or not 0 <= self.val_frac < 1:
+            raise ConfigError("test_frac and val_frac must be in [0, 1)")
+        if self.image_size < 0 or self.image_size > 2048:
+            raise ConfigError("image_size must be between 1 and 2048 (0 = from the data)")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Everything that decides a training run (``breastpath train``)."""
+
+    model: str = "cancernet"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "adagrad"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | none
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    class_weights: bool = True
+    augment: bool = True
+    color_jitter: float = 0.05
+    patience: int = 8
+    min_delta: float = 1e-4
+    threshold_metric: str = "balanced_accuracy"
+    amp: bool = True
+    compile: bool = False
+    device: str = "auto"
+    num_threads: int = 0
+    seed: int = 0
+    max_steps_per_epoch: int = 0  # 0: the whole training split each epoch
+    eval_batch_size: int = 256
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.optimizer not in ("adagrad", "adam", "adamw", "sgd"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use adagrad, adam, adamw or sgd")
+        if self.schedule not in ("cosine", "step", "none"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; use cosine, step or none")
+        if self.threshold_metric not in ("balanced_accuracy", "f1", "youden"):
+            raise ConfigError("threshold_metric must be balanced_accuracy, f1 or youden")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("label_smoothing must be in [0, 1)")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; raise :class:`ConfigError` when it is missing or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options")
+    return data
+
+
+def dump_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a mapping as YAML, atomically."""
+    import yaml
+
+    from breastpath.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,300 @@
+"""Decode a source once into a packed uint8 array (a raw memmap) plus an index table.
+
+A prepared folder holds::
+
+    images.u8      N x H x W x 3 uint8, C order, no header (shape in meta.json)
+    index.csv      one row per image: row, path, patient, label, ..., split
+    splits.csv     path, patient, label, split
+    meta.json      format, shape, class names, split seed and fractions, per-channel mean/std
+    summary.json   counts per split, skipped files, notes
+
+``meta.json`` is written last: a folder without it is an interrupted ``prepare`` and is refused.
+Epochs read ``images.u8`` through a memmap and never decode an image file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from breastpath.data.index import SourceIndex
+from breastpath.data.transforms import fit_to_size
+from breastpath.errors import CacheError, InvalidImageError
+from breastpath.imaging import decode_image
+from breastpath.io import read_csv, read_json, write_csv, write_json
+
+FORMAT = "breastpath-cache/1"
+IMAGES_FILE = "images.u8"
+INDEX_FIELDS = [
+    "row", "path", "patient", "label", "label_name", "subtype", "magnification", "x", "y",
+    "split", "height", "width", "fit",
+]
+
+
+@dataclass
+class DecodeResult:
+    """What :func:`decode_into` did: rows kept, files skipped and why, and fitting actions."""
+
+    kept: list[int] = field(default_factory=list)
+    original_sizes: list[tuple[int, int]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class _ZipReaders(threading.local):
+    """One open ZipFile per thread and archive."""
+
+    def __init__(self) -> None:
+        self.archives: dict[str, zipfile.ZipFile] = {}
+
+    def read(self, archive: str, member: str) -> bytes:
+        handle = self.archives.get(archive)
+        if handle is None:
+            handle = self.archives[archive] = zipfile.ZipFile(archive)
+        return handle.read(member)
+
+
+def read_image(path: str, zips: _ZipReaders | None = None) -> np.ndarray:
+    """Decode an image given as a file path or as ``archive.zip::member``."""
+    if "::" in path:
+        archive, member = path.split("::", 1)
+        try:
+            data = (zips or _ZipReaders()).read(archive, member)
+        except (KeyError, zipfile.BadZipFile, OSError) as exc:
+            raise InvalidImageError(f"{path}: cannot read from archive ({exc})") from None
+        return decode_image(data)
+    return decode_image(path)
+
+
+def decode_into(
+    paths: list[str],
+    images: np.ndarray,
+    *,
+    size: tuple[int, int],
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DecodeResult:
+    """Decode ``paths`` into consecutive rows of ``images``; unreadable files are skipped.
+
+    Rows are packed: the i-th readable file goes to row i, in input order.
+    """
+    zips = _ZipReaders()
+
+    def load(path: str) -> tuple[np.ndarray | None, tuple[int, int], str]:
+        try:
+            array = read_image(path, zips)
+        except InvalidImageError as exc:
+            return None, (0, 0), str(exc)
+        fitted, action = fit_to_size(array, size)
+        return fitted, array.shape[:2], action
+
+    result = DecodeResult()
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for position, (path, (array, shape, action)) in enumerate(
+            zip(paths, pool.map(load, paths, chunksize=64), strict=True)
+        ):
+            if array is None:
+                result.skipped.append({"path": path, "reason": action})
+            else:
+                images[len(result.kept)] = array
+                result.kept.append(position)
+                result.original_sizes.append(shape)
+                result.actions.append(action)
+            if progress is not None:
+                progress(1)
+    return result
+
+
+def channel_stats(images: np.ndarray, rows: np.ndarray, *, chunk: int = 4096) -> tuple[list, list]:
+    """Per-channel mean and std (in [0, 1]) of ``images[rows]``, computed in chunks."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    rows = np.sort(rows)
+    for start in range(0, len(rows), chunk):
+        block = images[rows[start : start + chunk]].reshape(-1, 3).astype(np.float64) / 255.0
+        total += block.sum(axis=0)
+        total_sq += np.square(block).sum(axis=0)
+        count += block.shape[0]
+    if count == 0:
+        return [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def write_cache(
+    out_dir: str | Path,
+    index: SourceIndex,
+    *,
+    size: tuple[int, int],
+    assign_splits: Callable[[list[str], list[int]], dict[str, str]],
+    split_info: dict,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Decode ``index`` into ``out_dir`` and write the index, splits, meta and summary.
+
+    ``assign_splits(patients, labels)`` maps patient ids to split names; it sees only the images
+    that decoded. Returns the summary dict (also written to ``summary.json``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("meta.json", "summary.json"):
+        (out / stale).unlink(missing_ok=True)
+    height, width = size
+    partial = out / f"{IMAGES_FILE}.partial"
+    n = len(index.records)
+    mm = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
+    paths = [r.path for r in index.records]
+    result = decode_into(paths, mm, size=size, workers=workers, progress=progress)
+    mm.flush()
+    del mm
+    kept = len(result.kept)
+    if kept == 0:
+        partial.unlink(missing_ok=True)
+        raise CacheError(f"none of the {n} images could be decoded")
+    os.truncate(partial, kept * height * width * 3)
+
+    records = [index.records[i] for i in result.kept]
+    owner = assign_splits([r.patient for r in records], [r.label for r in records])
+    rows = []
+    for row, (record, (h, w), action) in enumerate(
+        zip(records, result.original_sizes, result.actions, strict=True)
+    ):
+        entry = asdict(record)
+        entry.update(row=row, split=owner[record.patient], height=h, width=w, fit=action)
+        rows.append(entry)
+    write_csv(out / "index.csv", rows, INDEX_FIELDS)
+    write_csv(out / "splits.csv", rows, ["path", "patient", "label", "label_name", "split"])
+    os.replace(partial, out / IMAGES_FILE)
+
+    split_of = np.array([r["split"] for r in rows])
+    images = np.memmap(out / IMAGES_FILE, dtype=np.uint8, mode="r", shape=(kept, height, width, 3))
+    mean, std = channel_stats(images, np.flatnonzero(split_of == "train"))
+    summary = _summary(index, rows, result, size=size)
+    meta = {
+        "format": FORMAT,
+        "shape": [kept, height, width, 3],
+        "class_names": list(index.class_names),
+        "dataset": index.dataset,
+        "task": index.task,
+        "split": split_info,
+        "mean": mean,
+        "std": std,
+    }
+    write_json(out / "summary.json", summary)
+    write_json(out / "meta.json", meta)
+    return summary
+
+
+def _summary(index: SourceIndex, rows: list[dict], result: DecodeResult, *, size) -> dict:
+    per_split: dict[str, dict] = {}
+    for name in ("train", "val", "test"):
+        chosen = [r for r in rows if r["split"] == name]
+        per_split[name] = {
+            "images": len(chosen),
+            "patients": len({r["patient"] for r in chosen}),
+            "classes": {
+                c: sum(1 for r in chosen if r["label"] == i)
+                for i, c in enumerate(index.class_names)
+            },
+        }
+    padded = sum(1 for a in result.actions if a == "padded")
+    resized = sum(1 for a in result.actions if a == "resized")
+    notes = list(index.notes)
+    if padded:
+        notes.append(f"{padded} image(s) smaller than {size[0]}x{size[1]} were padded with white "
+                     "at the bottom/right")
+    if resized:
+        notes.append(f"{resized} image(s) were resized (shorter side to {min(size)}) and "
+                     f"center-cropped to {size[0]}x{size[1]}")
+    if result.skipped:
+        notes.append(f"{len(result.skipped)} unreadable file(s) were skipped (listed in 'skipped')")
+    return {
+        "dataset": index.dataset,
+        "task": index.task,
+        "image_size": list(size),
+        "class_names": list(index.class_names),
+        "images": len(rows),
+        "patients": len({r["patient"] for r in rows}),
+        "splits": per_split,
+        "padded": padded,
+        "resized": resized,
+        "skipped": result.skipped,
+        "notes": notes,
+    }
+
+
+@dataclass
+class PreparedData:
+    """A prepared folder opened for reading: memmapped images plus index columns."""
+
+    root: Path
+    images: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray
+    splits: np.ndarray
+    rows: list[dict[str, str]]
+    meta: dict
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.meta["shape"][1]), int(self.meta["shape"][2])
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row numbers of one split (``"train"``, ``"val"``, ``"test"``) or ``"all"``."""
+        if split == "all":
+            return np.arange(len(self.labels))
+        if split not in ("train", "val", "test"):
+            raise CacheError(f"unknown split {split!r}; choose train, val, test or all")
+        return np.flatnonzero(self.splits == split)
+
+
+def is_prepared(path: str | Path) -> bool:
+    """True when ``path`` is a folder written by ``breastpath prepare``."""
+    return (Path(path) / "meta.json").is_file() and (Path(path) / IMAGES_FILE).is_file()
+
+
+def open_prepared(path: str | Path) -> PreparedData:
+    """Open a prepared folder; raise :class:`CacheError` when it is missing or incomplete."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CacheError(f"{root}: no such prepared folder (run `breastpath prepare` first)")
+    if not (root / "meta.json").is_file():
+        raise CacheError(f"{root}: not a complete prepared folder (meta.json missing); "
+                         "run `breastpath prepare` again")
+    meta = read_json(root / "meta.json")
+    if meta.get("format") != FORMAT:
+        raise CacheError(f"{root}: unsupported cache format {meta.get('format')!r}")
+    shape = tuple(int(v) for v in meta["shape"])
+    image_file = root / IMAGES_FILE
+    expected = int(np.prod(shape))
+    if not image_file.is_file() or image_file.stat().st_size != expected:
+        raise CacheError(f"{root}: {IMAGES_FILE} is missing or has the wrong size; "
+                         "run `breastpath prepare` again")
+    rows = read_csv(root / "index.csv")
+    if len(rows) != shape[0]:
+        raise CacheError(f"{root}: index.csv has {len(rows)} rows for {shape[0]} images")
+    images = np.memmap(image_file, dtype=np.uint8, mode="r", shape=shape)
+    return PreparedData(
+        root=root,
+        images=images,
+        labels=np.array([int(r["label"]) for r in rows], dtype=np.int64),
+        patients=np.array([r["patient"] for r in rows]),
+        splits=np.array([r["split"] for r in rows]),
+        rows=rows,
+        meta=meta,
+    )

@@ -1,0 +1,74 @@
+"""Bring one decoded image to the model's input size.
+
+This is the only place that decides how an image of another size becomes a model input, and it is
+used by the cache builder and by the :class:`~breastpath.serve.predictor.Predictor` alike.
+
+Rule
+----
+* An image no larger than the target in both dimensions (IDC edge patches, 50 wide and less than
+  50 tall) is **padded** with white at the bottom and right, where the slide ended, so tissue
+  keeps its position on the 50-pixel grid.
+* A larger image is resized so that its shorter side equals the target (area averaging, aspect
+  ratio kept) and **center-cropped** to the target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from breastpath.errors import InvalidImageError
+
+PAD_VALUE = 255
+
+
+def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Return ``image`` brought to ``size = (height, width)`` and what was done.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` uint8 RGB array.
+    size
+        Target ``(height, width)``.
+
+    Returns
+    -------
+    (array, action)
+        The ``(height, width, 3)`` uint8 array and one of ``"none"``, ``"padded"`` or
+        ``"resized"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out, action = fit_to_size(np.zeros((40, 50, 3), np.uint8), (50, 50))
+    >>> out.shape, action
+    ((50, 50, 3), 'padded')
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidImageError(
+            f"expected an (H, W, 3) uint8 image, got shape {image.shape} and dtype {image.dtype}"
+        )
+    target_h, target_w = size
+    height, width = image.shape[:2]
+    if (height, width) == (target_h, target_w):
+        return image, "none"
+    if height <= target_h and width <= target_w:
+        out = np.full((target_h, target_w, 3), PAD_VALUE, dtype=np.uint8)
+        out[:height, :width] = image
+        return out, "padded"
+    return _resize_and_crop(image, target_h, target_w), "resized"
+
+
+def _resize_and_crop(image: np.ndarray, target_h: int, target_w: int) -> np.ndarray:
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    scale = max(target_h / height, target_w / width)
+    new_h = max(target_h, round(height * scale))
+    new_w = max(target_w, round(width * scale))
+    resized = np.asarray(
+        Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BOX), dtype=np.uint8
+    )
+    top = (new_h - target_h) // 2
+    left = (new_w - target_w) // 2
+    return np.ascontiguousarray(resized[top : top + target_h, left : left + target_w])

@@ -1,0 +1,42 @@
+"""Named exceptions raised by breastpath.
+
+Every error the library raises on bad input derives from :class:`BreastpathError`, so that the
+CLI can turn it into a one-line message and a non-zero exit, and the web API into an HTTP 4xx.
+"""
+
+from __future__ import annotations
+
+
+class BreastpathError(Exception):
+    """Base class of every error breastpath raises on purpose."""
+
+
+class InvalidImageError(BreastpathError, ValueError):
+    """A file or buffer is not a decodable image, or has a size or mode we cannot use."""
+
+
+class DatasetLayoutError(BreastpathError, ValueError):
+    """A source folder or archive does not match any layout we can read, or holds no images."""
+
+
+class SplitError(BreastpathError, ValueError):
+    """A patient-level split cannot be made with the requested fractions."""
+
+
+class CacheError(BreastpathError, OSError):
+    """A prepared cache is missing, incomplete or does not match its index."""
+
+
+class CheckpointError(BreastpathError, OSError):
+    """A checkpoint is missing, truncated, tampered with, or does not match the model."""
+
+
+class ConfigError(BreastpathError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class UnknownModelError(BreastpathError, KeyError):
+    """A model name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else "unknown model"

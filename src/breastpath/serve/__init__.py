@@ -1,0 +1,1 @@
+"""Serving: the :class:`~breastpath.serve.predictor.Predictor` and the web app."""

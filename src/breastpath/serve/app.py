@@ -1,0 +1,81 @@
+"""The HTTP API and the upload page (FastAPI).
+
+``create_app(predictor)`` returns an app with:
+
+* ``GET /`` — a page: choose or drop an image, see the cancer probability;
+* ``POST /api/predict`` — multipart ``file`` -> JSON probability, label, threshold, model, timing;
+* ``GET /api/health`` and ``GET /api/models``.
+
+Uploads are read into memory (never written to disk), size-limited, and decoded by the shared
+:func:`breastpath.imaging.decode_image`; bad input is an HTTP 4xx with a JSON ``detail``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from breastpath.errors import InvalidImageError
+from breastpath.imaging import decode_image
+from breastpath.serve.predictor import Predictor
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Limits applied to every upload."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 8192 * 8192
+
+
+def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
+    """Build the FastAPI application around a loaded :class:`Predictor`."""
+    from fastapi import FastAPI, File, HTTPException, UploadFile
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse
+
+    import breastpath
+
+    app = FastAPI(title="breastpath", version=breastpath.__version__,
+                  description="Cancer probability for breast histopathology images.")
+    page = (resources.files("breastpath") / "serve" / "templates" / "index.html").read_text(
+        encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": predictor.name}
+
+    @app.get("/api/models")
+    def models() -> dict[str, Any]:
+        return {"models": [predictor.describe()]}
+
+    @app.post("/api/predict")
+    async def predict(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008
+        started = time.perf_counter()
+        data = await file.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {limits.max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(400, "empty upload")
+        try:
+            image = decode_image(data, max_pixels=limits.max_pixels)
+        except InvalidImageError as exc:
+            message = str(exc).split(": ", 1)[-1]
+            raise HTTPException(415 if "not a readable image" in message else 400,
+                                f"{file.filename or 'upload'}: {message}") from None
+        result = (await run_in_threadpool(predictor.predict_images, [image]))[0]
+        return {
+            **result.to_dict(),
+            "threshold": predictor.threshold,
+            "model": predictor.describe(),
+            "image": {"width": image.shape[1], "height": image.shape[0]},
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    return app

@@ -1,0 +1,145 @@
+"""``Predictor``: a checkpoint ready to score images; shared by the CLI, the web app and reports.
+
+Preprocessing is the one used to build the cache (:func:`breastpath.data.transforms.fit_to_size`,
+then the checkpoint's mean/std), so a file scores the same through every entry point.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from breastpath.data.augment import to_model_input
+from breastpath.data.index import BENIGN_SUBTYPES, SUBTYPE_NAMES
+from breastpath.data.transforms import fit_to_size
+from breastpath.errors import InvalidImageError
+from breastpath.imaging import ImageSource, decode_image
+from breastpath.train.checkpoint import Checkpoint, build_model, load_checkpoint
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one image."""
+
+    probability: float  # probability of cancer (IDC / malignant)
+    label: str  # class name of the decision
+    is_cancer: bool
+    probabilities: dict[str, float]  # per class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probability": self.probability, "label": self.label, "is_cancer": self.is_cancer,
+                "probabilities": self.probabilities}
+
+
+class Predictor:
+    """Score images with a checkpoint.
+
+    Examples
+    --------
+    >>> predictor = Predictor.from_checkpoint("default")  # doctest: +SKIP
+    >>> predictor.predict_images([patch])[0].probability  # doctest: +SKIP
+    0.93
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", batch_size: int = 256,
+                 compile: bool = False) -> None:
+        self.checkpoint = checkpoint
+        self.meta = checkpoint.meta
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        model = build_model(checkpoint).to(self.device).eval()
+        self.model = model.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.mean = torch.tensor(self.meta["mean"], dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(self.meta["std"], dtype=torch.float32, device=self.device)
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.input_size: tuple[int, int] = tuple(self.meta["input_size"])  # type: ignore[assignment]
+        self.threshold = float(self.meta.get("threshold", 0.5))
+        self.cancer_classes = self._cancer_classes(self.class_names)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, name_or_path: str | Path, **options: Any) -> Predictor:
+        """Load a bundled name (``default``), a run folder or a checkpoint file."""
+        return cls(load_checkpoint(name_or_path), **options)
+
+    @staticmethod
+    def _cancer_classes(class_names: list[str]) -> list[int]:
+        if set(class_names) <= set(SUBTYPE_NAMES):
+            return [i for i, n in enumerate(class_names) if n not in BENIGN_SUBTYPES]
+        return [len(class_names) - 1]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.meta["model"]["name"])
+
+    def describe(self) -> dict[str, Any]:
+        """Model name, version, classes, input size and threshold (for APIs and reports)."""
+        return {"name": self.name, "model": self.meta["model"]["name"],
+                "version": self.meta.get("version"), "classes": self.class_names,
+                "input_size": list(self.input_size), "threshold": self.threshold,
+                "checkpoint": str(self.checkpoint.path.name),
+                "dataset": self.meta.get("data", {}).get("dataset")}
+
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Bring decoded RGB images to the model's input size: ``(N, H, W, 3)`` uint8."""
+        out = np.empty((len(images), *self.input_size, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            out[i], _ = fit_to_size(image, self.input_size)
+        return out
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for a ``(N, H, W, 3)`` uint8 batch at the input size."""
+        if batch.ndim != 4 or tuple(batch.shape[1:3]) != self.input_size or batch.shape[3] != 3:
+            raise InvalidImageError(f"expected a batch of shape (N, {self.input_size[0]}, "
+                                    f"{self.input_size[1]}, 3), got {batch.shape}")
+        outputs = []
+        with self._lock:
+            for start in range(0, len(batch), self.batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(batch[start : start + self.batch_size]))
+                x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
+                outputs.append(torch.softmax(self._forward(x).float(), dim=1).cpu().numpy())
+        if not outputs:
+            return np.zeros((0, len(self.class_names)))
+        return np.concatenate(outputs).astype(np.float64)
+
+    def cancer_probability(self, probs: np.ndarray) -> np.ndarray:
+        """Probability of cancer per row: the positive class, or the sum of malignant subtypes."""
+        return probs[:, self.cancer_classes].sum(axis=1)
+
+    def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
+        cancer = self.cancer_probability(probs)
+        results = []
+        for row, p in zip(probs, cancer, strict=True):
+            if len(self.class_names) == 2:
+                label = self.class_names[-1] if p >= self.threshold else self.class_names[0]
+            else:
+                label = self.class_names[int(row.argmax())]
+            results.append(Prediction(
+                probability=float(p), label=label, is_cancer=bool(p >= self.threshold),
+                probabilities={n: float(v) for n, v in zip(self.class_names, row, strict=True)},
+            ))
+        return results
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Predictions for decoded RGB images of any size."""
+        return self.to_predictions(self.predict_proba(self.prepare(images)))
+
+    def predict_sources(self, sources: Sequence[ImageSource]) -> list[Prediction | InvalidImageError]:
+        """Decode and score files or buffers; a bad one yields its error in its place."""
+        decoded: list[np.ndarray | InvalidImageError] = []
+        for source in sources:
+            try:
+                decoded.append(decode_image(source))
+            except InvalidImageError as exc:
+                decoded.append(exc)
+        good = [d for d in decoded if isinstance(d, np.ndarray)]
+        predictions = iter(self.predict_images(good)) if good else iter(())
+        return [next(predictions) if isinstance(d, np.ndarray) else d for d in decoded]

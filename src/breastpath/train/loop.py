@@ -1,0 +1,297 @@
+"""The training loop: one function you can read top to bottom.
+
+``train(data_dir, run_dir, config)`` trains a model on a prepared cache, validates every epoch,
+keeps ``last`` (resumable) and ``best`` (lowest validation loss) checkpoints, stops early, then
+picks the decision threshold on the validation split and stores it in ``best``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import breastpath
+from breastpath.config import TrainConfig, dump_yaml
+from breastpath.data.augment import augment_batch, to_model_input
+from breastpath.data.cache import PreparedData, open_prepared
+from breastpath.data.loader import BatchLoader
+from breastpath.errors import CheckpointError, ConfigError
+from breastpath.evaluate.metrics import choose_threshold
+from breastpath.evaluate.predict import predict_rows
+from breastpath.io import read_json, write_csv
+from breastpath.models import create_model
+from breastpath.train import distributed
+from breastpath.train.checkpoint import (
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc",
+                  "seconds", "patches_per_s"]
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (k * n_c)``, as sklearn's ``class_weight="balanced"``."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adagrad (CancerNet's choice), Adam/AdamW, or SGD with Nesterov momentum."""
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                           weight_decay=config.weight_decay)
+
+
+def lr_at(epoch: int, config: TrainConfig) -> float:
+    """Learning rate of an epoch (0-based): linear warm-up, then cosine, step or constant."""
+    if epoch < config.warmup_epochs:
+        return config.lr * (epoch + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "cosine":
+        span = max(config.epochs - config.warmup_epochs, 1)
+        progress = (epoch - config.warmup_epochs) / span
+        return config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    if config.schedule == "step":
+        return config.lr * (0.1 ** (epoch // max(config.epochs // 3, 1)))
+    return config.lr
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def checkpoint_meta(
+    config: TrainConfig, data: PreparedData, model_args: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """The JSON half of a checkpoint: all that is needed to use the weights."""
+    return {
+        "model": {"name": config.model, "num_classes": len(data.class_names), "args": model_args},
+        "input_size": list(data.image_size),
+        "mean": data.meta["mean"],
+        "std": data.meta["std"],
+        "class_names": data.class_names,
+        "positive_index": len(data.class_names) - 1,
+        "threshold": 0.5,
+        "data": {"dataset": data.meta["dataset"], "task": data.meta["task"],
+                 "split": data.meta["split"], "prepared": str(data.root)},
+        "train": config.to_dict(),
+        "version": breastpath.__version__,
+        **extra,
+    }
+
+
+def train(
+    data_dir: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train ``config.model`` on the prepared folder ``data_dir``; write the run to ``run_dir``.
+
+    Returns a summary: best epoch, validation metrics and the chosen threshold.
+    """
+    data = open_prepared(data_dir)
+    run = Path(run_dir)
+    train_rows, val_rows = data.indices("train"), data.indices("val")
+    if len(train_rows) == 0:
+        raise ConfigError(f"{data_dir}: the training split is empty")
+    if len(val_rows) == 0:
+        raise ConfigError(f"{data_dir}: the validation split is empty; prepare with --val-frac > 0")
+    info, device = distributed.setup(config.device)
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed + info.rank)
+    num_classes = len(data.class_names)
+    model_args = dict(config.model_args)
+    model = create_model(config.model, num_classes=num_classes, **model_args)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.parameters(), config)
+    weights = class_weights(data.labels[train_rows], num_classes) if config.class_weights else None
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(device),
+        label_smoothing=config.label_smoothing,
+    )
+    eval_criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    mean = torch.tensor(data.meta["mean"], dtype=torch.float32, device=device)
+    std = torch.tensor(data.meta["std"], dtype=torch.float32, device=device)
+    generator = torch.Generator().manual_seed(config.seed + 1000 * info.rank)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_loss, bad_epochs, best_epoch = 0, math.inf, 0, -1
+    if resume and (run / "last.json").is_file():
+        state = load_checkpoint(run / "last.json")
+        resume_info = state.meta["resume"]
+        if state.meta["model"]["name"] != config.model:
+            raise CheckpointError(f"{run}: last checkpoint is a {state.meta['model']['name']}, "
+                                  f"not a {config.model}")
+        model.load_state_dict(state.model_state())
+        optimizer.load_state_dict(optimizer_from_tensors(state.prefixed("optim."),
+                                                         resume_info["optimizer"]))
+        generator.set_state(state.tensors["rng.augment"])
+        torch.set_rng_state(state.tensors["rng.torch"])
+        history = resume_info["history"]
+        start_epoch = resume_info["epoch"] + 1
+        best_loss, bad_epochs = resume_info["best_loss"], resume_info["bad_epochs"]
+        best_epoch = resume_info["best_epoch"]
+        log.info("resuming %s after epoch %d", run, start_epoch)
+    elif info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        for stale in ("best.json", "last.json"):
+            (run / stale).unlink(missing_ok=True)
+        dump_yaml(run / "config.yaml", {"train": config.to_dict(), "data": data.meta})
+        shutil.copyfile(data.root / "splits.csv", run / "splits.csv")
+
+    net: nn.Module = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = torch.compile(net) if config.compile else net
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    loader = BatchLoader(data.images, data.labels, train_rows, batch_size=config.batch_size,
+                         shuffle=True, seed=config.seed, drop_last=len(train_rows) > config.batch_size,
+                         max_batches=config.max_steps_per_epoch, rank=info.rank,
+                         world_size=info.world_size)
+    meta = checkpoint_meta(config, data, model_args)
+
+    for epoch in range(start_epoch, config.epochs):
+        lr = lr_at(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loader.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = _progress(loader, epoch, config, enabled=config.progress and info.is_main)
+        for images, targets, _ in bar:
+            if config.augment:
+                x = augment_batch(images, mean=mean, std=std, device=device,
+                                  generator=generator, jitter=config.color_jitter)
+            else:
+                x = to_model_input(images, mean=mean, std=std, device=device)
+            y = targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = step_fn(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        elapsed = time.perf_counter() - started
+        probs, val_loss = predict_rows(model, data.images, val_rows, mean=mean, std=std,
+                                       device=device, batch_size=config.eval_batch_size,
+                                       criterion=eval_criterion, labels=data.labels)
+        val_labels = data.labels[val_rows]
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1), "val_loss": val_loss,
+            "val_acc": float((probs.argmax(1) == val_labels).mean()),
+            "val_auc": _auc((val_labels == num_classes - 1).astype(int), probs[:, -1]),
+            "seconds": round(elapsed, 3), "patches_per_s": round(seen * info.world_size / elapsed, 1),
+        }
+        history.append(row)
+        improved = val_loss < best_loss - config.min_delta
+        if improved:
+            best_loss, bad_epochs, best_epoch = val_loss, 0, epoch + 1
+        else:
+            bad_epochs += 1
+        if info.is_main:
+            log.info("epoch %d: %s", epoch + 1, _format_row(row))
+            write_csv(run / "history.csv", history, HISTORY_FIELDS)
+            if improved:
+                save_checkpoint(run / "best", tensors=_prefixed("model.", model.state_dict()),
+                                meta={**meta, "epoch": epoch + 1, "metrics": {"val": row}})
+            opt_tensors, opt_plain = optimizer_to_tensors(optimizer.state_dict())
+            save_checkpoint(
+                run / "last",
+                tensors={**_prefixed("model.", model.state_dict()),
+                         **_prefixed("optim.", opt_tensors),
+                         "rng.augment": generator.get_state(), "rng.torch": torch.get_rng_state()},
+                meta={**meta, "epoch": epoch + 1, "metrics": {"val": row},
+                      "resume": {"epoch": epoch, "history": history, "best_loss": best_loss,
+                                 "bad_epochs": bad_epochs, "best_epoch": best_epoch,
+                                 "optimizer": opt_plain}},
+            )
+        distributed.barrier(info)
+        if bad_epochs >= config.patience:
+            log.info("early stop: no validation-loss improvement for %d epochs", bad_epochs)
+            break
+
+    summary: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
+    if info.is_main:
+        summary.update(_finalise_best(run, data, val_rows, config, device=device))
+    distributed.teardown(info)
+    return summary
+
+
+def _finalise_best(run: Path, data: PreparedData, val_rows: np.ndarray, config: TrainConfig,
+                   *, device: torch.device) -> dict[str, Any]:
+    """Reload the best weights, choose the threshold on validation, rewrite ``best.json``."""
+    from breastpath.evaluate.metrics import binary_metrics
+    from breastpath.train.checkpoint import build_model
+
+    best = load_checkpoint(run / "best.json")
+    model = build_model(best).to(device).to(memory_format=torch.channels_last)
+    mean = torch.tensor(data.meta["mean"], dtype=torch.float32)
+    std = torch.tensor(data.meta["std"], dtype=torch.float32)
+    probs, _ = predict_rows(model, data.images, val_rows, mean=mean, std=std, device=device,
+                            batch_size=config.eval_batch_size)
+    positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
+    threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
+    val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)
+    meta = {k: v for k, v in best.meta.items() if k not in ("weights_sha256", "weights_file",
+                                                             "format")}
+    meta["threshold"] = float(threshold)
+    meta["threshold_rule"] = f"maximises {config.threshold_metric} on the validation split"
+    meta["metrics"] = {**meta.get("metrics", {}), "val_at_threshold": val_metrics}
+    save_checkpoint(run / "best", tensors=best.tensors, meta=meta)
+    return {"threshold": float(threshold), "val": val_metrics}
+
+
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{k}": v for k, v in tensors.items()}
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in row.items())
+
+
+def _progress(loader: BatchLoader, epoch: int, config: TrainConfig, *, enabled: bool):
+    if not enabled:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
+                dynamic_ncols=True)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch history of a run (from its ``last.json``)."""
+    meta = read_json(Path(run_dir) / "last.json")
+    return list(meta.get("resume", {}).get("history", []))
