@@ -100,7 +100,9 @@ def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
             return _to_rgb_array(image, name)
     except InvalidImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImageError(f"{name}: image is too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:
         raise InvalidImageError(f"{name}: not a readable image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
@@ -115,7 +117,8 @@ def _to_rgb_array(image, name: str) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        # 16-bit modes always span 0..65535; only 32-bit "I" has no fixed range.
+        peak = 65535.0 if mode != "I" or array.max(initial=0) > 255 else 255.0
         array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(array[..., None], 3, axis=-1)
     if mode == "F":

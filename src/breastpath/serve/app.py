@@ -10,7 +10,8 @@ Uploads are read into memory (never written to disk), size-limited, and decoded 
 :func:`breastpath.imaging.decode_image`; bad input is an HTTP 4xx with a JSON ``detail``.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI must see the real ``UploadFile``
+# annotation of the route defined inside ``create_app``, not an unresolvable string.
 
 import time
 from dataclasses import dataclass

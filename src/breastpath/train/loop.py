@@ -181,7 +181,9 @@ def train(
         loader.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen = 0
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
         bar = _progress(loader, epoch, config, enabled=config.progress and info.is_main)
         for images, targets, _ in bar:
             if config.augment:
@@ -198,18 +200,19 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             seen += len(y)
-            loss_sum += float(loss) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if hasattr(bar, "set_postfix") and bar.n % 20 == 0:  # syncs the device: not every step
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
+                                acc=f"{int(correct) / seen:.3f}")
         elapsed = time.perf_counter() - started
         probs, val_loss = predict_rows(model, data.images, val_rows, mean=mean, std=std,
                                        device=device, batch_size=config.eval_batch_size,
                                        criterion=eval_criterion, labels=data.labels)
         val_labels = data.labels[val_rows]
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1), "val_loss": val_loss,
+            "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1), "val_loss": val_loss,
             "val_acc": float((probs.argmax(1) == val_labels).mean()),
             "val_auc": _auc((val_labels == num_classes - 1).astype(int), probs[:, -1]),
             "seconds": round(elapsed, 3), "patches_per_s": round(seen * info.world_size / elapsed, 1),

@@ -1,0 +1,185 @@
+"""``evaluate_checkpoint``: score a split, compute patch- and patient-level metrics, draw the
+plots and write ``metrics.json``, ``predictions.csv`` and ``report.html``.
+
+Patient score = mean of the patient's patch probabilities; a patient counts as positive when any
+of its patches is positive. Both levels use the checkpoint's threshold (chosen on validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import breastpath
+from breastpath.config import DataConfig
+from breastpath.data.cache import PreparedData, is_prepared, open_prepared
+from breastpath.errors import CheckpointError
+from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
+from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
+from breastpath.io import read_csv, write_csv, write_json
+from breastpath.serve.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FIELDS = ["row", "path", "patient", "label", "label_name", "probability", "predicted",
+                     "correct", "split"]
+
+
+def load_data(data: str | Path, *, image_size: tuple[int, int], workdir: Path) -> PreparedData:
+    """Open a prepared folder, or prepare a raw source (all images, no split) under ``workdir``."""
+    from breastpath.data.prepare import prepare
+
+    if is_prepared(data):
+        return open_prepared(data)
+    target = workdir / "prepared"
+    config = DataConfig(image_size=image_size[0], test_frac=0.0, val_frac=0.0)
+    prepare([data], target, config=config)
+    return open_prepared(target)
+
+
+def score_rows(predictor: Predictor, data: PreparedData, rows: np.ndarray,
+               *, chunk: int = 4096) -> np.ndarray:
+    """Class probabilities for cache rows, streamed in chunks from the memmap."""
+    outputs = []
+    same_size = data.image_size == tuple(predictor.input_size)
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(data.images[np.sort(rows[start : start + chunk])])
+        order = np.argsort(np.argsort(rows[start : start + chunk]))
+        block = block[order]
+        if not same_size:
+            block = predictor.prepare(list(block))
+        outputs.append(predictor.predict_proba(block))
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(predictor.class_names)))
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on ``data`` (prepared folder or raw source); write a report."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".data-") as workdir:
+        prepared = load_data(data, image_size=predictor.input_size, workdir=Path(workdir))
+        if not is_prepared(data):
+            split = "all"
+        if prepared.class_names != predictor.class_names:
+            raise CheckpointError(
+                f"the checkpoint predicts {predictor.class_names} but the data has classes "
+                f"{prepared.class_names}")
+        rows = prepared.indices(split)
+        if len(rows) == 0:
+            raise CheckpointError(f"the {split} split of {data} is empty")
+        probs = score_rows(predictor, prepared, rows)
+        result = _metrics_and_files(predictor, prepared, rows, probs, out, split=split)
+    result["run_info"] = {"checkpoint": str(predictor.checkpoint.path), "data": str(data),
+                          "split": split}
+    write_json(out / "metrics.json", result)
+    _write_report(predictor, result, out, checkpoint=checkpoint, data=data,
+                  split=split)
+    return result
+
+
+
+
+def _metrics_and_files(predictor: Predictor, data: PreparedData, rows: np.ndarray,
+                       probs: np.ndarray, out: Path, *, split: str) -> dict[str, Any]:
+    from breastpath.evaluate import plots
+
+    labels = data.labels[rows]
+    cancer = predictor.cancer_probability(probs)
+    is_cancer_class = np.zeros(len(predictor.class_names), dtype=bool)
+    is_cancer_class[predictor.cancer_classes] = True
+    truth = is_cancer_class[labels].astype(int)
+    threshold = predictor.threshold
+    patients = data.patients[rows]
+    per_patient = patient_scores(patients, truth, cancer, reduce="mean")
+    result: dict[str, Any] = {
+        "patch": binary_metrics(truth, cancer, threshold=threshold),
+        "patient": binary_metrics(per_patient["y_true"], per_patient["scores"],
+                                  threshold=threshold),
+        "patient_score": describe_patient_score("mean"),
+        "model": predictor.describe(),
+        "version": breastpath.__version__,
+    }
+    if len(predictor.class_names) > 2:
+        result["classes"] = multiclass_metrics(labels, probs, class_names=predictor.class_names)
+
+    predicted = cancer >= threshold
+    write_csv(out / "predictions.csv", [
+        {"row": int(r), "path": data.rows[r]["path"], "patient": data.rows[r]["patient"],
+         "label": int(t), "label_name": data.rows[r]["label_name"], "probability": f"{p:.6f}",
+         "predicted": int(d), "correct": int(d == t), "split": data.rows[r]["split"]}
+        for r, t, p, d in zip(rows, truth, cancer, predicted, strict=True)
+    ], PREDICTION_FIELDS)
+
+    figures = {
+        "roc": plots.plot_roc({"patch": (truth, cancer),
+                               "patient": (per_patient["y_true"], per_patient["scores"])},
+                              out / "roc.png"),
+        "pr": plots.plot_pr({"patch": (truth, cancer),
+                             "patient": (per_patient["y_true"], per_patient["scores"])},
+                            out / "pr.png"),
+        "confusion_matrix": plots.plot_confusion_matrix(
+            np.asarray(result["patch"]["confusion_matrix"]),
+            ["not cancer", "cancer"], out / "confusion_matrix.png", title="Patch level"),
+    }
+    sample = _grid_sample(truth, predicted, seed=0)
+    figures["predictions"] = plots.plot_prediction_grid(
+        np.asarray(data.images[np.sort(rows[sample])])[np.argsort(np.argsort(rows[sample]))],
+        truth[sample], cancer[sample], threshold=threshold,
+        class_names=["not cancer", "cancer"], path=out / "predictions.png")
+    history_file = predictor.checkpoint.path.parent / "history.csv"
+    if history_file.is_file():
+        history = [{k: _number(v) for k, v in row.items()} for row in read_csv(history_file)]
+        figures["training_curves"] = plots.plot_training_curves(history,
+                                                                out / "training_curves.png")
+    result["plots"] = {k: Path(v).name for k, v in figures.items()}
+    return result
+
+
+def _grid_sample(truth: np.ndarray, predicted: np.ndarray, *, seed: int) -> np.ndarray:
+    """At most 64 rows per outcome (TP, TN, FP, FN), so the grid never decodes the whole split."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for t in (0, 1):
+        for d in (False, True):
+            idx = np.flatnonzero((truth == t) & (predicted == d))
+            picks.append(rng.choice(idx, size=min(64, len(idx)), replace=False))
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _write_report(predictor: Predictor, result: dict[str, Any], out: Path, *, checkpoint,
+                  data, split: str) -> None:
+    from breastpath.evaluate.report import write_report
+
+    sections = {k: result[k] for k in ("patch", "patient", "classes") if k in result}
+    write_report(
+        out,
+        title=f"breastpath evaluation: {predictor.name} on {Path(str(data)).name} ({split})",
+        metrics=sections,
+        plots={k: str(out / v) for k, v in result["plots"].items()},
+        run_info={"model": predictor.meta["model"]["name"], "checkpoint": str(checkpoint),
+                  "data": str(data), "split": split, "threshold": predictor.threshold,
+                  "threshold rule": predictor.meta.get("threshold_rule", "default 0.5"),
+                  "breastpath version": breastpath.__version__},
+        notes=[result["patient_score"],
+               "A patient is positive when any of its patches is positive.",
+               "Research use only; not a diagnostic device."],
+    )

@@ -1,0 +1,87 @@
+"""Shared fixtures: small generated image trees, a prepared cache and a quickly trained run.
+
+Generated patches are H&E-like colour fields with noise; class 1 is darker and more purple, so a
+model can learn the difference in a few steps. Tests that need the real images in
+``../shared/data`` use the ``shared_data`` fixture and skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BREASTPATH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def synthetic_patch(rng: np.random.Generator, label: int, size=(50, 50)) -> np.ndarray:
+    """An H&E-like RGB patch; positives are darker and bluer."""
+    base = np.array([225, 160, 200]) if label == 0 else np.array([150, 90, 170])
+    noise = rng.normal(0, 18, size=(*size, 3))
+    blobs = rng.random(size) < (0.05 if label == 0 else 0.25)
+    image = base + noise
+    image[blobs] -= 60
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def save_png(path: Path, array: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def make_idc_tree(root: Path, *, patients: int = 10, per_class: int = 6, seed: int = 0,
+                  short_edge: int = 1) -> Path:
+    """``<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``; a few edge patches are short."""
+    rng = np.random.default_rng(seed)
+    for p in range(patients):
+        patient = str(10000 + p)
+        for label in (0, 1):
+            count = per_class if label == 0 or p % 3 else per_class // 2
+            for i in range(count):
+                height = 37 if (i < short_edge and label == 0) else 50
+                x, y = 50 * (i + 1) + 1, 50 * (label + 1) + 1
+                patch = synthetic_patch(rng, label, size=(height, 50))
+                save_png(root / patient / str(label) / f"{patient}_idx5_x{x}_y{y}_class{label}.png",
+                         patch)
+    return root
+
+
+@pytest.fixture(scope="session")
+def idc_tree(tmp_path_factory) -> Path:
+    return make_idc_tree(tmp_path_factory.mktemp("idc") / "IDC")
+
+
+@pytest.fixture(scope="session")
+def prepared_idc(idc_tree, tmp_path_factory) -> Path:
+    from breastpath.config import DataConfig
+    from breastpath.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "idc"
+    prepare([idc_tree], out, config=DataConfig(test_frac=0.2, val_frac=0.2, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(prepared_idc, tmp_path_factory) -> Path:
+    """A CancerNet trained for a few steps on the generated patches (seconds on a CPU)."""
+    from breastpath.config import TrainConfig
+    from breastpath.train.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.01, progress=False, patience=10,
+                         model_args={"widths": [8, 16, 16], "hidden": 32})
+    train(prepared_idc, run, config)
+    return run
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "idc").is_dir():
+        pytest.skip(f"real images not found at {SHARED_DATA} (set BREASTPATH_SHARED_DATA)")
+    return SHARED_DATA

@@ -1,0 +1,121 @@
+"""Training: runs end to end, writes a self-describing run, resumes, is deterministic on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from breastpath.config import TrainConfig
+from breastpath.errors import CheckpointError, ConfigError
+from breastpath.models import create_model
+from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.train.loop import class_weights, lr_at, train
+
+TINY = {"widths": [8, 16, 16], "hidden": 32}
+
+
+def _config(**changes) -> TrainConfig:
+    base = TrainConfig(epochs=2, batch_size=16, lr=0.01, progress=False, model_args=TINY)
+    return base.replace(**changes)
+
+
+def test_run_folder_is_self_describing(trained_run):
+    for name in ("config.yaml", "splits.csv", "history.csv", "best.json", "best.safetensors",
+                 "last.json", "last.safetensors"):
+        assert (trained_run / name).is_file(), name
+    meta = json.loads((trained_run / "best.json").read_text())
+    assert meta["model"] == {"name": "cancernet", "num_classes": 2, "args": TINY}
+    assert meta["input_size"] == [50, 50]
+    assert meta["class_names"] == ["non-IDC", "IDC"]
+    assert 0.0 < meta["threshold"] < 1.0
+    assert "validation" in meta["threshold_rule"]
+    assert meta["data"]["split"]["seed"] == 0
+    assert meta["train"]["optimizer"] == "adagrad"
+    assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert meta["metrics"]["val_at_threshold"]["n"] > 0
+    model = build_model(load_checkpoint(trained_run))
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_model_learns_the_generated_classes(trained_run):
+    meta = json.loads((trained_run / "best.json").read_text())
+    assert meta["metrics"]["val_at_threshold"]["roc_auc"] > 0.9
+
+
+def test_same_seed_gives_same_weights_on_cpu(prepared_idc, tmp_path):
+    train(prepared_idc, tmp_path / "a", _config())
+    train(prepared_idc, tmp_path / "b", _config())
+    a = load_checkpoint(tmp_path / "a" / "last.json").tensors
+    b = load_checkpoint(tmp_path / "b" / "last.json").tensors
+    for key in a:
+        if key.startswith("model."):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_continues_to_the_same_result(prepared_idc, tmp_path):
+    # a constant lr, so that stopping after 2 of 3 epochs is the same as being interrupted
+    train(prepared_idc, tmp_path / "full", _config(epochs=3, schedule="none"))
+    train(prepared_idc, tmp_path / "part", _config(epochs=2, schedule="none"))
+    summary = train(prepared_idc, tmp_path / "part", _config(epochs=3, schedule="none"),
+                    resume=True)
+    assert summary["epochs_run"] == 3
+    full = load_checkpoint(tmp_path / "full" / "last.json")
+    part = load_checkpoint(tmp_path / "part" / "last.json")
+    for key, value in full.model_state().items():
+        torch.testing.assert_close(part.model_state()[key], value, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_other_optimizers_train(prepared_idc, tmp_path, optimizer):
+    summary = train(prepared_idc, tmp_path / optimizer,
+                    _config(epochs=1, optimizer=optimizer, lr=0.001))
+    assert summary["epochs_run"] == 1
+
+
+def test_tampered_or_mismatched_checkpoints_are_refused(trained_run, tmp_path):
+    import shutil
+
+    for name in ("best.json", "best.safetensors"):
+        shutil.copy(trained_run / name, tmp_path / name)
+    data = bytearray((tmp_path / "best.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "best.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path / "best.json")
+
+    good = load_checkpoint(trained_run)
+    meta = {k: v for k, v in good.meta.items() if k not in ("format", "weights_sha256")}
+    meta["model"] = {**meta["model"], "args": {"widths": [4, 8, 8], "hidden": 32}}
+    save_checkpoint(tmp_path / "other", tensors=good.tensors, meta=meta)
+    with pytest.raises(CheckpointError, match="do not match"):
+        build_model(load_checkpoint(tmp_path / "other.json"))
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nothing.json")
+
+
+def test_class_weights_balance_the_loss():
+    weights = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def test_lr_schedule_warms_up_and_decays():
+    config = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2)
+    lrs = [lr_at(e, config) for e in range(10)]
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+
+
+def test_config_refuses_unknown_and_invalid_options():
+    with pytest.raises(ConfigError, match="unknown"):
+        TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"optimizer": "rmsprop"})
+
+
+def test_cancernet_shapes():
+    net = create_model("cancernet", num_classes=8).eval()
+    assert net(torch.zeros(2, 3, 224, 224)).shape == (2, 8)
+    assert net(torch.zeros(2, 3, 50, 50)).shape == (2, 8)
