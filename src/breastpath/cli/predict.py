@@ -8,8 +8,9 @@ import click
 @click.command("predict")
 @click.argument("checkpoint")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", "out_file", default=None, help="Write a CSV here instead of stdout.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="Write a CSV here instead of stdout.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 def command(checkpoint, paths, out_file, batch_size) -> None:
     """Score image files or folders with CHECKPOINT (a run, a file, or `default`)."""
     import csv
@@ -17,7 +18,7 @@ def command(checkpoint, paths, out_file, batch_size) -> None:
     import sys
     from pathlib import Path
 
-    from breastpath.errors import DatasetLayoutError
+    from breastpath.errors import DatasetLayoutError, InvalidImageError
     from breastpath.imaging import is_image_file
     from breastpath.io import atomic_write_text
     from breastpath.serve.predictor import Predictor
@@ -53,8 +54,9 @@ def command(checkpoint, paths, out_file, batch_size) -> None:
         click.echo(f"wrote {len(files)} rows to {out_file}")
     else:
         sys.stdout.write(buffer.getvalue())
+    if errors and errors == len(files):
+        raise InvalidImageError(f"none of the {len(files)} file(s) could be read "
+                                "(see the error column)")
     if errors:
         click.echo(f"{errors} of {len(files)} file(s) could not be read (see the error column)",
                    err=True)
-        if errors == len(files):
-            raise SystemExit(2)

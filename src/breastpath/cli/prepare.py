@@ -33,16 +33,16 @@ def command(sources, out_dir, dataset, task, magnification, image_size, test_fra
     config = DataConfig(dataset=dataset, task=task, magnification=magnification,
                         image_size=image_size, test_frac=test_frac, val_frac=val_frac, seed=seed)
     config.validate()
-    bar = tqdm(total=0, unit="img", desc="decoding", dynamic_ncols=True)
+    bars = []
 
-    def scanned(total: int) -> None:
-        bar.total = total
-        bar.refresh()
+    def scanned(total: int) -> None:  # the bar appears once the source is known to be good
+        bars.append(tqdm(total=total, unit="img", desc="decoding", dynamic_ncols=True))
 
     try:
         summary = prepare(sources, out_dir, config=config, workers=workers or None,
-                          progress=bar.update, on_scanned=scanned)
+                          progress=lambda n: bars[0].update(n), on_scanned=scanned)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     click.echo(format_summary(summary))
     click.echo(f"wrote {out_dir}")

@@ -65,9 +65,9 @@ def evaluate_checkpoint(
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data`` (prepared folder or raw source); write a report."""
+    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
     with tempfile.TemporaryDirectory(dir=out, prefix=".data-") as workdir:
         prepared = load_data(data, image_size=predictor.input_size, workdir=Path(workdir))
         if not is_prepared(data):

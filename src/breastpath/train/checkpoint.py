@@ -39,6 +39,10 @@ class Checkpoint:
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
+    def model_state_prefixed(self) -> dict[str, torch.Tensor]:
+        """Only the ``model.*`` tensors, keys unchanged (to re-save without optimizer state)."""
+        return {k: v for k, v in self.tensors.items() if k.startswith("model.")}
+
     def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 

@@ -95,7 +95,7 @@ def checkpoint_meta(
         "positive_index": len(data.class_names) - 1,
         "threshold": 0.5,
         "data": {"dataset": data.meta["dataset"], "task": data.meta["task"],
-                 "split": data.meta["split"], "prepared": str(data.root)},
+                 "split": data.meta["split"], "prepared": data.root.name},
         "train": config.to_dict(),
         "version": breastpath.__version__,
         **extra,
