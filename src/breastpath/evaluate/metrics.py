@@ -244,12 +244,13 @@ def multiclass_metrics(y_true: Any, probs: Any, *, class_names: Sequence[str]) -
     if y.shape[0] == 0:
         raise ConfigError("cannot compute metrics on empty inputs")
     if y.min() < 0 or y.max() >= k:
-        raise ConfigError(f"y_true must hold class indices in 0..{k - 1}, found {y.min()}..{y.max()}")
+        raise ConfigError(
+            f"y_true must hold class indices in 0..{k - 1}, found {y.min()}..{y.max()}"
+        )
     row_sums = p.sum(axis=1)
     if not np.allclose(row_sums, 1.0, atol=1e-3, rtol=0):
         raise ConfigError("each row of probs must sum to 1 (pass softmax outputs, not logits)")
     y = y.astype(np.int64)
-    p = p / row_sums[:, None]
     pred = p.argmax(axis=1)
     labels = list(range(k))
 
@@ -274,7 +275,12 @@ def multiclass_metrics(y_true: Any, probs: Any, *, class_names: Sequence[str]) -
         if k == 2:
             roc_auc = float(roc_auc_score(y, p[:, 1]))
         else:
-            roc_auc = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels))
+            # sklearn checks the row sums more tightly than we do: renormalise for it only
+            # (doing it everywhere would break exact ties by rounding).
+            p_ovr = p if np.allclose(row_sums, 1.0) else p / row_sums[:, None]
+            roc_auc = float(
+                roc_auc_score(y, p_ovr, multi_class="ovr", average="macro", labels=labels)
+            )
 
     return {
         "n": int(y.shape[0]),

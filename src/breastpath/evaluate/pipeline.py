@@ -25,8 +25,17 @@ from breastpath.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-PREDICTION_FIELDS = ["row", "path", "patient", "label", "label_name", "probability", "predicted",
-                     "correct", "split"]
+PREDICTION_FIELDS = [
+    "row",
+    "path",
+    "patient",
+    "label",
+    "label_name",
+    "probability",
+    "predicted",
+    "correct",
+    "split",
+]
 
 
 def load_data(data: str | Path, *, image_size: tuple[int, int], workdir: Path) -> PreparedData:
@@ -41,8 +50,9 @@ def load_data(data: str | Path, *, image_size: tuple[int, int], workdir: Path) -
     return open_prepared(target)
 
 
-def score_rows(predictor: Predictor, data: PreparedData, rows: np.ndarray,
-               *, chunk: int = 4096) -> np.ndarray:
+def score_rows(
+    predictor: Predictor, data: PreparedData, rows: np.ndarray, *, chunk: int = 4096
+) -> np.ndarray:
     """Class probabilities for cache rows, streamed in chunks from the memmap."""
     outputs = []
     same_size = data.image_size == tuple(predictor.input_size)
@@ -75,24 +85,32 @@ def evaluate_checkpoint(
         if prepared.class_names != predictor.class_names:
             raise CheckpointError(
                 f"the checkpoint predicts {predictor.class_names} but the data has classes "
-                f"{prepared.class_names}")
+                f"{prepared.class_names}"
+            )
         rows = prepared.indices(split)
         if len(rows) == 0:
             raise CheckpointError(f"the {split} split of {data} is empty")
         probs = score_rows(predictor, prepared, rows)
         result = _metrics_and_files(predictor, prepared, rows, probs, out, split=split)
-    result["run_info"] = {"checkpoint": str(predictor.checkpoint.path), "data": str(data),
-                          "split": split}
+    result["run_info"] = {
+        "checkpoint": str(predictor.checkpoint.path),
+        "data": str(data),
+        "split": split,
+    }
     write_json(out / "metrics.json", result)
-    _write_report(predictor, result, out, checkpoint=checkpoint, data=data,
-                  split=split)
+    _write_report(predictor, result, out, checkpoint=checkpoint, data=data, split=split)
     return result
 
 
-
-
-def _metrics_and_files(predictor: Predictor, data: PreparedData, rows: np.ndarray,
-                       probs: np.ndarray, out: Path, *, split: str) -> dict[str, Any]:
+def _metrics_and_files(
+    predictor: Predictor,
+    data: PreparedData,
+    rows: np.ndarray,
+    probs: np.ndarray,
+    out: Path,
+    *,
+    split: str,
+) -> dict[str, Any]:
     from breastpath.evaluate import plots
 
     labels = data.labels[rows]
@@ -105,8 +123,9 @@ def _metrics_and_files(predictor: Predictor, data: PreparedData, rows: np.ndarra
     per_patient = patient_scores(patients, truth, cancer, reduce="mean")
     result: dict[str, Any] = {
         "patch": binary_metrics(truth, cancer, threshold=threshold),
-        "patient": binary_metrics(per_patient["y_true"], per_patient["scores"],
-                                  threshold=threshold),
+        "patient": binary_metrics(
+            per_patient["y_true"], per_patient["scores"], threshold=threshold
+        ),
         "patient_score": describe_patient_score("mean"),
         "model": predictor.describe(),
         "version": breastpath.__version__,
@@ -115,47 +134,72 @@ def _metrics_and_files(predictor: Predictor, data: PreparedData, rows: np.ndarra
         result["classes"] = multiclass_metrics(labels, probs, class_names=predictor.class_names)
 
     predicted = cancer >= threshold
-    write_csv(out / "predictions.csv", [
-        {"row": int(r), "path": data.rows[r]["path"], "patient": data.rows[r]["patient"],
-         "label": int(t), "label_name": data.rows[r]["label_name"], "probability": f"{p:.6f}",
-         "predicted": int(d), "correct": int(d == t), "split": data.rows[r]["split"]}
-        for r, t, p, d in zip(rows, truth, cancer, predicted, strict=True)
-    ], PREDICTION_FIELDS)
+    write_csv(
+        out / "predictions.csv",
+        [
+            {
+                "row": int(r),
+                "path": data.rows[r]["path"],
+                "patient": data.rows[r]["patient"],
+                "label": int(t),
+                "label_name": data.rows[r]["label_name"],
+                "probability": f"{p:.6f}",
+                "predicted": int(d),
+                "correct": int(d == t),
+                "split": data.rows[r]["split"],
+            }
+            for r, t, p, d in zip(rows, truth, cancer, predicted, strict=True)
+        ],
+        PREDICTION_FIELDS,
+    )
 
     figures = {
-        "roc": plots.plot_roc({"patch": (truth, cancer),
-                               "patient": (per_patient["y_true"], per_patient["scores"])},
-                              out / "roc.png"),
-        "pr": plots.plot_pr({"patch": (truth, cancer),
-                             "patient": (per_patient["y_true"], per_patient["scores"])},
-                            out / "pr.png"),
+        "roc": plots.plot_roc(
+            {"patch": (truth, cancer), "patient": (per_patient["y_true"], per_patient["scores"])},
+            out / "roc.png",
+        ),
+        "pr": plots.plot_pr(
+            {"patch": (truth, cancer), "patient": (per_patient["y_true"], per_patient["scores"])},
+            out / "pr.png",
+        ),
         "confusion_matrix": plots.plot_confusion_matrix(
             np.asarray(result["patch"]["confusion_matrix"]),
-            ["not cancer", "cancer"], out / "confusion_matrix.png", title="Patch level"),
+            ["not cancer", "cancer"],
+            out / "confusion_matrix.png",
+            title="Patch level",
+        ),
     }
-    sample = _grid_sample(truth, predicted, seed=0)
+    sample, totals = _grid_sample(truth, cancer, predicted)
     figures["predictions"] = plots.plot_prediction_grid(
         np.asarray(data.images[np.sort(rows[sample])])[np.argsort(np.argsort(rows[sample]))],
-        truth[sample], cancer[sample], threshold=threshold,
-        class_names=["not cancer", "cancer"], path=out / "predictions.png")
+        truth[sample],
+        cancer[sample],
+        threshold=threshold,
+        totals=totals,
+        class_names=["not cancer", "cancer"],
+        path=out / "predictions.png",
+    )
     history_file = predictor.checkpoint.path.parent / "history.csv"
     if history_file.is_file():
         history = [{k: _number(v) for k, v in row.items()} for row in read_csv(history_file)]
-        figures["training_curves"] = plots.plot_training_curves(history,
-                                                                out / "training_curves.png")
+        figures["training_curves"] = plots.plot_training_curves(
+            history, out / "training_curves.png"
+        )
     result["plots"] = {k: Path(v).name for k, v in figures.items()}
     return result
 
 
-def _grid_sample(truth: np.ndarray, predicted: np.ndarray, *, seed: int) -> np.ndarray:
-    """At most 64 rows per outcome (TP, TN, FP, FN), so the grid never decodes the whole split."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for t in (0, 1):
-        for d in (False, True):
-            idx = np.flatnonzero((truth == t) & (predicted == d))
-            picks.append(rng.choice(idx, size=min(64, len(idx)), replace=False))
-    return np.sort(np.concatenate(picks)).astype(np.int64)
+def _grid_sample(truth: np.ndarray, scores: np.ndarray, predicted: np.ndarray,
+                 *, per_group: int = 8) -> tuple[np.ndarray, list[int]]:
+    """The most confident rows of each outcome (TP, TN, FP, FN) and the size of each outcome,
+    so the grid reads only those images from the cache."""
+    picks, totals = [], []
+    for t, d in ((1, True), (0, False), (0, True), (1, False)):
+        idx = np.flatnonzero((truth == t) & (predicted == d))
+        key = -scores[idx] if d else scores[idx]
+        picks.append(idx[np.argsort(key, kind="stable")][:per_group])
+        totals.append(len(idx))
+    return np.sort(np.concatenate(picks)).astype(np.int64), totals
 
 
 def _number(value: str) -> float | str:
@@ -165,8 +209,9 @@ def _number(value: str) -> float | str:
         return value
 
 
-def _write_report(predictor: Predictor, result: dict[str, Any], out: Path, *, checkpoint,
-                  data, split: str) -> None:
+def _write_report(
+    predictor: Predictor, result: dict[str, Any], out: Path, *, checkpoint, data, split: str
+) -> None:
     from breastpath.evaluate.report import write_report
 
     sections = {k: result[k] for k in ("patch", "patient", "classes") if k in result}
@@ -175,11 +220,18 @@ def _write_report(predictor: Predictor, result: dict[str, Any], out: Path, *, ch
         title=f"breastpath evaluation: {predictor.name} on {Path(str(data)).name} ({split})",
         metrics=sections,
         plots={k: str(out / v) for k, v in result["plots"].items()},
-        run_info={"model": predictor.meta["model"]["name"], "checkpoint": str(checkpoint),
-                  "data": str(data), "split": split, "threshold": predictor.threshold,
-                  "threshold rule": predictor.meta.get("threshold_rule", "default 0.5"),
-                  "breastpath version": breastpath.__version__},
-        notes=[result["patient_score"],
-               "A patient is positive when any of its patches is positive.",
-               "Research use only; not a diagnostic device."],
+        run_info={
+            "model": predictor.meta["model"]["name"],
+            "checkpoint": str(checkpoint),
+            "data": str(data),
+            "split": split,
+            "threshold": predictor.threshold,
+            "threshold rule": predictor.meta.get("threshold_rule", "default 0.5"),
+            "breastpath version": breastpath.__version__,
+        },
+        notes=[
+            result["patient_score"],
+            "A patient is positive when any of its patches is positive.",
+            "Research use only; not a diagnostic device.",
+        ],
     )

@@ -95,7 +95,9 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float]
     return xs, ys
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
+) -> Path:
     """Loss (left) and accuracy / AUC (right) per epoch; the learning rate on a log axis.
 
     Parameters
@@ -173,7 +175,9 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | os.Pa
 # --------------------------------------------------------------------------------------------
 
 
-def _curve_inputs(curves: Mapping[str, tuple[Any, Any]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _curve_inputs(
+    curves: Mapping[str, tuple[Any, Any]],
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if not curves:
         raise ConfigError("curves is empty: pass {name: (y_true, scores)}")
     out = []
@@ -315,7 +319,8 @@ def plot_confusion_matrix(
 
     Examples
     --------
-    >>> plot_confusion_matrix([[50, 5], [8, 37]], ["benign", "malignant"], "cm.png")  # doctest: +SKIP
+    >>> cm = [[50, 5], [8, 37]]
+    >>> plot_confusion_matrix(cm, ["benign", "malignant"], "cm.png")  # doctest: +SKIP
     PosixPath('cm.png')
     """
     m = np.asarray(cm)
@@ -375,6 +380,7 @@ def plot_prediction_grid(
     class_names: Sequence[str],
     path: str | os.PathLike[str],
     n_per_group: int = 8,
+    totals: Sequence[int] | None = None,
 ) -> Path:
     """Example tiles in four rows: true positives, true negatives, false positives, false negatives.
 
@@ -397,6 +403,9 @@ def plot_prediction_grid(
         Names of class 0 and class 1, used in the row titles.
     path : path-like
         Where to write the PNG (``prediction_grid_size(n_per_group) * DPI`` pixels).
+    totals : sequence of 4 ints, optional
+        Group sizes (TP, TN, FP, FN) to print when ``images`` is a pre-selected sample of a
+        larger set; by default the sizes within ``images``.
     n_per_group : int
         Tiles per row.
 
@@ -433,14 +442,15 @@ def plot_prediction_grid(
 
     fig = _new_figure(prediction_grid_size(n_per_group))
     subfigs = fig.subfigures(4, 1)
-    for subfig, (name, what, mask, right) in zip(subfigs, groups, strict=True):
+    sizes = list(totals) if totals is not None else [int(g[2].sum()) for g in groups]
+    for subfig, (name, what, mask, right), size in zip(subfigs, groups, sizes, strict=True):
         idx = np.flatnonzero(mask)
         predicted_positive = name in ("True positives", "False positives")
         # most confident first: highest scores for predicted positives, lowest otherwise
         key = -s[idx] if predicted_positive else s[idx]
         idx = idx[np.argsort(key, kind="stable")][:n_per_group]
         subfig.suptitle(
-            f"{name} ({what}): showing {idx.size} of {int(mask.sum())}",
+            f"{name} ({what}): showing {idx.size} of {size}",
             fontsize=9,
             x=0.01,
             ha="left",

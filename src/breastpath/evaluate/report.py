@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import numbers
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,13 @@ _HTML_TEMPLATE = """\
 </style>
 </head>
 <body>
+{% macro cell(value) -%}
+  {% if value is none %}<td class="na">&ndash;</td>
+  {%- else %}<td class="num">{{ value }}</td>{% endif %}
+{%- endmacro %}
+{% macro body_row(row) -%}
+  <tr><th>{{ row[0] }}</th>{% for value in row[1:] %}{{ cell(value) }}{% endfor %}</tr>
+{%- endmacro %}
 <main>
 <h1>{{ title }}</h1>
 <p class="subtitle">breastpath {{ version }} evaluation report</p>
@@ -94,10 +102,7 @@ _HTML_TEMPLATE = """\
   <thead><tr><th>Metric</th>{% for s in table.sections %}<th>{{ s }}</th>{% endfor %}</tr></thead>
   <tbody>
   {% for label, cells in table.rows %}
-    <tr><th>{{ label }}</th>
-    {%- for cell in cells %}
-      {%- if cell is none %}<td class="na">&ndash;</td>{% else %}<td class="num">{{ cell }}</td>{% endif %}
-    {%- endfor %}</tr>
+    {{ body_row([label] + cells) }}
   {% endfor %}
   </tbody>
 </table>
@@ -109,7 +114,7 @@ _HTML_TEMPLATE = """\
   <thead><tr>{% for h in pc.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
   <tbody>
   {% for row in pc.rows %}
-    <tr><th>{{ row[0] }}</th>{% for cell in row[1:] %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
+    {{ body_row(row) }}
   {% endfor %}
   </tbody>
 </table>
@@ -123,10 +128,11 @@ _HTML_TEMPLATE = """\
 <div>
 <h3>{{ cm.section }}</h3>
 <table class="cm">
-  <thead><tr><th>true \\ predicted</th>{% for c in cm.classes %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+  <thead><tr><th>true \\ predicted</th>
+    {%- for c in cm.classes %}<th>{{ c }}</th>{% endfor %}</tr></thead>
   <tbody>
   {% for row in cm.rows %}
-    <tr><th>{{ row[0] }}</th>{% for cell in row[1:] %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
+    {{ body_row(row) }}
   {% endfor %}
   </tbody>
 </table>
@@ -170,15 +176,16 @@ def _fmt(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, int):
-        return f"{value:d}"
-    if isinstance(value, float):
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):d}"
+    if isinstance(value, numbers.Real):
+        value = float(value)
         return "nan" if value != value else f"{value:.4f}"
     return str(value)
 
 
 def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, int | float | str | bool)
+    return value is None or isinstance(value, numbers.Real | str)
 
 
 def _metric_table(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -190,7 +197,9 @@ def _metric_table(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 keys.append(k)
     rows = []
     for k in keys:
-        cells = [_fmt(metrics[s].get(k)) if _is_scalar(metrics[s].get(k)) else None for s in sections]
+        cells = [
+            _fmt(metrics[s].get(k)) if _is_scalar(metrics[s].get(k)) else None for s in sections
+        ]
         rows.append((_METRIC_LABELS.get(k, k.replace("_", " ").capitalize()), cells))
     return {"sections": sections, "rows": rows}
 
@@ -375,8 +384,8 @@ def write_report(
         in ``out_dir``.
     run_info : dict
         Shown as a definition list, in order (model, checkpoint, data, split, threshold, ...).
-        ``package_version`` is added when missing. A ``class_names`` entry names the rows and
-        columns of binary confusion matrices.
+        ``package_version`` is added unless a key already mentions a version. A
+        ``class_names`` entry names the rows and columns of binary confusion matrices.
     notes : iterable of str
         Free-text notes, e.g. how patient scores were computed
         (:func:`~breastpath.evaluate.aggregate.describe_patient_score`).
@@ -402,7 +411,8 @@ def write_report(
         if not isinstance(section, Mapping):
             raise ConfigError(f"metrics[{name!r}] must be a dict of metric values")
     info = dict(run_info)
-    info.setdefault("package_version", __version__)
+    if not any("version" in str(k).lower() for k in info):
+        info["package_version"] = __version__
     notes_list = [str(n) for n in notes]
 
     table = _metric_table(metrics)
