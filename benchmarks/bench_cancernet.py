@@ -64,8 +64,14 @@ def bench_training(model, images, *, device, batch_size, batches, amp) -> float:
     mean = torch.full((3,), 0.5, device=device)
     std = torch.full((3,), 0.25, device=device)
     labels = np.random.default_rng(0).integers(0, 2, len(images))
-    loader = BatchLoader(images, labels, np.arange(len(images)), batch_size=batch_size,
-                         shuffle=True, max_batches=batches + 3)
+    loader = BatchLoader(
+        images,
+        labels,
+        np.arange(len(images)),
+        batch_size=batch_size,
+        shuffle=True,
+        max_batches=batches + 3,
+    )
     generator = torch.Generator().manual_seed(0)
     use_amp = amp and device.type == "cuda"
     seen = 0
@@ -100,27 +106,53 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    results = {"machine": platform.processor() or platform.machine(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "patches_in_cache": args.patches}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "patches_in_cache": args.patches,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         images = synthetic_cache(Path(tmp) / "images.u8", args.patches)
         results["cache_write_s"] = round(time.perf_counter() - started, 2)
         model = create_model("cancernet", num_classes=2).to(device)
         model = model.to(memory_format=torch.channels_last)
-        results["train_patches_per_s"] = round(bench_training(
-            model, images, device=device, batch_size=args.train_batch_size,
-            batches=args.train_batches, amp=not args.no_amp), 1)
+        results["train_patches_per_s"] = round(
+            bench_training(
+                model,
+                images,
+                device=device,
+                batch_size=args.train_batch_size,
+                batches=args.train_batches,
+                amp=not args.no_amp,
+            ),
+            1,
+        )
         model.eval()
-        results["infer_patches_per_s"] = round(bench_inference(
-            model, images, device=device, batch_size=args.infer_batch_size,
-            batches=args.infer_batches), 1)
+        results["infer_patches_per_s"] = round(
+            bench_inference(
+                model,
+                images,
+                device=device,
+                batch_size=args.infer_batch_size,
+                batches=args.infer_batches,
+            ),
+            1,
+        )
         if args.compile:
-            results["infer_compiled_patches_per_s"] = round(bench_inference(
-                model, images, device=device, batch_size=args.infer_batch_size,
-                batches=args.infer_batches, compiled=True), 1)
+            results["infer_compiled_patches_per_s"] = round(
+                bench_inference(
+                    model,
+                    images,
+                    device=device,
+                    batch_size=args.infer_batch_size,
+                    batches=args.infer_batches,
+                    compiled=True,
+                ),
+                1,
+            )
         results["idc_epoch_s_estimate"] = round(IDC_PATCHES / results["train_patches_per_s"], 1)
     for key, value in results.items():
         print(f"{key:32s} {value}")

@@ -26,7 +26,10 @@ from breastpath.train.checkpoint import build_model, load_checkpoint, save_check
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
-ANCHORS = {"Cruz-Roa et al. 2014": (0.7180, 0.8423), "Janowczyk & Madabhushi 2016": (0.7648, 0.8468)}
+ANCHORS = {
+    "Cruz-Roa et al. 2014": (0.7180, 0.8423),
+    "Janowczyk & Madabhushi 2016": (0.7648, 0.8468),
+}
 
 
 def main() -> None:
@@ -51,8 +54,10 @@ def main() -> None:
     best = load_checkpoint(run / "best.json")
     meta = {k: v for k, v in best.meta.items() if k not in ("format", "weights_sha256")}
     meta["name"] = "cancernet-idc"
-    meta["metrics"] = {**meta.get("metrics", {}), "test": {k: result[k]
-                                                          for k in ("patch", "patient")}}
+    meta["metrics"] = {
+        **meta.get("metrics", {}),
+        "test": {k: result[k] for k in ("patch", "patient")},
+    }
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_checkpoint(ASSETS / "cancernet_idc", tensors=best.model_state_prefixed(), meta=meta)
     atomic_write_text(ASSETS / "MODEL_CARD.md", model_card(meta, prepared, report, config))
@@ -74,8 +79,9 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
     )
 
     def ci(metric: str) -> str:
-        low, high = bootstrap_ci(y, p, metric=metric, threshold=threshold, groups=groups,
-                                 n_boot=1000, seed=0)
+        low, high = bootstrap_ci(
+            y, p, metric=metric, threshold=threshold, groups=groups, n_boot=1000, seed=0
+        )
         return f"{low:.3f}–{high:.3f}"
 
     lines = [
@@ -103,8 +109,10 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
     ]
     for name in ("train", "val", "test"):
         part = summary["splits"][name]
-        lines.append(f"| {name} | {part['images']:,} | {part['patients']} | "
-                     f"{part['classes']['non-IDC']:,} | {part['classes']['IDC']:,} |")
+        lines.append(
+            f"| {name} | {part['images']:,} | {part['patients']} | "
+            f"{part['classes']['non-IDC']:,} | {part['classes']['IDC']:,} |"
+        )
     lines += [
         "",
         f"{summary['padded']} edge patches smaller than 50x50 were padded with white.",
@@ -122,11 +130,21 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
         "| metric | patch | 95% CI (patch) | patient |",
         "| --- | --- | --- | --- |",
     ]
-    for metric in ("balanced_accuracy", "f1", "roc_auc", "pr_auc", "accuracy", "sensitivity",
-                   "specificity", "precision"):
+    for metric in (
+        "balanced_accuracy",
+        "f1",
+        "roc_auc",
+        "pr_auc",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+    ):
         patient_value = test["patient"][metric]
-        lines.append(f"| {metric} | {test['patch'][metric]:.4f} | {ci(metric)} | "
-                     f"{'n/a' if patient_value is None else f'{patient_value:.4f}'} |")
+        lines.append(
+            f"| {metric} | {test['patch'][metric]:.4f} | {ci(metric)} | "
+            f"{'n/a' if patient_value is None else f'{patient_value:.4f}'} |"
+        )
     lines += [
         "",
         f"Patch confusion matrix [[TN, FP], [FN, TP]]: {test['patch']['confusion_matrix']}.",
@@ -139,7 +157,7 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
         "",
         "## Limits",
         "- Trained on one public dataset from one institution's scanner and staining; expect lower",
-        "  accuracy on other sites until stain normalization and site-specific validation are done.",
+        "  accuracy on other sites until stain normalization and site validation are done.",
         "- Patch-level model: it does not see tissue context beyond 50x50 pixels.",
         "- Only IDC vs non-IDC; other lesions are out of scope.",
         "- The threshold was chosen on 15 validation patients; recalibrate for a new population.",

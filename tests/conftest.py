@@ -35,8 +35,9 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def make_idc_tree(root: Path, *, patients: int = 10, per_class: int = 6, seed: int = 0,
-                  short_edge: int = 1) -> Path:
+def make_idc_tree(
+    root: Path, *, patients: int = 10, per_class: int = 6, seed: int = 0, short_edge: int = 1
+) -> Path:
     """``<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``; a few edge patches are short."""
     rng = np.random.default_rng(seed)
     for p in range(patients):
@@ -47,8 +48,10 @@ def make_idc_tree(root: Path, *, patients: int = 10, per_class: int = 6, seed: i
                 height = 37 if (i < short_edge and label == 0) else 50
                 x, y = 50 * (i + 1) + 1, 50 * (label + 1) + 1
                 patch = synthetic_patch(rng, label, size=(height, 50))
-                save_png(root / patient / str(label) / f"{patient}_idx5_x{x}_y{y}_class{label}.png",
-                         patch)
+                save_png(
+                    root / patient / str(label) / f"{patient}_idx5_x{x}_y{y}_class{label}.png",
+                    patch,
+                )
     return root
 
 
@@ -74,8 +77,14 @@ def trained_run(prepared_idc, tmp_path_factory) -> Path:
     from breastpath.train.loop import train
 
     run = tmp_path_factory.mktemp("runs") / "run"
-    config = TrainConfig(epochs=3, batch_size=16, lr=0.01, progress=False, patience=10,
-                         model_args={"widths": [8, 16, 16], "hidden": 32})
+    config = TrainConfig(
+        epochs=3,
+        batch_size=16,
+        lr=0.01,
+        progress=False,
+        patience=10,
+        model_args={"widths": [8, 16, 16], "hidden": 32},
+    )
     train(prepared_idc, run, config)
     return run
 

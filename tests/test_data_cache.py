@@ -58,7 +58,9 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path):
 def test_split_is_reproducible_and_seed_dependent(idc_tree, tmp_path):
     first = prepare([idc_tree], tmp_path / "a", config=DataConfig(seed=5))
     second = prepare([idc_tree], tmp_path / "b", config=DataConfig(seed=5))
-    assert (tmp_path / "a" / "splits.csv").read_text() == (tmp_path / "b" / "splits.csv").read_text()
+    assert (tmp_path / "a" / "splits.csv").read_text() == (
+        tmp_path / "b" / "splits.csv"
+    ).read_text()
     assert first["splits"] == second["splits"]
 
 
@@ -74,7 +76,7 @@ def test_incomplete_or_damaged_cache_is_refused(prepared_idc, tmp_path):
     with pytest.raises(CacheError, match="wrong size"):
         open_prepared(copy)
     (copy / "meta.json").unlink()
-    with pytest.raises(CacheError, match="meta.json missing"):
+    with pytest.raises(CacheError, match=r"meta\.json missing"):
         open_prepared(copy)
 
 
@@ -90,9 +92,17 @@ def test_batch_loader_covers_split_once_and_shuffles_by_epoch(prepared_idc):
     loader.set_epoch(1)
     assert not np.array_equal(seen, np.concatenate([b for _, _, b in loader]))
     # two ranks see disjoint halves
-    halves = [np.concatenate([b for _, _, b in BatchLoader(
-        data.images, data.labels, rows, batch_size=5, shuffle=True, rank=r, world_size=2)])
-        for r in (0, 1)]
+    halves = [
+        np.concatenate(
+            [
+                b
+                for _, _, b in BatchLoader(
+                    data.images, data.labels, rows, batch_size=5, shuffle=True, rank=r, world_size=2
+                )
+            ]
+        )
+        for r in (0, 1)
+    ]
     assert not set(halves[0]) & set(halves[1])
 
 

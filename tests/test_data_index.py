@@ -51,7 +51,11 @@ def test_breakhis_names_give_patient_subtype_and_magnification(tmp_path):
     by_name = {r.path.rsplit("/", 1)[-1]: r for r in index.records}
     dc = by_name["SOB_M_DC-14-2523-40-010.png"]
     assert (dc.patient, dc.label_name, dc.subtype, dc.magnification) == (
-        "2523", "malignant", "ductal_carcinoma", "40")
+        "2523",
+        "malignant",
+        "ductal_carcinoma",
+        "40",
+    )
     assert by_name["SOB_B_A-14-22549AB-200-001.png"].patient == "22549"
 
     only_200 = scan_source(tmp_path, magnification="200")
@@ -62,11 +66,15 @@ def test_breakhis_names_give_patient_subtype_and_magnification(tmp_path):
 
 def test_breakhis_tile_tree_uses_numeric_patient_root(tmp_path):
     rng = np.random.default_rng(0)
-    for cls, subtype, slide in [("benign", "fibroadenoma", "22549AB"),
-                                ("benign", "fibroadenoma", "22549CD"),
-                                ("malignant", "ductal_carcinoma", "4372")]:
-        save_png(tmp_path / cls / subtype / slide / f"{slide}-200X-tile01.png",
-                 synthetic_patch(rng, 0, size=(32, 32)))
+    for cls, subtype, slide in [
+        ("benign", "fibroadenoma", "22549AB"),
+        ("benign", "fibroadenoma", "22549CD"),
+        ("malignant", "ductal_carcinoma", "4372"),
+    ]:
+        save_png(
+            tmp_path / cls / subtype / slide / f"{slide}-200X-tile01.png",
+            synthetic_patch(rng, 0, size=(32, 32)),
+        )
     index = scan_source(tmp_path)
     assert index.dataset == "breakhis-tiles"
     assert sorted({r.patient for r in index.records}) == ["22549", "4372"]

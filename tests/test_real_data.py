@@ -25,8 +25,11 @@ def test_short_training_on_real_idc_beats_chance_on_unseen_patients(shared_data,
 
 
 def test_breakhis_tiles_and_originals_prepare_with_patient_split(shared_data, tmp_path):
-    summary = prepare([shared_data / "breakhis-tiles", shared_data / "breakhis"],
-                      tmp_path / "bh", config=DataConfig(seed=0))
+    summary = prepare(
+        [shared_data / "breakhis-tiles", shared_data / "breakhis"],
+        tmp_path / "bh",
+        config=DataConfig(seed=0),
+    )
     assert summary["images"] == 564 + 11
     assert summary["class_names"] == ["benign", "malignant"]
     assert summary["resized"] == 11  # the 700x460 originals
@@ -36,8 +39,11 @@ def test_breakhis_tiles_and_originals_prepare_with_patient_split(shared_data, tm
         fields = line.split(",")
         patient_splits.setdefault(fields[2], set()).add(fields[9])
     assert all(len(s) == 1 for s in patient_splits.values())
-    sub = prepare([shared_data / "breakhis-tiles"], tmp_path / "sub",
-                  config=DataConfig(task="subtype", seed=0))
+    sub = prepare(
+        [shared_data / "breakhis-tiles"],
+        tmp_path / "sub",
+        config=DataConfig(task="subtype", seed=0),
+    )
     assert len(sub["class_names"]) == 6
 
 

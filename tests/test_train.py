@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -23,8 +24,15 @@ def _config(**changes) -> TrainConfig:
 
 
 def test_run_folder_is_self_describing(trained_run):
-    for name in ("config.yaml", "splits.csv", "history.csv", "best.json", "best.safetensors",
-                 "last.json", "last.safetensors"):
+    for name in (
+        "config.yaml",
+        "splits.csv",
+        "history.csv",
+        "best.json",
+        "best.safetensors",
+        "last.json",
+        "last.safetensors",
+    ):
         assert (trained_run / name).is_file(), name
     meta = json.loads((trained_run / "best.json").read_text())
     assert meta["model"] == {"name": "cancernet", "num_classes": 2, "args": TINY}
@@ -59,8 +67,9 @@ def test_resume_continues_to_the_same_result(prepared_idc, tmp_path):
     # a constant lr, so that stopping after 2 of 3 epochs is the same as being interrupted
     train(prepared_idc, tmp_path / "full", _config(epochs=3, schedule="none"))
     train(prepared_idc, tmp_path / "part", _config(epochs=2, schedule="none"))
-    summary = train(prepared_idc, tmp_path / "part", _config(epochs=3, schedule="none"),
-                    resume=True)
+    summary = train(
+        prepared_idc, tmp_path / "part", _config(epochs=3, schedule="none"), resume=True
+    )
     assert summary["epochs_run"] == 3
     full = load_checkpoint(tmp_path / "full" / "last.json")
     part = load_checkpoint(tmp_path / "part" / "last.json")
@@ -70,8 +79,9 @@ def test_resume_continues_to_the_same_result(prepared_idc, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_other_optimizers_train(prepared_idc, tmp_path, optimizer):
-    summary = train(prepared_idc, tmp_path / optimizer,
-                    _config(epochs=1, optimizer=optimizer, lr=0.001))
+    summary = train(
+        prepared_idc, tmp_path / optimizer, _config(epochs=1, optimizer=optimizer, lr=0.001)
+    )
     assert summary["epochs_run"] == 1
 
 
@@ -105,7 +115,7 @@ def test_lr_schedule_warms_up_and_decays():
     config = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2)
     lrs = [lr_at(e, config) for e in range(10)]
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))
 
 
 def test_config_refuses_unknown_and_invalid_options():

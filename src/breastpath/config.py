@@ -97,7 +97,9 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         if self.optimizer not in ("adagrad", "adam", "adamw", "sgd"):
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use adagrad, adam, adamw or sgd")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; use adagrad, adam, adamw or sgd"
+            )
         if self.schedule not in ("cosine", "step", "none"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; use cosine, step or none")
         if self.threshold_metric not in ("balanced_accuracy", "f1", "youden"):

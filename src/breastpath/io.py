@@ -56,11 +56,14 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
+def write_csv(
+    path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str]
+) -> None:
     """Write ``rows`` (dicts) as CSV with the given columns, atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

@@ -7,10 +7,15 @@ import click
 
 @click.command("evaluate")
 @click.argument("checkpoint")
-@click.option("--data", "data", required=True,
-              help="A prepared folder (its split is used) or a raw source (all images).")
-@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
-              show_default=True)
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    help="A prepared folder (its split is used) or a raw source (all images).",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True
+)
 @click.option("--out", "out_dir", required=True, help="Folder for metrics.json and report.html.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 def command(checkpoint, data, split, out_dir, batch_size) -> None:
@@ -21,8 +26,10 @@ def command(checkpoint, data, split, out_dir, batch_size) -> None:
     for level in ("patch", "patient"):
         m = result[level]
         auc = m["roc_auc"]
-        click.echo(f"{level:8s} n={m['n']:<6d} balanced_accuracy={m['balanced_accuracy']:.4f} "
-                   f"f1={m['f1']:.4f} sensitivity={m['sensitivity']:.4f} "
-                   f"specificity={m['specificity']:.4f} roc_auc="
-                   f"{'n/a' if auc is None else f'{auc:.4f}'}")
+        click.echo(
+            f"{level:8s} n={m['n']:<6d} balanced_accuracy={m['balanced_accuracy']:.4f} "
+            f"f1={m['f1']:.4f} sensitivity={m['sensitivity']:.4f} "
+            f"specificity={m['specificity']:.4f} roc_auc="
+            f"{'n/a' if auc is None else f'{auc:.4f}'}"
+        )
     click.echo(f"report: {out_dir}/report.html")

@@ -8,8 +8,13 @@ import click
 @click.command("predict")
 @click.argument("checkpoint")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
-              help="Write a CSV here instead of stdout.")
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write a CSV here instead of stdout.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 def command(checkpoint, paths, out_file, batch_size) -> None:
     """Score image files or folders with CHECKPOINT (a run, a file, or `default`)."""
@@ -47,16 +52,19 @@ def command(checkpoint, paths, out_file, batch_size) -> None:
                 errors += 1
                 writer.writerow([path, "", "", predictor.threshold, str(result)])
             else:
-                writer.writerow([path, f"{result.probability:.6f}", result.label,
-                                 predictor.threshold, ""])
+                writer.writerow(
+                    [path, f"{result.probability:.6f}", result.label, predictor.threshold, ""]
+                )
     if out_file:
         atomic_write_text(out_file, buffer.getvalue())
         click.echo(f"wrote {len(files)} rows to {out_file}")
     else:
         sys.stdout.write(buffer.getvalue())
     if errors and errors == len(files):
-        raise InvalidImageError(f"none of the {len(files)} file(s) could be read "
-                                "(see the error column)")
+        raise InvalidImageError(
+            f"none of the {len(files)} file(s) could be read (see the error column)"
+        )
     if errors:
-        click.echo(f"{errors} of {len(files)} file(s) could not be read (see the error column)",
-                   err=True)
+        click.echo(
+            f"{errors} of {len(files)} file(s) could not be read (see the error column)", err=True
+        )

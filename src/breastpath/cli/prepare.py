@@ -9,29 +9,56 @@ from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
 
 @click.command("prepare")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder to write the cache, splits.csv and summary.json into.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write the cache, splits.csv and summary.json into.",
+)
 @click.option("--dataset", type=click.Choice(DATASETS), default="auto", show_default=True)
 @click.option("--task", type=click.Choice(TASKS), default="binary", show_default=True)
-@click.option("--magnification", type=click.Choice(MAGNIFICATIONS), default="all",
-              show_default=True, help="BreakHis magnification to keep.")
-@click.option("--image-size", type=int, default=0,
-              help="Side of the cached images [default: 50 for IDC, 224 otherwise].")
+@click.option(
+    "--magnification",
+    type=click.Choice(MAGNIFICATIONS),
+    default="all",
+    show_default=True,
+    help="BreakHis magnification to keep.",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    default=0,
+    help="Side of the cached images [default: 50 for IDC, 224 otherwise].",
+)
 @click.option("--test-frac", type=float, default=0.2, show_default=True)
-@click.option("--val-frac", type=float, default=0.1, show_default=True,
-              help="Share of the non-test images for validation.")
+@click.option(
+    "--val-frac",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of the non-test images for validation.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, help="Decoding threads [default: CPU count].")
-def command(sources, out_dir, dataset, task, magnification, image_size, test_frac, val_frac,
-            seed, workers) -> None:
+def command(
+    sources, out_dir, dataset, task, magnification, image_size, test_frac, val_frac, seed, workers
+) -> None:
     """Scan SOURCE (folder or Kaggle zip), split by patient and decode into a packed cache."""
     from tqdm.auto import tqdm
 
     from breastpath.config import DataConfig
     from breastpath.data.prepare import format_summary, prepare
 
-    config = DataConfig(dataset=dataset, task=task, magnification=magnification,
-                        image_size=image_size, test_frac=test_frac, val_frac=val_frac, seed=seed)
+    config = DataConfig(
+        dataset=dataset,
+        task=task,
+        magnification=magnification,
+        image_size=image_size,
+        test_frac=test_frac,
+        val_frac=val_frac,
+        seed=seed,
+    )
     config.validate()
     bars = []
 
@@ -39,8 +66,14 @@ def command(sources, out_dir, dataset, task, magnification, image_size, test_fra
         bars.append(tqdm(total=total, unit="img", desc="decoding", dynamic_ncols=True))
 
     try:
-        summary = prepare(sources, out_dir, config=config, workers=workers or None,
-                          progress=lambda n: bars[0].update(n), on_scanned=scanned)
+        summary = prepare(
+            sources,
+            out_dir,
+            config=config,
+            workers=workers or None,
+            progress=lambda n: bars[0].update(n),
+            on_scanned=scanned,
+        )
     finally:
         for bar in bars:
             bar.close()

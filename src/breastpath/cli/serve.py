@@ -6,8 +6,12 @@ import click
 
 
 @click.command("serve")
-@click.option("--checkpoint", default="default", show_default=True,
-              help="Bundled name, run folder or checkpoint file.")
+@click.option(
+    "--checkpoint",
+    default="default",
+    show_default=True,
+    help="Bundled name, run folder or checkpoint file.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--max-upload-mb", type=float, default=20.0, show_default=True)

@@ -19,8 +19,21 @@ import click
 @click.option("--max-steps-per-epoch", type=int, default=None)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/last.json.")
-def command(data_dir, run_dir, config_file, model, epochs, batch_size, lr, optimizer, seed,
-            device, max_steps_per_epoch, no_progress, resume) -> None:
+def command(
+    data_dir,
+    run_dir,
+    config_file,
+    model,
+    epochs,
+    batch_size,
+    lr,
+    optimizer,
+    seed,
+    device,
+    max_steps_per_epoch,
+    no_progress,
+    resume,
+) -> None:
     """Train a classifier on a prepared folder (options: flags > --config file > defaults)."""
     from pathlib import Path
 
@@ -33,17 +46,26 @@ def command(data_dir, run_dir, config_file, model, epochs, batch_size, lr, optim
     if config_file:
         loaded = load_yaml(config_file)
         values.update(loaded.get("train", loaded))
-    flags = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-             "optimizer": optimizer, "seed": seed, "device": device,
-             "max_steps_per_epoch": max_steps_per_epoch}
+    flags = {
+        "model": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "seed": seed,
+        "device": device,
+        "max_steps_per_epoch": max_steps_per_epoch,
+    }
     values.update({k: v for k, v in flags.items() if v is not None})
     if no_progress:
         values["progress"] = False
     config = TrainConfig.from_dict(values)
     summary = train(data_dir, run_dir, config, resume=resume)
     val = summary.get("val", {})
-    click.echo(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}; threshold "
-               f"{summary.get('threshold', 0.5):.3f}; validation balanced accuracy "
-               f"{val.get('balanced_accuracy', float('nan')):.4f}, ROC-AUC "
-               f"{val.get('roc_auc') or float('nan'):.4f}")
+    click.echo(
+        f"best epoch {summary['best_epoch']} of {summary['epochs_run']}; threshold "
+        f"{summary.get('threshold', 0.5):.3f}; validation balanced accuracy "
+        f"{val.get('balanced_accuracy', float('nan')):.4f}, ROC-AUC "
+        f"{val.get('roc_auc') or float('nan'):.4f}"
+    )
     click.echo(f"checkpoint: {Path(run_dir) / 'best.json'}")

@@ -49,7 +49,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, *, strength: float
     x = x * factors()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * factors() + mean
-    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     x = (x - gray) * factors() + gray
     return x.clamp_(0.0, 1.0)
 

@@ -33,8 +33,19 @@ from breastpath.io import read_csv, read_json, write_csv, write_json
 FORMAT = "breastpath-cache/1"
 IMAGES_FILE = "images.u8"
 INDEX_FIELDS = [
-    "row", "path", "patient", "label", "label_name", "subtype", "magnification", "x", "y",
-    "split", "height", "width", "fit",
+    "row",
+    "path",
+    "patient",
+    "label",
+    "label_name",
+    "subtype",
+    "magnification",
+    "x",
+    "y",
+    "split",
+    "height",
+    "width",
+    "fit",
 ]
 
 
@@ -212,11 +223,15 @@ def _summary(index: SourceIndex, rows: list[dict], result: DecodeResult, *, size
     resized = sum(1 for a in result.actions if a == "resized")
     notes = list(index.notes)
     if padded:
-        notes.append(f"{padded} image(s) smaller than {size[0]}x{size[1]} were padded with white "
-                     "at the bottom/right")
+        notes.append(
+            f"{padded} image(s) smaller than {size[0]}x{size[1]} were padded with white "
+            "at the bottom/right"
+        )
     if resized:
-        notes.append(f"{resized} image(s) were resized (shorter side to {min(size)}) and "
-                     f"center-cropped to {size[0]}x{size[1]}")
+        notes.append(
+            f"{resized} image(s) were resized (shorter side to {min(size)}) and "
+            f"center-cropped to {size[0]}x{size[1]}"
+        )
     if result.skipped:
         notes.append(f"{len(result.skipped)} unreadable file(s) were skipped (listed in 'skipped')")
     return {
@@ -274,8 +289,10 @@ def open_prepared(path: str | Path) -> PreparedData:
     if not root.is_dir():
         raise CacheError(f"{root}: no such prepared folder (run `breastpath prepare` first)")
     if not (root / "meta.json").is_file():
-        raise CacheError(f"{root}: not a complete prepared folder (meta.json missing); "
-                         "run `breastpath prepare` again")
+        raise CacheError(
+            f"{root}: not a complete prepared folder (meta.json missing); "
+            "run `breastpath prepare` again"
+        )
     meta = read_json(root / "meta.json")
     if meta.get("format") != FORMAT:
         raise CacheError(f"{root}: unsupported cache format {meta.get('format')!r}")
@@ -283,8 +300,10 @@ def open_prepared(path: str | Path) -> PreparedData:
     image_file = root / IMAGES_FILE
     expected = int(np.prod(shape))
     if not image_file.is_file() or image_file.stat().st_size != expected:
-        raise CacheError(f"{root}: {IMAGES_FILE} is missing or has the wrong size; "
-                         "run `breastpath prepare` again")
+        raise CacheError(
+            f"{root}: {IMAGES_FILE} is missing or has the wrong size; "
+            "run `breastpath prepare` again"
+        )
     rows = read_csv(root / "index.csv")
     if len(rows) != shape[0]:
         raise CacheError(f"{root}: index.csv has {len(rows)} rows for {shape[0]} images")

@@ -156,8 +156,9 @@ def scan_sources(
             raise DatasetLayoutError(f"no image at magnification {magnification}X")
     kind = kinds[0] if len(set(kinds)) == 1 else "+".join(sorted(set(kinds)))
     class_names, records = _assign_labels(raws, kinds=set(kinds), task=task)
-    return SourceIndex(records=records, class_names=class_names, dataset=kind, task=task,
-                       notes=notes)
+    return SourceIndex(
+        records=records, class_names=class_names, dataset=kind, task=task, notes=notes
+    )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -361,4 +362,3 @@ def order_class_names(names: set[str]) -> tuple[str, ...]:
                 ordered.append(hits[0])
                 break
     return tuple(ordered)
-

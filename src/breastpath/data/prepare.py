@@ -20,7 +20,7 @@ def prepare(
     sources: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    config: DataConfig = DataConfig(),
+    config: DataConfig | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_scanned: Callable[[int], None] | None = None,
@@ -33,21 +33,29 @@ def prepare(
     >>> summary["splits"]["test"]["patients"]  # doctest: +SKIP
     37
     """
+    config = config or DataConfig()
     index = scan_sources(
-        list(sources), dataset=config.dataset, task=config.task,
+        list(sources),
+        dataset=config.dataset,
+        task=config.task,
         magnification=config.magnification,
     )
     if on_scanned is not None:
         on_scanned(len(index))
     side = config.image_size or (DEFAULT_IDC_SIZE if index.dataset == "idc" else DEFAULT_IMAGE_SIZE)
-    split_info = {"seed": config.seed, "test_frac": config.test_frac, "val_frac": config.val_frac,
-                  "method": "patient-level, class-stratified, greedy by patient size"}
+    split_info = {
+        "seed": config.seed,
+        "test_frac": config.test_frac,
+        "val_frac": config.val_frac,
+        "method": "patient-level, class-stratified, greedy by patient size",
+    }
     summary = write_cache(
         out_dir,
         index,
         size=(side, side),
-        assign_splits=partial(split_patients, test_frac=config.test_frac,
-                              val_frac=config.val_frac, seed=config.seed),
+        assign_splits=partial(
+            split_patients, test_frac=config.test_frac, val_frac=config.val_frac, seed=config.seed
+        ),
         split_info=split_info,
         workers=workers,
         progress=progress,
@@ -67,13 +75,22 @@ def format_summary(summary: dict) -> str:
         part = summary["splits"][name]
         counts = [part["classes"][c] for c in classes]
         total = max(part["images"], 1)
-        rows.append([name, str(part["images"]), str(part["patients"]),
-                     *[f"{c} ({100 * c / total:.0f}%)" for c in counts]])
+        rows.append(
+            [
+                name,
+                str(part["images"]),
+                str(part["patients"]),
+                *[f"{c} ({100 * c / total:.0f}%)" for c in counts],
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     size = summary["image_size"]
-    lines.insert(0, f"{summary['dataset']} ({summary['task']}): {summary['images']} images from "
-                    f"{summary['patients']} patients, cached at {size[0]}x{size[1]}")
+    lines.insert(
+        0,
+        f"{summary['dataset']} ({summary['task']}): {summary['images']} images from "
+        f"{summary['patients']} patients, cached at {size[0]}x{size[1]}",
+    )
     lines.extend(f"note: {n}" for n in summary["notes"])
     for item in summary["skipped"][:20]:
         lines.append(f"skipped: {item['reason']}")

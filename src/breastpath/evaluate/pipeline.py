@@ -189,8 +189,9 @@ def _metrics_and_files(
     return result
 
 
-def _grid_sample(truth: np.ndarray, scores: np.ndarray, predicted: np.ndarray,
-                 *, per_group: int = 8) -> tuple[np.ndarray, list[int]]:
+def _grid_sample(
+    truth: np.ndarray, scores: np.ndarray, predicted: np.ndarray, *, per_group: int = 8
+) -> tuple[np.ndarray, list[int]]:
     """The most confident rows of each outcome (TP, TN, FP, FN) and the size of each outcome,
     so the grid reads only those images from the cache."""
     picks, totals = [], []

@@ -22,8 +22,14 @@ class SeparableConv2d(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, in_channels, kernel_size, padding=kernel_size // 2,
-                      groups=in_channels, bias=False),
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=in_channels,
+                bias=False,
+            ),
             nn.Conv2d(in_channels, out_channels, 1, bias=True),
         )
 

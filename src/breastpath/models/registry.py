@@ -27,7 +27,9 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(name: str, *, num_classes: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, *, num_classes: int, pretrained: bool = False, **kwargs: Any
+) -> nn.Module:
     """Build a model by name.
 
     Examples
@@ -46,5 +48,7 @@ def _cancernet(*, num_classes: int, pretrained: bool = False, **kwargs: Any) -> 
     from breastpath.models.cancernet import CancerNet
 
     if pretrained:
-        raise UnknownModelError("cancernet has no pretrained ImageNet weights; use pretrained=False")
+        raise UnknownModelError(
+            "cancernet has no pretrained ImageNet weights; use pretrained=False"
+        )
     return CancerNet(num_classes=num_classes, **kwargs)

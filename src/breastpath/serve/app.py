@@ -39,10 +39,14 @@ def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
 
     import breastpath
 
-    app = FastAPI(title="breastpath", version=breastpath.__version__,
-                  description="Cancer probability for breast histopathology images.")
+    app = FastAPI(
+        title="breastpath",
+        version=breastpath.__version__,
+        description="Cancer probability for breast histopathology images.",
+    )
     page = (resources.files("breastpath") / "serve" / "templates" / "index.html").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -68,8 +72,10 @@ def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
             image = decode_image(data, max_pixels=limits.max_pixels)
         except InvalidImageError as exc:
             message = str(exc).split(": ", 1)[-1]
-            raise HTTPException(415 if "not a readable image" in message else 400,
-                                f"{file.filename or 'upload'}: {message}") from None
+            raise HTTPException(
+                415 if "not a readable image" in message else 400,
+                f"{file.filename or 'upload'}: {message}",
+            ) from None
         result = (await run_in_threadpool(predictor.predict_images, [image]))[0]
         return {
             **result.to_dict(),

@@ -33,8 +33,12 @@ class Prediction:
     probabilities: dict[str, float]  # per class
 
     def to_dict(self) -> dict[str, Any]:
-        return {"probability": self.probability, "label": self.label, "is_cancer": self.is_cancer,
-                "probabilities": self.probabilities}
+        return {
+            "probability": self.probability,
+            "label": self.label,
+            "is_cancer": self.is_cancer,
+            "probabilities": self.probabilities,
+        }
 
 
 class Predictor:
@@ -47,8 +51,14 @@ class Predictor:
     0.93
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", batch_size: int = 256,
-                 compile: bool = False) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str = "cpu",
+        batch_size: int = 256,
+        compile: bool = False,
+    ) -> None:
         self.checkpoint = checkpoint
         self.meta = checkpoint.meta
         self.device = torch.device(device)
@@ -81,11 +91,16 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """Model name, version, classes, input size and threshold (for APIs and reports)."""
-        return {"name": self.name, "model": self.meta["model"]["name"],
-                "version": self.meta.get("version"), "classes": self.class_names,
-                "input_size": list(self.input_size), "threshold": self.threshold,
-                "checkpoint": str(self.checkpoint.path.name),
-                "dataset": self.meta.get("data", {}).get("dataset")}
+        return {
+            "name": self.name,
+            "model": self.meta["model"]["name"],
+            "version": self.meta.get("version"),
+            "classes": self.class_names,
+            "input_size": list(self.input_size),
+            "threshold": self.threshold,
+            "checkpoint": str(self.checkpoint.path.name),
+            "dataset": self.meta.get("data", {}).get("dataset"),
+        }
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Bring decoded RGB images to the model's input size: ``(N, H, W, 3)`` uint8."""
@@ -98,12 +113,16 @@ class Predictor:
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities for a ``(N, H, W, 3)`` uint8 batch at the input size."""
         if batch.ndim != 4 or tuple(batch.shape[1:3]) != self.input_size or batch.shape[3] != 3:
-            raise InvalidImageError(f"expected a batch of shape (N, {self.input_size[0]}, "
-                                    f"{self.input_size[1]}, 3), got {batch.shape}")
+            raise InvalidImageError(
+                f"expected a batch of shape (N, {self.input_size[0]}, "
+                f"{self.input_size[1]}, 3), got {batch.shape}"
+            )
         outputs = []
         with self._lock:
             for start in range(0, len(batch), self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(batch[start : start + self.batch_size]))
+                chunk = torch.from_numpy(
+                    np.ascontiguousarray(batch[start : start + self.batch_size])
+                )
                 x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
                 outputs.append(torch.softmax(self._forward(x).float(), dim=1).cpu().numpy())
         if not outputs:
@@ -122,17 +141,23 @@ class Predictor:
                 label = self.class_names[-1] if p >= self.threshold else self.class_names[0]
             else:
                 label = self.class_names[int(row.argmax())]
-            results.append(Prediction(
-                probability=float(p), label=label, is_cancer=bool(p >= self.threshold),
-                probabilities={n: float(v) for n, v in zip(self.class_names, row, strict=True)},
-            ))
+            results.append(
+                Prediction(
+                    probability=float(p),
+                    label=label,
+                    is_cancer=bool(p >= self.threshold),
+                    probabilities={n: float(v) for n, v in zip(self.class_names, row, strict=True)},
+                )
+            )
         return results
 
     def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Predictions for decoded RGB images of any size."""
         return self.to_predictions(self.predict_proba(self.prepare(images)))
 
-    def predict_sources(self, sources: Sequence[ImageSource]) -> list[Prediction | InvalidImageError]:
+    def predict_sources(
+        self, sources: Sequence[ImageSource]
+    ) -> list[Prediction | InvalidImageError]:
         """Decode and score files or buffers; a bad one yields its error in its place."""
         decoded: list[np.ndarray | InvalidImageError] = []
         for source in sources:

@@ -61,8 +61,7 @@ def save_checkpoint(
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     data = save(flat)
     weights = stem.with_suffix(".safetensors")
-    meta = {**meta, "format": FORMAT, "weights_file": weights.name,
-            "weights_sha256": _sha256(data)}
+    meta = {**meta, "format": FORMAT, "weights_file": weights.name, "weights_sha256": _sha256(data)}
     atomic_write_bytes(weights, data)
     write_json(stem.with_suffix(".json"), meta)
     return stem.with_suffix(".json")
@@ -89,8 +88,10 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         if json_path.is_file():
             return json_path
     names = ", ".join(sorted(BUNDLED))
-    raise CheckpointError(f"{text}: no such checkpoint (give a run folder, a .json/.safetensors "
-                          f"file, or one of: {names})")
+    raise CheckpointError(
+        f"{text}: no such checkpoint (give a run folder, a .json/.safetensors "
+        f"file, or one of: {names})"
+    )
 
 
 def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
@@ -110,8 +111,9 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{json_path}: weights file {meta.get('weights_file')!r} is missing")
     data = weights.read_bytes()
     if _sha256(data) != meta.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: sha256 does not match the checkpoint metadata "
-                              "(truncated or modified file)")
+        raise CheckpointError(
+            f"{weights}: sha256 does not match the checkpoint metadata (truncated or modified file)"
+        )
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -125,15 +127,18 @@ def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
 
     spec = checkpoint.meta.get("model", {})
     try:
-        model = create_model(spec["name"], num_classes=int(spec["num_classes"]),
-                             **spec.get("args", {}))
+        model = create_model(
+            spec["name"], num_classes=int(spec["num_classes"]), **spec.get("args", {})
+        )
     except KeyError as exc:
         raise CheckpointError(f"{checkpoint.path}: model description lacks {exc}") from None
     try:
         model.load_state_dict(checkpoint.model_state(), strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{checkpoint.path}: weights do not match the model ({first})") from None
+        raise CheckpointError(
+            f"{checkpoint.path}: weights do not match the model ({first})"
+        ) from None
     return model
 
 

@@ -38,8 +38,17 @@ from breastpath.train.checkpoint import (
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc",
-                  "seconds", "patches_per_s"]
+HISTORY_FIELDS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_auc",
+    "seconds",
+    "patches_per_s",
+]
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -57,8 +66,13 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
-                           weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
 
 
 def lr_at(epoch: int, config: TrainConfig) -> float:
@@ -94,8 +108,12 @@ def checkpoint_meta(
         "class_names": data.class_names,
         "positive_index": len(data.class_names) - 1,
         "threshold": 0.5,
-        "data": {"dataset": data.meta["dataset"], "task": data.meta["task"],
-                 "split": data.meta["split"], "prepared": data.root.name},
+        "data": {
+            "dataset": data.meta["dataset"],
+            "task": data.meta["task"],
+            "split": data.meta["split"],
+            "prepared": data.root.name,
+        },
         "train": config.to_dict(),
         "version": breastpath.__version__,
         **extra,
@@ -141,11 +159,13 @@ def train(
         state = load_checkpoint(run / "last.json")
         resume_info = state.meta["resume"]
         if state.meta["model"]["name"] != config.model:
-            raise CheckpointError(f"{run}: last checkpoint is a {state.meta['model']['name']}, "
-                                  f"not a {config.model}")
+            raise CheckpointError(
+                f"{run}: last checkpoint is a {state.meta['model']['name']}, not a {config.model}"
+            )
         model.load_state_dict(state.model_state())
-        optimizer.load_state_dict(optimizer_from_tensors(state.prefixed("optim."),
-                                                         resume_info["optimizer"]))
+        optimizer.load_state_dict(
+            optimizer_from_tensors(state.prefixed("optim."), resume_info["optimizer"])
+        )
         generator.set_state(state.tensors["rng.augment"])
         torch.set_rng_state(state.tensors["rng.torch"])
         history = resume_info["history"]
@@ -163,15 +183,24 @@ def train(
     net: nn.Module = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     step_fn = torch.compile(net) if config.compile else net
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loader = BatchLoader(data.images, data.labels, train_rows, batch_size=config.batch_size,
-                         shuffle=True, seed=config.seed, drop_last=len(train_rows) > config.batch_size,
-                         max_batches=config.max_steps_per_epoch, rank=info.rank,
-                         world_size=info.world_size)
+    loader = BatchLoader(
+        data.images,
+        data.labels,
+        train_rows,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=len(train_rows) > config.batch_size,
+        max_batches=config.max_steps_per_epoch,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
     meta = checkpoint_meta(config, data, model_args)
 
     for epoch in range(start_epoch, config.epochs):
@@ -187,8 +216,14 @@ def train(
         bar = _progress(loader, epoch, config, enabled=config.progress and info.is_main)
         for images, targets, _ in bar:
             if config.augment:
-                x = augment_batch(images, mean=mean, std=std, device=device,
-                                  generator=generator, jitter=config.color_jitter)
+                x = augment_batch(
+                    images,
+                    mean=mean,
+                    std=std,
+                    device=device,
+                    generator=generator,
+                    jitter=config.color_jitter,
+                )
             else:
                 x = to_model_input(images, mean=mean, std=std, device=device)
             y = targets.to(device, non_blocking=True)
@@ -203,19 +238,32 @@ def train(
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             if hasattr(bar, "set_postfix") and bar.n % 20 == 0:  # syncs the device: not every step
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
-                                acc=f"{int(correct) / seen:.3f}")
+                bar.set_postfix(
+                    loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.3f}"
+                )
         elapsed = time.perf_counter() - started
-        probs, val_loss = predict_rows(model, data.images, val_rows, mean=mean, std=std,
-                                       device=device, batch_size=config.eval_batch_size,
-                                       criterion=eval_criterion, labels=data.labels)
+        probs, val_loss = predict_rows(
+            model,
+            data.images,
+            val_rows,
+            mean=mean,
+            std=std,
+            device=device,
+            batch_size=config.eval_batch_size,
+            criterion=eval_criterion,
+            labels=data.labels,
+        )
         val_labels = data.labels[val_rows]
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / max(seen, 1),
-            "train_acc": int(correct) / max(seen, 1), "val_loss": val_loss,
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1),
+            "val_loss": val_loss,
             "val_acc": float((probs.argmax(1) == val_labels).mean()),
             "val_auc": _auc((val_labels == num_classes - 1).astype(int), probs[:, -1]),
-            "seconds": round(elapsed, 3), "patches_per_s": round(seen * info.world_size / elapsed, 1),
+            "seconds": round(elapsed, 3),
+            "patches_per_s": round(seen * info.world_size / elapsed, 1),
         }
         history.append(row)
         improved = val_loss < best_loss - config.min_delta
@@ -227,18 +275,33 @@ def train(
             log.info("epoch %d: %s", epoch + 1, _format_row(row))
             write_csv(run / "history.csv", history, HISTORY_FIELDS)
             if improved:
-                save_checkpoint(run / "best", tensors=_prefixed("model.", model.state_dict()),
-                                meta={**meta, "epoch": epoch + 1, "metrics": {"val": row}})
+                save_checkpoint(
+                    run / "best",
+                    tensors=_prefixed("model.", model.state_dict()),
+                    meta={**meta, "epoch": epoch + 1, "metrics": {"val": row}},
+                )
             opt_tensors, opt_plain = optimizer_to_tensors(optimizer.state_dict())
             save_checkpoint(
                 run / "last",
-                tensors={**_prefixed("model.", model.state_dict()),
-                         **_prefixed("optim.", opt_tensors),
-                         "rng.augment": generator.get_state(), "rng.torch": torch.get_rng_state()},
-                meta={**meta, "epoch": epoch + 1, "metrics": {"val": row},
-                      "resume": {"epoch": epoch, "history": history, "best_loss": best_loss,
-                                 "bad_epochs": bad_epochs, "best_epoch": best_epoch,
-                                 "optimizer": opt_plain}},
+                tensors={
+                    **_prefixed("model.", model.state_dict()),
+                    **_prefixed("optim.", opt_tensors),
+                    "rng.augment": generator.get_state(),
+                    "rng.torch": torch.get_rng_state(),
+                },
+                meta={
+                    **meta,
+                    "epoch": epoch + 1,
+                    "metrics": {"val": row},
+                    "resume": {
+                        "epoch": epoch,
+                        "history": history,
+                        "best_loss": best_loss,
+                        "bad_epochs": bad_epochs,
+                        "best_epoch": best_epoch,
+                        "optimizer": opt_plain,
+                    },
+                },
             )
         distributed.barrier(info)
         if bad_epochs >= config.patience:
@@ -252,8 +315,14 @@ def train(
     return summary
 
 
-def _finalise_best(run: Path, data: PreparedData, val_rows: np.ndarray, config: TrainConfig,
-                   *, device: torch.device) -> dict[str, Any]:
+def _finalise_best(
+    run: Path,
+    data: PreparedData,
+    val_rows: np.ndarray,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+) -> dict[str, Any]:
     """Reload the best weights, choose the threshold on validation, rewrite ``best.json``."""
     from breastpath.evaluate.metrics import binary_metrics
     from breastpath.train.checkpoint import build_model
@@ -262,13 +331,21 @@ def _finalise_best(run: Path, data: PreparedData, val_rows: np.ndarray, config: 
     model = build_model(best).to(device).to(memory_format=torch.channels_last)
     mean = torch.tensor(data.meta["mean"], dtype=torch.float32)
     std = torch.tensor(data.meta["std"], dtype=torch.float32)
-    probs, _ = predict_rows(model, data.images, val_rows, mean=mean, std=std, device=device,
-                            batch_size=config.eval_batch_size)
+    probs, _ = predict_rows(
+        model,
+        data.images,
+        val_rows,
+        mean=mean,
+        std=std,
+        device=device,
+        batch_size=config.eval_batch_size,
+    )
     positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
     threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
     val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)
-    meta = {k: v for k, v in best.meta.items() if k not in ("weights_sha256", "weights_file",
-                                                             "format")}
+    meta = {
+        k: v for k, v in best.meta.items() if k not in ("weights_sha256", "weights_file", "format")
+    }
     meta["threshold"] = float(threshold)
     meta["threshold_rule"] = f"maximises {config.threshold_metric} on the validation split"
     meta["metrics"] = {**meta.get("metrics", {}), "val_at_threshold": val_metrics}
@@ -281,8 +358,7 @@ def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def _format_row(row: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in row.items())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
 def _progress(loader: BatchLoader, epoch: int, config: TrainConfig, *, enabled: bool):
@@ -290,8 +366,13 @@ def _progress(loader: BatchLoader, epoch: int, config: TrainConfig, *, enabled: 
         return loader
     from tqdm.auto import tqdm
 
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
-                dynamic_ncols=True)
+    return tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
