@@ -54,6 +54,7 @@ def main() -> None:
     best = load_checkpoint(run / "best.json")
     meta = {k: v for k, v in best.meta.items() if k not in ("format", "weights_sha256")}
     meta["name"] = "cancernet-idc"
+    meta["data"] = {**meta["data"], "prepared": Path(meta["data"]["prepared"]).name}
     meta["metrics"] = {
         **meta.get("metrics", {}),
         "test": {k: result[k] for k in ("patch", "patient")},
