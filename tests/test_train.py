@@ -77,6 +77,13 @@ def test_resume_continues_to_the_same_result(prepared_idc, tmp_path):
         torch.testing.assert_close(part.model_state()[key], value, rtol=1e-6, atol=1e-6)
 
 
+def test_monitoring_val_auc_keeps_the_best_auc_epoch(prepared_idc, tmp_path):
+    summary = train(prepared_idc, tmp_path / "auc", _config(epochs=3, monitor="val_auc"))
+    history = json.loads((tmp_path / "auc" / "last.json").read_text())["resume"]["history"]
+    aucs = [row["val_auc"] for row in history]
+    assert summary["best_epoch"] == 1 + aucs.index(max(aucs))
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_other_optimizers_train(prepared_idc, tmp_path, optimizer):
     summary = train(
@@ -123,6 +130,8 @@ def test_config_refuses_unknown_and_invalid_options():
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({"optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="monitor"):
+        TrainConfig.from_dict({"monitor": "val_accuracy"})
 
 
 def test_cancernet_shapes():

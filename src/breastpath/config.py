@@ -85,6 +85,7 @@ class TrainConfig(_Config):
     color_jitter: float = 0.05
     patience: int = 8
     min_delta: float = 1e-4
+    monitor: str = "val_loss"  # what early stopping and `best` follow: val_loss or val_auc
     threshold_metric: str = "balanced_accuracy"
     amp: bool = True
     compile: bool = False
@@ -102,6 +103,8 @@ class TrainConfig(_Config):
             )
         if self.schedule not in ("cosine", "step", "none"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; use cosine, step or none")
+        if self.monitor not in ("val_loss", "val_auc"):
+            raise ConfigError(f"unknown monitor {self.monitor!r}; use val_loss or val_auc")
         if self.threshold_metric not in ("balanced_accuracy", "f1", "youden"):
             raise ConfigError("threshold_metric must be balanced_accuracy, f1 or youden")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

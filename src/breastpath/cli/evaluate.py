@@ -17,7 +17,7 @@ import click
     "--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True
 )
 @click.option("--out", "out_dir", required=True, help="Folder for metrics.json and report.html.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def command(checkpoint, data, split, out_dir, batch_size) -> None:
     """Evaluate CHECKPOINT (run folder, file or `default`) on a split, per patch and patient."""
     from breastpath.evaluate.pipeline import evaluate_checkpoint

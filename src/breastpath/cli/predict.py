@@ -15,8 +15,14 @@ import click
     type=click.Path(dir_okay=False),
     help="Write a CSV here instead of stdout.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-def command(checkpoint, paths, out_file, batch_size) -> None:
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--compile",
+    "use_compile",
+    is_flag=True,
+    help="torch.compile the model first (about 30 s once; faster for large folders).",
+)
+def command(checkpoint, paths, out_file, batch_size, use_compile) -> None:
     """Score image files or folders with CHECKPOINT (a run, a file, or `default`)."""
     import csv
     import io
@@ -40,7 +46,7 @@ def command(checkpoint, paths, out_file, batch_size) -> None:
             files.append(path)
         else:
             raise DatasetLayoutError(f"{path}: no such file or folder")
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
+    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size, compile=use_compile)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "probability", "label", "threshold", "error"])

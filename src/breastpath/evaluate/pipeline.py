@@ -72,7 +72,7 @@ def evaluate_checkpoint(
     out_dir: str | Path,
     *,
     split: str = "test",
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data`` (prepared folder or raw source); write a report."""
     predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)

@@ -55,12 +55,14 @@ class Predictor:
         self,
         checkpoint: Checkpoint,
         *,
-        device: str = "cpu",
-        batch_size: int = 256,
+        device: str = "auto",
+        batch_size: int = 64,
         compile: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
         self.meta = checkpoint.meta
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.batch_size = batch_size
         model = build_model(checkpoint).to(self.device).eval()

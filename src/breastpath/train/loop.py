@@ -266,9 +266,11 @@ def train(
             "patches_per_s": round(seen * info.world_size / elapsed, 1),
         }
         history.append(row)
-        improved = val_loss < best_loss - config.min_delta
+        # `best_loss` is the monitored value, sign-flipped for AUC so that lower is better
+        monitored = val_loss if config.monitor == "val_loss" else -(row["val_auc"] or 0.0)
+        improved = monitored < best_loss - config.min_delta
         if improved:
-            best_loss, bad_epochs, best_epoch = val_loss, 0, epoch + 1
+            best_loss, bad_epochs, best_epoch = monitored, 0, epoch + 1
         else:
             bad_epochs += 1
         if info.is_main:
@@ -305,7 +307,7 @@ def train(
             )
         distributed.barrier(info)
         if bad_epochs >= config.patience:
-            log.info("early stop: no validation-loss improvement for %d epochs", bad_epochs)
+            log.info("early stop: no %s improvement for %d epochs", config.monitor, bad_epochs)
             break
 
     summary: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
