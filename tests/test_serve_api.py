@@ -183,6 +183,19 @@ def test_upload_above_size_limit(predictor):
         assert _post(small, tiny).status_code == 200
 
 
+def test_declared_oversized_request_is_refused_before_parsing(predictor):
+    app = create_app(predictor, limits=ServeLimits(max_upload_bytes=1000))
+    with TestClient(app, raise_server_exceptions=False) as small:
+        body = b"x" * 200_000  # far above the limit plus multipart overhead
+        response = small.post(
+            "/api/predict",
+            content=body,
+            headers={"content-type": "multipart/form-data; boundary=zzz"},
+        )
+        assert response.status_code == 413
+        assert "1000" in response.json()["detail"]
+
+
 def test_image_above_pixel_limit(predictor):
     app = create_app(predictor, limits=ServeLimits(max_pixels=100))
     with TestClient(app, raise_server_exceptions=False) as small:

@@ -6,8 +6,11 @@
 * ``POST /api/predict`` — multipart ``file`` -> JSON probability, label, threshold, model, timing;
 * ``GET /api/health`` and ``GET /api/models``.
 
-Uploads are read into memory (never written to disk), size-limited, and decoded by the shared
-:func:`breastpath.imaging.decode_image`; bad input is an HTTP 4xx with a JSON ``detail``.
+Requests whose declared size is over the limit are refused (413) before their body is read.
+Uploads are never saved under a user-supplied name: the multipart parser keeps them in memory, or
+above 1 MB in an anonymous temporary file. They are size-limited and decoded (off the event loop)
+by the shared :func:`breastpath.imaging.decode_image`; bad input is an HTTP 4xx with a JSON
+``detail``.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``UploadFile``
@@ -35,7 +38,7 @@ def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
     """Build the FastAPI application around a loaded :class:`Predictor`."""
     from fastapi import FastAPI, File, HTTPException, UploadFile
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     import breastpath
 
@@ -47,6 +50,17 @@ def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
     page = (resources.files("breastpath") / "serve" / "templates" / "index.html").read_text(
         encoding="utf-8"
     )
+
+    multipart_overhead = 64 * 1024
+
+    @app.middleware("http")
+    async def refuse_oversized(request, call_next):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_upload_bytes + multipart_overhead:
+            return JSONResponse(
+                {"detail": f"upload larger than {limits.max_upload_bytes} bytes"}, status_code=413
+            )
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -69,7 +83,7 @@ def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
         if not data:
             raise HTTPException(400, "empty upload")
         try:
-            image = decode_image(data, max_pixels=limits.max_pixels)
+            image = await run_in_threadpool(decode_image, data, max_pixels=limits.max_pixels)
         except InvalidImageError as exc:
             message = str(exc).split(": ", 1)[-1]
             raise HTTPException(
