@@ -1,6 +1,6 @@
 """Rebuild the bundled default model and its model card from the IDC images.
 
-    python scripts/build_default_model.py --idc ../shared/data/idc --work build/default
+    python scripts/build_default_model.py --idc ../shared/data/idc --config scripts/default_model.yaml
 
 Prepares the IDC sample with the default patient-level split (seed 0), trains CancerNet with
 ``--config`` (default: the TrainConfig defaults), evaluates the best checkpoint on the test split
@@ -121,7 +121,7 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
         "## Training",
         f"`{json.dumps({k: v for k, v in config.to_dict().items() if k != 'progress'})}`",
         "",
-        f"Best epoch (lowest validation loss): {meta.get('epoch')}.",
+        f"Best epoch (by {config.monitor} on the validation split): {meta.get('epoch')}.",
         "",
         "## Results on the test split (patients never seen in training)",
         "Patch level: every test patch. Patient level: patient score = mean of its patch",
@@ -149,6 +149,12 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
     lines += [
         "",
         f"Patch confusion matrix [[TN, FP], [FN, TP]]: {test['patch']['confusion_matrix']}.",
+        "",
+        f"Patient level: {test['patient']['n_positive']} of {test['patient']['n']} test patients "
+        "have IDC patches, so patient-level specificity and ROC-AUC rest on "
+        f"{test['patient']['n_negative']} negative patient(s); a mean patch probability above the "
+        "patch threshold marks only patients whose sampled tissue is mostly tumour. Read the "
+        "patch-level figures as the headline.",
         "",
         "Published patient-disjoint anchors on the full set (F1 / balanced accuracy): "
         + "; ".join(f"{k} {f:.4f} / {b:.4f}" for k, (f, b) in ANCHORS.items())

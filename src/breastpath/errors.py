@@ -40,3 +40,7 @@ class UnknownModelError(BreastpathError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else "unknown model"
+
+
+class StainError(BreastpathError, ValueError):
+    """A stain normalizer cannot be fitted, applied, or loaded (unknown method, no tissue, ...)."""
