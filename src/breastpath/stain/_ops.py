@@ -130,6 +130,12 @@ class NumpyOps:
     def full(self, shape: tuple[int, ...], value: float) -> np.ndarray:
         return np.full(shape, value, dtype=np.float32)
 
+    def ones_bool(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.ones(shape, dtype=bool)
+
+    def amax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.max(x, axis=axis)
+
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n)
 
@@ -227,6 +233,12 @@ class TorchOps:
 
     def full(self, shape: tuple[int, ...], value: float) -> Any:
         return self.torch.full(shape, value, dtype=self.torch.float32, device=self.device)
+
+    def ones_bool(self, shape: tuple[int, ...]) -> Any:
+        return self.torch.ones(shape, dtype=self.torch.bool, device=self.device)
+
+    def amax(self, x: Any, axis: int) -> Any:
+        return self.torch.amax(x, dim=axis)
 
     def arange(self, n: int) -> Any:
         return self.torch.arange(n, device=self.device)

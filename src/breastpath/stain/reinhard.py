@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from breastpath.errors import StainError
 from breastpath.stain import _ops
 from breastpath.stain._ops import Ops
 from breastpath.stain.base import MIN_TISSUE_PIXELS, StainNormalizer, _as_float_list
@@ -62,7 +63,7 @@ class ReinhardNormalizer(StainNormalizer):
     def _mask(self, xp: Ops, rgb: Any) -> Any:
         if self.preserve_background:
             return _ops.tissue_mask(xp, rgb, self.luminosity_threshold)
-        return xp.zeros(rgb.shape[:2], dtype="bool") == xp.zeros((1, 1), dtype="bool")
+        return xp.ones_bool(tuple(rgb.shape[:2]))
 
     def _fit(self, batches: list[Any], xp: Ops) -> None:
         total, sums, squares = 0.0, np.zeros(3), np.zeros(3)
@@ -74,8 +75,6 @@ class ReinhardNormalizer(StainNormalizer):
             sums += lab.sum(0)
             squares += (lab**2).sum(0)
         if total < MIN_TISSUE_PIXELS:
-            from breastpath.errors import StainError
-
             raise StainError("reinhard: the target images hold too little tissue")
         mean = sums / total
         self.lab_mean = mean
@@ -85,7 +84,7 @@ class ReinhardNormalizer(StainNormalizer):
         mask = tissue if self.preserve_background else self._mask(xp, rgb)
         lab = _ops.rgb_to_lab(xp, rgb)
         mean, std, count = self._stats(xp, lab, mask)
-        ok = (count >= MIN_TISSUE_PIXELS) & (std.max(1) > _MIN_STD)
+        ok = (count >= MIN_TISSUE_PIXELS) & (xp.amax(std, 1) > _MIN_STD)
         scale = xp.asarray(self.lab_std)[None] / xp.clip(std, _MIN_STD)
         new = (lab - mean[:, None, :]) * scale[:, None, :] + xp.asarray(self.lab_mean)[None, None]
         return _ops.lab_to_rgb(xp, new), ok
