@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from breastpath.stain._ops import Ops
+from breastpath.stain._ops import Ops, combine
 
 #: Ruifrok & Johnston (2001) hematoxylin and eosin OD vectors, unit norm (rows H, E).
 RUIFROK_HE = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
@@ -25,18 +25,22 @@ _TINY = 1e-12
 
 
 def _gram(xp: Ops, stains: Any, od: Any) -> tuple[Any, Any, Any, Any, Any]:
-    gram = stains @ stains.swapaxes(1, 2)  # (N, 2, 2)
-    b = od @ stains.swapaxes(1, 2)  # (N, M, 2)
-    g11 = xp.clip(gram[:, 0, 0, None], _TINY)
-    g22 = xp.clip(gram[:, 1, 1, None], _TINY)
-    return g11, gram[:, 0, 1, None], g22, b[..., 0], b[..., 1]
+    s1, s2 = stains[:, 0], stains[:, 1]
+    g11 = xp.clip((s1 * s1).sum(1), _TINY)[:, None]
+    g12 = (s1 * s2).sum(1)[:, None]
+    g22 = xp.clip((s2 * s2).sum(1), _TINY)[:, None]
+    b = combine(xp, od, stains)  # (N, 2, M): each pixel's OD projected on each stain
+    return g11, g12, g22, b[:, 0], b[:, 1]
 
 
 def lstsq2(xp: Ops, stains: Any, od: Any) -> Any:
-    """Least-squares concentrations of ``od`` (N, M, 3) on ``stains`` (N, 2, 3) -> (N, M, 2)."""
+    """Least-squares concentrations of planar ``od`` (N, 3, M) on ``stains`` (N, 2, 3).
+
+    Returns planar concentrations ``(N, 2, M)``.
+    """
     g11, g12, g22, b1, b2 = _gram(xp, stains, od)
     det = xp.clip(g11 * g22 - g12 * g12, _TINY)
-    return xp.stack([(g22 * b1 - g12 * b2) / det, (g11 * b2 - g12 * b1) / det], axis=-1)
+    return xp.stack([(g22 * b1 - g12 * b2) / det, (g11 * b2 - g12 * b1) / det], axis=1)
 
 
 def nn_lasso2_parts(xp: Ops, stains: Any, od: Any, lam: float) -> tuple[Any, Any]:
@@ -58,16 +62,18 @@ def nn_lasso2_parts(xp: Ops, stains: Any, od: Any, lam: float) -> tuple[Any, Any
 
 
 def nn_lasso2(xp: Ops, stains: Any, od: Any, lam: float) -> Any:
-    """Non-negative lasso concentrations of ``od`` (N, M, 3) on ``stains`` (N, 2, 3) -> (N, M, 2).
+    """Non-negative lasso concentrations of planar ``od`` (N, 3, M) on ``stains`` (N, 2, 3).
+
+    Returns planar concentrations ``(N, 2, M)``.
 
     Examples
     --------
     >>> import numpy as np
     >>> from breastpath.stain._ops import NumpyOps
     >>> d = RUIFROK_HE[None].astype(np.float32)
-    >>> x = (np.array([[0.5, 0.2]], np.float32) @ d[0])[None]
-    >>> np.round(nn_lasso2(NumpyOps(), d, x, 0.0), 3)
-    array([[[0.5, 0.2]]], dtype=float32)
+    >>> x = (np.array([[0.5, 0.2]], np.float32) @ d[0]).T[None]
+    >>> np.round(nn_lasso2(NumpyOps(), d, x, 0.0), 3)[0, :, 0]
+    array([0.5, 0.2], dtype=float32)
     """
     c1, c2 = nn_lasso2_parts(xp, stains, od, lam)
-    return xp.stack([c1, c2], axis=-1)
+    return xp.stack([c1, c2], axis=1)

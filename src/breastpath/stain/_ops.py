@@ -353,6 +353,10 @@ def split_images(images: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- pixel math
+# Float pixel data is kept planar, (N, C, P): per-channel arithmetic then runs on contiguous
+# planes with plain element-wise operations (no BLAS calls, which stall on a busy CPU).
+
+
 def tissue_mask(xp: Ops, rgb: Any, threshold: float) -> Any:
     """``(N, P)`` bool: luminosity (CIE L* / 100) below ``threshold``, for uint8 ``(N, P, 3)``."""
     tr, tg, tb = luminance_tables()
@@ -361,34 +365,56 @@ def tissue_mask(xp: Ops, rgb: Any, threshold: float) -> Any:
 
 
 def rgb_to_od(xp: Ops, rgb: Any, io: float = 256.0) -> Any:
-    """Optical density ``log(io) - log(I + 1)`` (float32) of uint8 pixels."""
-    return xp.lut(od_table(float(io)), rgb)
+    """Planar optical density ``(N, 3, P)`` float32, ``log(io) - log(I + 1)``, of uint8 pixels."""
+    table = od_table(float(io))
+    return xp.stack([xp.lut(table, rgb[..., c]) for c in range(3)], axis=1)
 
 
 def od_to_rgb(xp: Ops, od: Any, io: float = 256.0) -> Any:
-    """Inverse of :func:`rgb_to_od`, rounded and clipped to uint8."""
-    return xp.to_uint8(io * xp.exp(-od) - 1.0)
+    """Inverse of :func:`rgb_to_od`: planar OD -> uint8 ``(N, P, 3)``, rounded and clipped."""
+    return xp.stack([xp.to_uint8(io * xp.exp(-od[:, c]) - 1.0) for c in range(3)], axis=-1)
+
+
+def combine(xp: Ops, planes: Any, weights: Any) -> Any:
+    """``planes`` (N, K, P) times ``weights`` (N, J, K) or (J, K) -> (N, J, P), element-wise."""
+    if weights.ndim == 2:
+        weights = weights[None]
+    rows = []
+    for j in range(weights.shape[1]):
+        acc = planes[:, 0] * weights[:, j, 0, None]
+        for k in range(1, planes.shape[1]):
+            acc = acc + planes[:, k] * weights[:, j, k, None]
+        rows.append(acc)
+    return xp.stack(rows, axis=1)
+
+
+def second_moments(xp: Ops, planes: Any) -> Any:
+    """``sum_p x x^T`` of planar ``(N, K, P)`` data -> ``(N, K, K)``, element-wise."""
+    k = planes.shape[1]
+    entries = {}
+    for i in range(k):
+        for j in range(i, k):
+            entries[i, j] = entries[j, i] = (planes[:, i] * planes[:, j]).sum(1)
+    return xp.stack([xp.stack([entries[i, j] for j in range(k)], axis=1) for i in range(k)], 1)
 
 
 def rgb_to_lab(xp: Ops, rgb: Any) -> Any:
-    """CIE L*a*b* (D65; L in [0, 100]) of uint8 sRGB pixels, float32 ``(..., 3)``."""
-    lin = xp.lut(linear_table(), rgb)
-    m = xp.asarray((RGB_TO_XYZ / WHITE_D65[:, None]).T)
-    xyz = lin @ m
+    """Planar CIE L*a*b* ``(N, 3, P)`` (D65; L in [0, 100]) of uint8 sRGB ``(N, P, 3)``."""
+    lin = xp.stack([xp.lut(linear_table(), rgb[..., c]) for c in range(3)], axis=1)
+    xyz = combine(xp, lin, xp.asarray(RGB_TO_XYZ / WHITE_D65[:, None]))
     f = xp.where(xyz > 0.008856, xp.cbrt(xp.clip(xyz, 0.0)), 7.787 * xyz + 16.0 / 116.0)
-    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-    return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=1)
 
 
 def lab_to_rgb(xp: Ops, lab: Any) -> Any:
-    """Inverse of :func:`rgb_to_lab`: float L*a*b* -> uint8 sRGB (rounded, clipped)."""
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = xp.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    """Inverse of :func:`rgb_to_lab`: planar L*a*b* -> uint8 ``(N, P, 3)`` (rounded, clipped)."""
+    fy = (lab[:, 0] + 16.0) / 116.0
+    f = xp.stack([fy + lab[:, 1] / 500.0, fy, fy - lab[:, 2] / 200.0], axis=1)
     xyz = xp.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787)
-    lin = xyz @ xp.asarray((XYZ_TO_RGB * WHITE_D65[None, :]).T)
-    lin = xp.clip(lin, 0.0, 1.0)
+    lin = xp.clip(combine(xp, xyz, xp.asarray(XYZ_TO_RGB * WHITE_D65[None, :])), 0.0, 1.0)
     srgb = xp.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
-    return xp.to_uint8(255.0 * srgb)
+    return xp.stack([xp.to_uint8(255.0 * srgb[:, c]) for c in range(3)], axis=-1)
 
 
 def sample_pixels(xp: Ops, mask: Any, n: int, seed: int) -> tuple[Any, Any]:
@@ -413,26 +439,23 @@ def sample_pixels(xp: Ops, mask: Any, n: int, seed: int) -> tuple[Any, Any]:
     return index, valid
 
 
-def gather_pixels(xp: Ops, values: Any, index: Any) -> Any:
-    """``values`` (N, P, C) at ``index`` (N, S) -> (N, S, C)."""
-    return xp.take_along(values, index[..., None], axis=1)
+def gather_pixels(xp: Ops, planes: Any, index: Any) -> Any:
+    """Planar ``(N, C, P)`` at ``index`` (N, S) -> ``(N, C, S)``."""
+    return xp.take_along(planes, index[:, None, :], axis=2)
 
 
 def masked_percentile(xp: Ops, values: Any, valid: Any, q: float) -> Any:
-    """Per-row ``q``-th percentile (linear, as numpy) of ``values`` (N, S, K) where ``valid``.
-
-    Rows without a valid entry give 0.
-    """
+    """Per-row ``q``-th percentile (linear, as numpy) of planar ``values`` (N, K, S) where
+    ``valid`` (N, S); rows without a valid entry give 0. Returns ``(N, K)``."""
     inf = xp.full(values.shape, float("inf"))
-    ordered = xp.sort(xp.where(valid[..., None], values, inf), axis=1)
+    ordered = xp.sort(xp.where(valid[:, None, :], values, inf), axis=2)
     last = xp.clip(xp.int(valid.sum(1)) - 1, 0)
     pos = (q / 100.0) * xp.float(last)
     lo = xp.floor(pos)
     frac = (pos - lo)[:, None]
     lo_i = xp.int(lo)
     hi_i = xp.minimum(lo_i + 1, last)
-    a = xp.take_along(ordered, lo_i[:, None, None], axis=1)[:, 0]
-    b = xp.take_along(ordered, hi_i[:, None, None], axis=1)[:, 0]
+    a = xp.take_along(ordered, lo_i[:, None, None], axis=2)[..., 0]
+    b = xp.take_along(ordered, hi_i[:, None, None], axis=2)[..., 0]
     out = a + (b - a) * frac
-    count = valid.sum(1)
-    return xp.where((count > 0)[:, None], out, xp.zeros(out.shape))
+    return xp.where((valid.sum(1) > 0)[:, None], out, xp.zeros(tuple(out.shape)))

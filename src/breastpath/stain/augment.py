@@ -50,7 +50,7 @@ def _apply(
     luminosity_threshold: float,
     preserve_background: bool,
 ) -> Any:
-    """Run ``perturb(xp, rgb (N, P, 3), od, tissue) -> new od`` on a batch and restore its form."""
+    """Run ``perturb(xp, rgb (N, P, 3), od (N, 3, P), tissue) -> new od`` on a batch."""
     batch, restore = _ops.as_batch(images)
     n, height, width = batch.shape[:3]
     if n == 0 or height * width == 0:
@@ -113,9 +113,9 @@ def stain_augment(
             _, _, valid, sample = normalizer._analyse(xp, rgb, tissue, normalizer.n_samples)
             ok = usable(xp, sample, valid)
             stains, ok = normalizer._fallback(xp, normalizer._stain_matrices(xp, sample, valid), ok)
-        conc = nn_lasso2(xp, stains, od, 0.01)
-        change = conc * (factors[:, None, 0] - 1.0) + factors[:, None, 1]
-        new = od + change @ stains
+        conc = nn_lasso2(xp, stains, od, 0.01)  # (N, 2, P)
+        change = conc * (factors[:, 0, :, None] - 1.0) + factors[:, 1, :, None]
+        new = od + _ops.combine(xp, change, stains.swapaxes(1, 2))
         return xp.where(ok[:, None, None], new, od)
 
     return _apply(
@@ -154,9 +154,9 @@ def hed_jitter(
 
     def perturb(xp: Ops, rgb: Any, od: Any, tissue: Any) -> Any:
         factors = xp.from_numpy(_factors(rng, rgb.shape[0], 3, alpha, beta))
-        hed = od @ xp.from_numpy(unmix)
-        change = hed * (factors[:, None, 0] - 1.0) + factors[:, None, 1]
-        return od + change @ xp.from_numpy(mix)
+        hed = _ops.combine(xp, od, xp.from_numpy(unmix.T))  # (N, 3, P): H, E, DAB
+        change = hed * (factors[:, 0, :, None] - 1.0) + factors[:, 1, :, None]
+        return od + _ops.combine(xp, change, xp.from_numpy(mix.T))
 
     return _apply(
         images,

@@ -233,8 +233,7 @@ class StainNormalizer(ABC):
 def usable(xp: Ops, od: Any, valid: Any) -> Any:
     """(N,) bool: enough valid pixels, and their OD spans more than one colour direction."""
     count = valid.sum(1)
-    x = od * xp.float(valid)[..., None]
-    moments = x.swapaxes(1, 2) @ x  # (N, 3, 3) uncentered second moments
+    moments = _ops.second_moments(xp, od * xp.float(valid)[:, None, :])  # uncentred, (N, 3, 3)
     eig = xp.eigvalsh(moments)
     spread = eig[:, 1] > 1e-4 * xp.clip(eig[:, 2], 1e-12)
     return (count >= MIN_TISSUE_PIXELS) & spread & xp.isfinite(eig).all(1)
@@ -282,11 +281,11 @@ class StainMatrixNormalizer(StainNormalizer):
 
     @abstractmethod
     def _stain_matrices(self, xp: Ops, od: Any, valid: Any) -> Any:
-        """(N, 2, 3) unit-norm stain matrices (H first) from OD samples (N, S, 3)."""
+        """(N, 2, 3) unit-norm stain matrices (H first) from planar OD samples (N, 3, S)."""
 
     @abstractmethod
     def _concentrations(self, xp: Ops, od: Any, stains: Any) -> Any:
-        """(N, M, 2) concentrations of OD (N, M, 3) on stains (N, 2, 3)."""
+        """Planar concentrations (N, 2, M) of planar OD (N, 3, M) on stains (N, 2, 3)."""
 
     # machinery ----------------------------------------------------------
     def get_options(self) -> dict[str, Any]:
@@ -320,11 +319,11 @@ class StainMatrixNormalizer(StainNormalizer):
         for rgb in batches:
             tissue = _ops.tissue_mask(xp, rgb, self.luminosity_threshold)
             od, _, valid, sample = self._analyse(xp, rgb, tissue, min(per_image, self.n_samples))
-            samples.append(sample.reshape(1, -1, 3))
+            samples.append(xp.concat(list(sample), axis=1)[None])
             valids.append(valid.reshape(1, -1))
             if not self.preserve_background:
-                everything.append(od.reshape(1, -1, 3))
-        sample, valid = xp.concat(samples, axis=1), xp.concat(valids, axis=1)
+                everything.append(xp.concat(list(od), axis=1)[None])
+        sample, valid = xp.concat(samples, axis=2), xp.concat(valids, axis=1)
         if not bool(usable(xp, sample, valid)[0]):
             raise StainError(
                 f"{self.method}: the target images hold too little tissue, or a single colour"
@@ -334,8 +333,8 @@ class StainMatrixNormalizer(StainNormalizer):
             conc = self._concentrations(xp, sample, stains)
             max_conc = _ops.masked_percentile(xp, conc, valid, self.percentile)
         else:
-            conc = self._concentrations(xp, xp.concat(everything, axis=1), stains)
-            max_conc = xp.percentile_all(conc, self.percentile, axis=1)
+            conc = self._concentrations(xp, xp.concat(everything, axis=2), stains)
+            max_conc = xp.percentile_all(conc, self.percentile, axis=2)
         stains, max_conc = xp.to_numpy(stains)[0], xp.to_numpy(max_conc)[0]
         if not np.all(np.isfinite(stains)) or not np.all(max_conc > self.min_concentration):
             raise StainError(f"{self.method}: could not separate two stains in the target images")
@@ -351,11 +350,11 @@ class StainMatrixNormalizer(StainNormalizer):
             picked = _ops.gather_pixels(xp, conc, index)
             source = _ops.masked_percentile(xp, picked, valid, self.percentile)
         else:
-            source = xp.percentile_all(conc, self.percentile, axis=1)
+            source = xp.percentile_all(conc, self.percentile, axis=2)
         ok = ok & (source > self.min_concentration).all(1)
         scale = xp.asarray(self.max_concentrations)[None] / xp.clip(source, self.min_concentration)
         scale = xp.where(ok[:, None], scale, xp.full(scale.shape, 1.0))
-        new_od = (conc * scale[:, None, :]) @ xp.asarray(self.stain_matrix)
+        new_od = _ops.combine(xp, conc * scale[:, :, None], xp.asarray(self.stain_matrix.T))
         return _ops.od_to_rgb(xp, new_od, self.io), ok
 
     def extract(self, images: Any) -> np.ndarray:

@@ -21,7 +21,7 @@ from breastpath.stain.base import StainMatrixNormalizer
 
 
 def macenko_stain_matrix(xp: Ops, od: Any, valid: Any, *, alpha: float = 1.0) -> Any:
-    """Macenko stain matrices of OD samples ``(N, S, 3)`` where ``valid`` ``(N, S)``.
+    """Macenko stain matrices of planar OD samples ``(N, 3, S)`` where ``valid`` ``(N, S)``.
 
     Returns ``(N, 2, 3)``, rows hematoxylin then eosin, unit norm.
 
@@ -32,22 +32,21 @@ def macenko_stain_matrix(xp: Ops, od: Any, valid: Any, *, alpha: float = 1.0) ->
     >>> rng = np.random.default_rng(0)
     >>> truth = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
     >>> truth /= np.linalg.norm(truth, axis=1, keepdims=True)
-    >>> od = (rng.exponential(0.5, (5000, 2)) @ truth).astype(np.float32)[None]
+    >>> od = (rng.exponential(0.5, (5000, 2)) @ truth).T.astype(np.float32)[None]
     >>> found = macenko_stain_matrix(NumpyOps(), od, np.ones((1, 5000), bool))
     >>> bool(np.all(np.abs(found[0] - truth) < 0.05))
     True
     """
-    weight = xp.float(valid)[..., None]
-    count = xp.clip(weight.sum(1), 2.0)  # (N, 1)
-    mean = (od * weight).sum(1) / count
-    centred = (od - mean[:, None, :]) * weight
-    cov = (centred.swapaxes(1, 2) @ centred) / (count[..., None] - 1.0)
+    weight = xp.float(valid)[:, None, :]
+    count = xp.clip(weight.sum(2), 2.0)  # (N, 1)
+    mean = (od * weight).sum(2) / count
+    centred = (od - mean[:, :, None]) * weight
+    cov = _ops.second_moments(xp, centred) / (count[..., None] - 1.0)
     _, vectors = xp.eigh(cov)
     first, second = vectors[..., 2], vectors[..., 1]  # largest, second-largest eigenvalue
     first = xp.where((first.sum(1) < 0)[:, None], -first, first)  # point into positive OD
-    p1 = (od * first[:, None, :]).sum(2)
-    p2 = (od * second[:, None, :]).sum(2)
-    angle = xp.arctan2(p2, p1)[..., None]
+    proj = _ops.combine(xp, od, xp.stack([first, second], axis=1))
+    angle = xp.arctan2(proj[:, 1], proj[:, 0])[:, None, :]
     low = _ops.masked_percentile(xp, angle, valid, alpha)
     high = _ops.masked_percentile(xp, angle, valid, 100.0 - alpha)
     v_low = xp.cos(low) * first + xp.sin(low) * second
@@ -104,7 +103,7 @@ class MacenkoNormalizer(StainMatrixNormalizer):
         return {**super().get_options(), "alpha": self.alpha, "beta": self.beta, "io": self.io}
 
     def _stain_mask(self, xp: Ops, od: Any, tissue: Any) -> Any:
-        return (od >= self.beta).all(2)
+        return (od >= self.beta).all(1)
 
     def _stain_matrices(self, xp: Ops, od: Any, valid: Any) -> Any:
         return macenko_stain_matrix(xp, od, valid, alpha=self.alpha)

@@ -53,11 +53,11 @@ class ReinhardNormalizer(StainNormalizer):
         return self.lab_mean is not None
 
     def _stats(self, xp: Ops, lab: Any, mask: Any) -> tuple[Any, Any, Any]:
-        weight = xp.float(mask)[..., None]
-        count = weight.sum(1)  # (N, 1)
-        mean = (lab * weight).sum(1) / xp.clip(count, 1.0)
-        centred = (lab - mean[:, None, :]) * weight
-        std = xp.sqrt((centred * centred).sum(1) / xp.clip(count, 1.0))
+        weight = xp.float(mask)[:, None, :]
+        count = weight.sum(2)  # (N, 1)
+        mean = (lab * weight).sum(2) / xp.clip(count, 1.0)
+        centred = (lab - mean[:, :, None]) * weight
+        std = xp.sqrt((centred * centred).sum(2) / xp.clip(count, 1.0))
         return mean, std, count[:, 0]
 
     def _mask(self, xp: Ops, rgb: Any) -> Any:
@@ -68,7 +68,8 @@ class ReinhardNormalizer(StainNormalizer):
     def _fit(self, batches: list[Any], xp: Ops) -> None:
         total, sums, squares = 0.0, np.zeros(3), np.zeros(3)
         for rgb in batches:  # pooled, in float64: sum and sum of squared deviations
-            lab = xp.to_numpy(_ops.rgb_to_lab(xp, rgb)).astype(np.float64).reshape(-1, 3)
+            lab = xp.to_numpy(_ops.rgb_to_lab(xp, rgb)).astype(np.float64)
+            lab = lab.transpose(0, 2, 1).reshape(-1, 3)
             mask = xp.to_numpy(self._mask(xp, rgb)).reshape(-1)
             lab = lab[mask]
             total += len(lab)
@@ -86,7 +87,7 @@ class ReinhardNormalizer(StainNormalizer):
         mean, std, count = self._stats(xp, lab, mask)
         ok = (count >= MIN_TISSUE_PIXELS) & (xp.amax(std, 1) > _MIN_STD)
         scale = xp.asarray(self.lab_std)[None] / xp.clip(std, _MIN_STD)
-        new = (lab - mean[:, None, :]) * scale[:, None, :] + xp.asarray(self.lab_mean)[None, None]
+        new = (lab - mean[:, :, None]) * scale[:, :, None] + xp.asarray(self.lab_mean)[None, :, None]
         return _ops.lab_to_rgb(xp, new), ok
 
     def _target_to_dict(self) -> dict[str, Any]:

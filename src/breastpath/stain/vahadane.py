@@ -48,7 +48,7 @@ def learn_stain_matrix(
     xp
         Backend from :func:`breastpath.stain._ops.ops_for`.
     od
-        OD samples ``(N, S, 3)`` float32, one row of samples per image.
+        Planar OD samples ``(N, 3, S)`` float32, one set of samples per image.
     valid
         ``(N, S)`` bool, which samples are real (others are ignored).
     regularizer
@@ -68,19 +68,19 @@ def learn_stain_matrix(
     >>> truth = np.array([[0.6, 0.75, 0.28], [0.1, 0.95, 0.3]])
     >>> truth /= np.linalg.norm(truth, axis=1, keepdims=True)
     >>> conc = rng.exponential(0.5, (2000, 2)) * (rng.random((2000, 2)) < 0.7)
-    >>> od = (conc @ truth).astype(np.float32)[None]
+    >>> od = (conc @ truth).T.astype(np.float32)[None]
     >>> found = learn_stain_matrix(NumpyOps(), od, np.ones((1, 2000), bool))
     >>> bool(np.all(np.abs(found[0] - truth) < 0.05))
     True
     """
-    x = od * xp.float(valid)[..., None]  # padded samples become 0 and get 0 concentrations
+    x = od * xp.float(valid)[:, None, :]  # padded samples become 0 and get 0 concentrations
     stains = xp.asarray(RUIFROK_HE)[None] + xp.zeros((od.shape[0], 2, 3))
     previous = stains
     for step in range(max_iter):
         c1, c2 = nn_lasso2_parts(xp, stains, x, regularizer)
         a11, a12, a22 = (c1 * c1).sum(1), (c1 * c2).sum(1), (c2 * c2).sum(1)  # C^T C
-        b1 = (c1[:, None, :] @ x)[:, 0]  # C^T X, (N, 3) per atom
-        b2 = (c2[:, None, :] @ x)[:, 0]
+        b1 = (c1[:, None, :] * x).sum(2)  # C^T X, (N, 3) per atom
+        b2 = (c2[:, None, :] * x).sum(2)
         s1, s2 = stains[:, 0], stains[:, 1]
         s1 = _update_atom(xp, s1, (b1 - a11[:, None] * s1 - a12[:, None] * s2), a11)
         s2 = _update_atom(xp, s2, (b2 - a12[:, None] * s1 - a22[:, None] * s2), a22)
