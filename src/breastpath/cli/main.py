@@ -49,11 +49,15 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     )
 
 
-def _register() -> None:
-    from breastpath.cli import evaluate, predict, prepare, serve, train
+#: Subcommand modules of ``breastpath.cli``, in help order; each exposes a click ``command``.
+COMMANDS = ("prepare", "train", "evaluate", "predict", "serve", "export")
 
-    for module in (prepare, train, evaluate, predict, serve):
-        cli.add_command(module.command)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMANDS:
+        cli.add_command(importlib.import_module(f"breastpath.cli.{name}").command)
 
 
 def main(argv: list[str] | None = None) -> int:

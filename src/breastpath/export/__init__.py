@@ -1,0 +1,1 @@
+"""Export models to portable formats (ONNX) and run them with other runtimes."""
