@@ -1,6 +1,7 @@
 """Rebuild the bundled default model and its model card from the IDC images.
 
-    python scripts/build_default_model.py --idc ../shared/data/idc --config scripts/default_model.yaml
+    python scripts/build_default_model.py --idc ../shared/data/idc \
+        --config scripts/default_model.yaml
 
 Prepares the IDC sample with the default patient-level split (seed 0), trains CancerNet with
 ``--config`` (default: the TrainConfig defaults), evaluates the best checkpoint on the test split
