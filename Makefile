@@ -39,7 +39,7 @@ format: $(STAMP)-dev
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_cancernet.py
+	$(BIN)/python benchmarks/bench_cancernet.py --compile --json benchmarks/results.json
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache
