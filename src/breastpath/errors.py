@@ -44,3 +44,8 @@ class UnknownModelError(BreastpathError, KeyError):
 
 class StainError(BreastpathError, ValueError):
     """A stain normalizer cannot be fitted, applied, or loaded (unknown method, no tissue, ...)."""
+
+
+class SlideError(BreastpathError, ValueError):
+    """A slide or an IDC patient cannot be used: missing file, not a slide, unknown patient,
+    no tissue found, or an unusable level or resolution."""

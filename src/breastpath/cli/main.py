@@ -50,7 +50,16 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 
 
 #: Subcommand modules of ``breastpath.cli``, in help order; each exposes a click ``command``.
-COMMANDS = ("prepare", "train", "evaluate", "predict", "serve", "export")
+COMMANDS = (
+    "prepare",
+    "train",
+    "evaluate",
+    "predict",
+    "serve",
+    "export",
+    "mosaic",
+    "slide",
+)
 
 
 def _register() -> None:

@@ -1,0 +1,60 @@
+"""``breastpath mosaic PATIENT_DIR_OR_PREPARED --patient ID --out DIR``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("mosaic")
+@click.argument("source", type=click.Path())
+@click.option("--patient", required=True, help="IDC patient id (the folder name).")
+@click.option(
+    "--checkpoint",
+    default="default",
+    show_default=True,
+    help="Model: `default`, a run folder or a checkpoint file.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for mosaic.png, figure.png, patches.csv and patient.json.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Patch threshold [default: the model's].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=64),
+    default=2048,
+    show_default=True,
+    help="Longest side of each panel of figure.png.",
+)
+def command(source, patient, checkpoint, out_dir, threshold, batch_size, max_side) -> None:
+    """Rebuild an IDC patient's tissue from SOURCE (an IDC folder, a patient folder or a
+    prepared cache) and draw the ground truth beside the model's heatmap.
+
+    The patient score is the mean patch probability.
+    """
+    from breastpath.serve.predictor import Predictor
+    from breastpath.slide.mosaic import build_mosaic, load_patient, write_mosaic
+
+    patches = load_patient(source, patient=patient)
+    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
+    mosaic = build_mosaic(patches, predictor=predictor, threshold=threshold)
+    paths = write_mosaic(out_dir, mosaic, max_side=max_side)
+    s = mosaic.score
+    click.echo(
+        f"patient {s['patient']}: {s['patches']} patches ({s['idc_patches']} IDC), "
+        f"score {s['score']:.4f} (mean patch probability; threshold {s['threshold']:.4f}, "
+        f"{'positive' if s['positive'] else 'negative'}), "
+        f"{s['fraction_above_threshold']:.1%} of patches at or above the threshold"
+    )
+    if s["skipped"]:
+        click.echo(f"{len(s['skipped'])} unreadable patch(es) skipped", err=True)
+    click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {out_dir}")

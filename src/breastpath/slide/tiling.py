@@ -1,0 +1,277 @@
+"""Tile a slide at the model's input size, skip background, read lazily and score in batches.
+
+A grid of square tiles covers the chosen level; a tile is kept when at least ``min_tissue`` of
+its area is tissue on the :class:`~breastpath.slide.tissue.TissueMask`. Kept tiles are read in
+blocks of neighbouring tiles (one region read per block, so each TIFF tile is decoded about
+once), by a small thread pool that runs ahead of the model by at most ``2 * workers`` blocks.
+Memory is bounded by those blocks, one batch, and the reader's tile cache; level 0 is never
+loaded whole. Tiles are scored through :class:`~breastpath.serve.predictor.Predictor`, the
+same preprocessing as every other entry point.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from breastpath.errors import SlideError
+
+if TYPE_CHECKING:
+    from breastpath.serve.predictor import Predictor
+    from breastpath.slide.reader import SlideReader
+    from breastpath.slide.tissue import TissueMask
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where tiles are read: ``read_size`` pixels of ``level`` become ``tile_size`` pixels.
+
+    ``step`` is the tile side in level-0 pixels; ``mpp`` the microns per pixel of a tile as
+    the model sees it (None when the slide does not say).
+    """
+
+    level: int
+    read_size: int
+    tile_size: int
+    step: float
+    mpp: float | None
+
+
+def resolve_resolution(
+    reader: SlideReader, *, tile_size: int, level: int | None = None, mpp: float | None = None
+) -> Resolution:
+    """Pick the level and read size for ``tile_size`` tiles at ``level`` or at ``mpp``.
+
+    With ``mpp`` the most reduced level at least as fine as ``mpp`` is read and each tile is
+    resampled to ``tile_size``; with neither, level 0 at its own resolution.
+
+    Examples
+    --------
+    >>> res = resolve_resolution(slide, tile_size=50, mpp=4.0)  # doctest: +SKIP
+    >>> res.level, res.read_size  # a 0.25 mpp slide with a 4x pyramid  # doctest: +SKIP
+    (2, 50)
+    """
+    if tile_size < 1:
+        raise SlideError(f"tile size must be positive, got {tile_size}")
+    if level is not None and mpp is not None:
+        raise SlideError("give a level or an mpp, not both")
+    if mpp is not None:
+        if mpp <= 0:
+            raise SlideError(f"mpp must be positive, got {mpp}")
+        if reader.mpp is None:
+            raise SlideError(f"{reader.path.name}: the slide does not record its mpp; use a level")
+        downsample = mpp / reader.mpp
+        level = reader.best_level_for_downsample(downsample)
+        info = reader.levels[level]
+        read = max(1, round(tile_size * downsample / info.downsample))
+    else:
+        level = 0 if level is None else level
+        info = reader.check_level(level)
+        read = tile_size
+    step = read * info.downsample
+    actual = None if reader.mpp is None else reader.mpp * step / tile_size
+    return Resolution(level=level, read_size=read, tile_size=tile_size, step=step, mpp=actual)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The kept tiles of a grid of ``n_rows x n_cols`` tiles (row-major order)."""
+
+    resolution: Resolution
+    n_rows: int
+    n_cols: int
+    rows: np.ndarray
+    cols: np.ndarray
+    tissue: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Level-0 x of each kept tile's top-left corner."""
+        return np.round(self.cols * self.resolution.step).astype(np.int64)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Level-0 y of each kept tile's top-left corner."""
+        return np.round(self.rows * self.resolution.step).astype(np.int64)
+
+    def records(self, probabilities: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """One dict per kept tile (for the tile CSV)."""
+        step = round(self.resolution.step)
+        out = []
+        for i, (r, c, x, y, t) in enumerate(
+            zip(self.rows, self.cols, self.x, self.y, self.tissue, strict=True)
+        ):
+            row: dict[str, Any] = {
+                "tile": i,
+                "row": int(r),
+                "col": int(c),
+                "x": int(x),
+                "y": int(y),
+                "size": step,
+                "level": self.resolution.level,
+                "tissue": round(float(t), 4),
+            }
+            if probabilities is not None:
+                row["probability"] = round(float(probabilities[i]), 6)
+            out.append(row)
+        return out
+
+
+def make_grid(
+    reader: SlideReader,
+    tissue: TissueMask,
+    *,
+    resolution: Resolution,
+    min_tissue: float = 0.25,
+) -> TileGrid:
+    """The tiles at ``resolution`` with at least ``min_tissue`` tissue.
+
+    Raises
+    ------
+    SlideError
+        No tile has enough tissue.
+    """
+    if not 0.0 <= min_tissue <= 1.0:
+        raise SlideError(f"min_tissue must be in [0, 1], got {min_tissue}")
+    level = reader.levels[resolution.level]
+    n_rows = -(-level.height // resolution.read_size)
+    n_cols = -(-level.width // resolution.read_size)
+    step = resolution.step
+    cols = np.arange(n_cols)
+    x0, x1 = cols * step, (cols + 1) * step
+    kept_rows, kept_cols, kept_tissue = [], [], []
+    for r in range(n_rows):  # row by row: memory stays O(n_cols) on huge grids
+        y0 = np.full(n_cols, r * step)
+        share = tissue.region_fraction(x0, y0, x1, y0 + step)
+        keep = np.flatnonzero(share >= max(min_tissue, 1e-9))
+        kept_rows.append(np.full(len(keep), r))
+        kept_cols.append(keep)
+        kept_tissue.append(share[keep])
+    rows = np.concatenate(kept_rows).astype(np.int64)
+    if rows.size == 0:
+        raise SlideError(
+            f"{reader.path.name}: no tissue found ({tissue.method} threshold "
+            f"{tissue.threshold:.3f}, {tissue.fraction:.2%} of the thumbnail is tissue, "
+            f"no tile has {min_tissue:.0%} tissue)"
+        )
+    return TileGrid(
+        resolution=resolution,
+        n_rows=n_rows,
+        n_cols=n_cols,
+        rows=rows,
+        cols=np.concatenate(kept_cols).astype(np.int64),
+        tissue=np.concatenate(kept_tissue).astype(np.float64),
+    )
+
+
+def _blocks(grid: TileGrid, per_side: int) -> list[np.ndarray]:
+    """Kept-tile indices grouped by square blocks of ``per_side`` tiles, block-major order."""
+    key_r, key_c = grid.rows // per_side, grid.cols // per_side
+    order = np.lexsort((grid.cols, grid.rows, key_c, key_r))
+    keys = key_r[order] * (grid.n_cols // per_side + 1) + key_c[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return np.split(order, starts[1:])
+
+
+def _read_block(reader: SlideReader, grid: TileGrid, index: np.ndarray) -> np.ndarray:
+    res = grid.resolution
+    rows, cols = grid.rows[index], grid.cols[index]
+    r0, c0 = int(rows.min()), int(cols.min())
+    height = (int(rows.max()) - r0 + 1) * res.read_size
+    width = (int(cols.max()) - c0 + 1) * res.read_size
+    location = (round(c0 * res.step), round(r0 * res.step))
+    region = reader.read_region(location, res.level, (width, height))
+    n = res.read_size
+    tiles = np.empty((len(index), res.tile_size, res.tile_size, 3), dtype=np.uint8)
+    for i, (r, c) in enumerate(zip(rows - r0, cols - c0, strict=True)):
+        tile = region[r * n : (r + 1) * n, c * n : (c + 1) * n]
+        tiles[i] = tile if n == res.tile_size else _resample(tile, res.tile_size)
+    return tiles
+
+
+def _resample(tile: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    method = Image.Resampling.BOX if tile.shape[0] > size else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(tile).resize((size, size), method), dtype=np.uint8)
+
+
+def iter_tiles(
+    reader: SlideReader,
+    grid: TileGrid,
+    *,
+    workers: int = 2,
+    block: int = 1024,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, tiles)``: kept-tile indices into ``grid`` and their RGB pixels.
+
+    Blocks of about ``block`` level pixels are read by ``workers`` threads (0: in this thread),
+    at most ``2 * workers`` ahead of the consumer.
+    """
+    per_side = max(1, block // grid.resolution.read_size)
+    jobs = _blocks(grid, per_side)
+    if workers <= 0:
+        for index in jobs:
+            yield index, _read_block(reader, grid, index)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slide-read") as pool:
+        pending: deque = deque()
+        for index in jobs:
+            pending.append((index, pool.submit(_read_block, reader, grid, index)))
+            if len(pending) >= 2 * workers:
+                done_index, future = pending.popleft()
+                yield done_index, future.result()
+        while pending:
+            done_index, future = pending.popleft()
+            yield done_index, future.result()
+
+
+def score_grid(
+    reader: SlideReader,
+    grid: TileGrid,
+    predictor: Predictor,
+    *,
+    batch_size: int = 256,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Cancer probability of every kept tile, in grid order.
+
+    Examples
+    --------
+    >>> probs = score_grid(slide, grid, Predictor.from_checkpoint("default"))  # doctest: +SKIP
+    >>> probs.shape == (len(grid),)  # doctest: +SKIP
+    True
+    """
+    probabilities = np.full(len(grid), np.nan)
+    held_index: list[np.ndarray] = []
+    held_tiles: list[np.ndarray] = []
+
+    def flush() -> None:
+        index = np.concatenate(held_index)
+        batch = predictor.prepare(np.concatenate(held_tiles))
+        probabilities[index] = predictor.cancer_probability(predictor.predict_proba(batch))
+        held_index.clear()
+        held_tiles.clear()
+        if progress is not None:
+            progress(len(index))
+
+    held = 0
+    for index, tiles in iter_tiles(reader, grid, workers=workers):
+        held_index.append(index)
+        held_tiles.append(tiles)
+        held += len(index)
+        if held >= batch_size:
+            flush()
+            held = 0
+    if held:
+        flush()
+    return probabilities

@@ -1,0 +1,104 @@
+"""``breastpath slide``: outputs, options, and one `error:` line with exit 2 on bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from breastpath.cli.main import main
+from breastpath.slide.synthetic import Blob, write_synthetic_slide
+
+pytest.importorskip("tifffile")
+
+BLOBS = [Blob(600, 500, 300, 250, "normal"), Blob(1500, 1000, 250, 300, "tumor")]
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-slides")
+    common = {"size": (2000, 1500), "tile": 256, "downsamples": (1, 4)}
+    return {
+        "slide": write_synthetic_slide(root / "s.ome.tif", blobs=BLOBS, **common),
+        "no_mpp": write_synthetic_slide(root / "n.tif", blobs=BLOBS, mpp=None, **common),
+        "blank": write_synthetic_slide(root / "blank.tif", blobs=[], **common),
+    }
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, needle: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_slide_writes_heatmap_csv_and_score(slides, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = _run(
+        capsys, "slide", slides["slide"], "--out", out, "--level", "1",
+        "--threshold", "0.9", "--top-k", "5",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "top-5 mean, the headline" in stdout and "tiles/s" in stdout
+    summary = json.loads((out / "slide.json").read_text())
+    score = summary["score"]
+    assert score["headline"] == "top_k_mean" and score["top_k"] == 5
+    assert score["threshold"] == 0.9
+    with open(out / "tiles.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == score["tiles"] == summary["tiling"]["tiles_scored"] > 10
+    probs = sorted(float(r["probability"]) for r in rows)
+    assert score["top_k_mean"] == pytest.approx(sum(probs[-5:]) / 5, abs=1e-5)
+    above = [p for p in probs if p >= 0.9]
+    assert score["tiles_above_threshold"] == len(above)
+    assert {r["level"] for r in rows} == {"1"} and {r["size"] for r in rows} == {"200"}
+    heatmap = Image.open(out / "heatmap.png")
+    assert heatmap.width > 2 * 500  # thumbnail beside the overlay
+    tissue = Image.open(out / "tissue.png")
+    assert tissue.size[::-1] == tuple(summary["tissue"]["thumbnail"]) == (1500, 2000)
+
+
+def test_default_resolution_for_the_idc_model_is_4_mpp(slides, tmp_path, capsys):
+    code, _, err = _run(capsys, "slide", slides["slide"], "--out", tmp_path, "--min-tissue", "0.1")
+    assert code == 0, err
+    tiling = json.loads((tmp_path / "slide.json").read_text())["tiling"]
+    assert tiling["requested_mpp"] == 4.0 and tiling["mpp"] == pytest.approx(4.0)
+    assert tiling["level"] == 1 and tiling["read_size"] == 200 and tiling["tile_size"] == 50
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "needle"),
+    [
+        ("missing", [], "no such file"),
+        ("png", [], "not a slide"),
+        ("blank", [], "no tissue found"),
+        ("slide", ["--level", "5"], "no level 5"),
+        ("slide", ["--level", "0", "--mpp", "1"], "not both"),
+        ("no_mpp", ["--mpp", "2"], "does not record its mpp"),
+    ],
+)
+def test_bad_input_is_one_error_line(slides, tmp_path, capsys, case, extra, needle):
+    if case == "missing":
+        path = tmp_path / "gone.svs"
+    elif case == "png":
+        path = tmp_path / "photo.png"
+        Image.new("RGB", (64, 64), "white").save(path)
+    else:
+        path = slides[case]
+    code, _, err = _run(capsys, "slide", path, "--out", tmp_path / "out", *extra)
+    _one_line_error(code, err, needle)
+
+
+def test_commands_are_registered(capsys):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "mosaic" in out and "slide" in out

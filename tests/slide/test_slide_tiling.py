@@ -1,0 +1,164 @@
+"""Tile grid, lazy block reads, batched scoring and the slide score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breastpath.errors import SlideError
+from breastpath.slide.heatmap import overlay, paint_grid, probability_grid, slide_score
+from breastpath.slide.reader import open_slide
+from breastpath.slide.synthetic import Blob, write_synthetic_slide
+from breastpath.slide.tiling import iter_tiles, make_grid, resolve_resolution, score_grid
+from breastpath.slide.tissue import detect_tissue
+
+pytest.importorskip("tifffile")
+
+BLOBS = [Blob(600, 500, 300, 250, "normal"), Blob(1500, 1000, 250, 300, "tumor")]
+
+
+class DarknessPredictor:
+    """A stand-in model: probability = darkness of the tile (1 - mean / 255)."""
+
+    input_size = (50, 50)
+    threshold = 0.5
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def prepare(self, images):
+        return np.stack(list(images))
+
+    def predict_proba(self, batch):
+        self.batches.append(len(batch))
+        dark = 1.0 - batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+        return np.stack([1 - dark, dark], axis=1)
+
+    def cancer_probability(self, probs):
+        return probs[:, 1]
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiling")
+    return write_synthetic_slide(
+        root / "s.ome.tif", size=(2000, 1500), tile=256, downsamples=(1, 4), blobs=BLOBS
+    )
+
+
+def _inside(blob: Blob, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return ((x - blob.cx) / blob.rx) ** 2 + ((y - blob.cy) / blob.ry) ** 2 <= 1
+
+
+def test_resolution_by_level_and_mpp(slide_path):
+    with open_slide(slide_path) as slide:  # 0.25 um/px, levels 1x and 4x
+        res = resolve_resolution(slide, tile_size=50, level=1)
+        assert (res.level, res.read_size, res.step, res.mpp) == (1, 50, 200.0, 1.0)
+        res = resolve_resolution(slide, tile_size=50, mpp=4.0)  # 16x: level 1, 200 px -> 50
+        assert (res.level, res.read_size, res.step) == (1, 200, 800.0)
+        assert res.mpp == pytest.approx(4.0)
+        res = resolve_resolution(slide, tile_size=50, mpp=0.5)  # 2x: level 0, 100 px -> 50
+        assert (res.level, res.read_size) == (0, 100)
+        with pytest.raises(SlideError, match="not both"):
+            resolve_resolution(slide, tile_size=50, level=0, mpp=1.0)
+        with pytest.raises(SlideError, match="no level 3"):
+            resolve_resolution(slide, tile_size=50, level=3)
+
+
+def test_grid_keeps_tissue_tiles_only(slide_path):
+    with open_slide(slide_path) as slide:
+        tissue = detect_tissue(slide, max_size=600)
+        grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
+    assert (grid.n_rows, grid.n_cols) == (30, 40)
+    cx, cy = grid.x + 25, grid.y + 25
+    near = [Blob(b.cx, b.cy, b.rx + 36, b.ry + 36) for b in BLOBS]  # touches the blob
+    assert (_inside(near[0], cx, cy) | _inside(near[1], cx, cy)).all()
+    inner = [Blob(b.cx, b.cy, b.rx - 36, b.ry - 36) for b in BLOBS]  # wholly tissue
+    ys, xs = np.mgrid[:30, :40] * 50 + 25
+    wanted = _inside(inner[0], xs, ys) | _inside(inner[1], xs, ys)
+    kept = np.zeros((30, 40), dtype=bool)
+    kept[grid.rows, grid.cols] = True
+    assert kept[wanted].all() and wanted.sum() > 100
+    area = sum(np.pi * b.rx * b.ry for b in BLOBS) / 50**2
+    assert 0.9 * area < len(grid) < 1.2 * area
+    assert (grid.tissue >= 0.25).all()
+    rows = grid.records()
+    assert rows[0].keys() >= {"x", "y", "size", "level", "tissue"} and rows[0]["size"] == 50
+
+
+def test_tiles_are_read_lazily_and_match_direct_reads(slide_path):
+    with open_slide(slide_path) as slide:
+        tissue = detect_tissue(slide, max_size=600)
+        res = resolve_resolution(slide, tile_size=50, mpp=0.5)  # resampled 100 -> 50
+        grid = make_grid(slide, tissue, resolution=res)
+        seen = np.zeros(len(grid), dtype=int)
+        for workers in (0, 2):
+            for index, tiles in iter_tiles(slide, grid, workers=workers, block=400):
+                assert tiles.shape == (len(index), 50, 50, 3)
+                seen[index] += 1
+                for i, tile in zip(index[:3], tiles[:3], strict=False):
+                    direct = slide.read_region((int(grid.x[i]), int(grid.y[i])), 0, (100, 100))
+                    expected = direct.reshape(50, 2, 50, 2, 3).mean(axis=(1, 3))
+                    assert np.abs(tile.astype(float) - expected).max() <= 1
+        assert (seen == 2).all()  # every kept tile exactly once per pass
+
+
+def test_scores_land_on_their_tiles(slide_path):
+    model = DarknessPredictor()
+    with open_slide(slide_path) as slide:
+        tissue = detect_tissue(slide, max_size=600)
+        grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
+        done = []
+        probs = score_grid(slide, grid, model, batch_size=64, workers=2, progress=done.append)
+        for i in np.random.default_rng(0).choice(len(grid), 20, replace=False):
+            tile = slide.read_region((int(grid.x[i]), int(grid.y[i])), 0, (50, 50))
+            assert probs[i] == pytest.approx(1 - tile.mean() / 255)
+    assert sum(done) == len(grid) and len(done) == len(model.batches) > 1
+    tumor = _inside(BLOBS[1], grid.x + 25, grid.y + 25)
+    assert probs[tumor].mean() > probs[~tumor].mean() + 0.1
+
+
+def test_blank_slide_is_a_named_error(tmp_path):
+    path = write_synthetic_slide(tmp_path / "blank.tif", size=(1024, 1024), tile=256, blobs=[])
+    with open_slide(path) as slide:
+        tissue = detect_tissue(slide)
+        with pytest.raises(SlideError, match="no tissue found"):
+            make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
+
+
+def test_slide_score_rules():
+    probs = np.array([0.1, 0.2, 0.95, 0.9, 0.3, np.nan])
+    s = slide_score(probs, threshold=0.5, top_k=2)
+    assert s.headline == "top_k_mean" and s.top_k_mean == pytest.approx(0.925)
+    assert s.mean_above_threshold == pytest.approx(0.925) and s.tiles_above_threshold == 2
+    assert s.fraction_above_threshold == pytest.approx(0.4) and s.positive
+    low = slide_score(np.array([0.1, 0.2]), threshold=0.5, top_k=20)
+    assert low.top_k == 2 and low.mean_above_threshold is None and not low.positive
+    assert low.to_dict()["positive"] is False
+    with pytest.raises(SlideError):
+        slide_score(np.array([np.nan]), threshold=0.5)
+    with pytest.raises(SlideError):
+        slide_score(probs, threshold=1.5)
+
+
+def test_paint_and_overlay():
+    values = np.array([[0.0, np.nan], [1.0, 0.5]])
+    big = paint_grid(values, cell=(3, 2), shape=(4, 6))  # cells bigger than pixels
+    assert big[0, 0] == 0.0 and np.isnan(big[1, 5]) and big[3, 4] == 0.5
+    small = paint_grid(np.full((4, 4), 0.25), cell=(0.5, 0.5), shape=(2, 2))  # averaged
+    np.testing.assert_allclose(small, 0.25)
+    base = np.full((4, 6, 3), 200, dtype=np.uint8)
+    out = overlay(base, big, alpha=0.5)
+    assert (out[:2, 3:] == 200).all()  # NaN: untouched
+    assert not (out[:2, :3] == 200).all()
+
+
+def test_probability_grid_places_values(slide_path):
+    with open_slide(slide_path) as slide:
+        tissue = detect_tissue(slide, max_size=600)
+        grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
+    values = probability_grid(grid, np.arange(len(grid), dtype=float))
+    assert np.isfinite(values).sum() == len(grid)
+    assert values[grid.rows[5], grid.cols[5]] == 5
