@@ -26,9 +26,10 @@ import numpy as np
 
 from breastpath.errors import StainError
 from breastpath.stain.augment import hed_jitter, stain_augment
-from breastpath.stain.base import StainMatrixNormalizer, StainNormalizer, StainWarning
+from breastpath.stain.base import StainNormalizer, StainWarning
 from breastpath.stain.macenko import MacenkoNormalizer
 from breastpath.stain.reinhard import ReinhardNormalizer
+from breastpath.stain.separation import StainMatrixNormalizer
 from breastpath.stain.vahadane import VahadaneNormalizer
 
 #: Registry: method name -> normalizer class.

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from breastpath.stain._backend import Ops
-from breastpath.stain._ops import combine
 
 #: Ruifrok & Johnston (2001) hematoxylin and eosin OD vectors, unit norm (rows H, E).
 RUIFROK_HE = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
@@ -30,8 +29,14 @@ def _gram(xp: Ops, stains: Any, od: Any) -> tuple[Any, Any, Any, Any, Any]:
     g11 = xp.clip((s1 * s1).sum(1), _TINY)[:, None]
     g12 = (s1 * s2).sum(1)[:, None]
     g22 = xp.clip((s2 * s2).sum(1), _TINY)[:, None]
-    b = combine(xp, od, stains)  # (N, 2, M): each pixel's OD projected on each stain
-    return g11, g12, g22, b[:, 0], b[:, 1]
+    return g11, g12, g22, _project(od, s1), _project(od, s2)
+
+
+def _project(od: Any, stain: Any) -> Any:
+    """Each pixel's OD (N, 3, M) projected on one stain vector per image (N, 3) -> (N, M)."""
+    return (
+        od[:, 0] * stain[:, 0, None] + od[:, 1] * stain[:, 1, None] + od[:, 2] * stain[:, 2, None]
+    )
 
 
 def lstsq2(xp: Ops, stains: Any, od: Any) -> Any:

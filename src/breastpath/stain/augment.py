@@ -126,7 +126,7 @@ def stain_augment(
         ok = xp.ones_bool((count,))
         if method != "ruifrok":
             from breastpath.stain import get_normalizer
-            from breastpath.stain.base import usable
+            from breastpath.stain.separation import usable
 
             normalizer = get_normalizer(
                 method, luminosity_threshold=luminosity_threshold, **extractor_options

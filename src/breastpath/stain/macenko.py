@@ -17,7 +17,7 @@ from breastpath.errors import StainError
 from breastpath.stain import _ops
 from breastpath.stain._backend import Ops
 from breastpath.stain._coding import lstsq2
-from breastpath.stain.base import StainMatrixNormalizer
+from breastpath.stain.separation import StainMatrixNormalizer
 
 
 def macenko_stain_matrix(xp: Ops, od: Any, valid: Any, *, alpha: float = 1.0) -> Any:
@@ -73,7 +73,7 @@ class MacenkoNormalizer(StainMatrixNormalizer):
     **options
         ``percentile``, ``n_samples``, ``seed``, ``luminosity_threshold``,
         ``preserve_background``, ``background_luminosity``, ``device``: see
-        :class:`~breastpath.stain.base.StainMatrixNormalizer`.
+        :class:`~breastpath.stain.separation.StainMatrixNormalizer`.
 
     Examples
     --------

@@ -16,7 +16,7 @@ import numpy as np
 from breastpath.errors import StainError
 from breastpath.stain import _ops
 from breastpath.stain._backend import Ops
-from breastpath.stain.base import MIN_TISSUE_PIXELS, StainNormalizer, _as_float_list
+from breastpath.stain.base import MIN_TISSUE_PIXELS, StainNormalizer, target_array
 
 #: Channels with a smaller standard deviation (L*a*b* units) are treated as constant.
 _MIN_STD = 1e-3
@@ -97,5 +97,5 @@ class ReinhardNormalizer(StainNormalizer):
         return {"lab_mean": self.lab_mean.tolist(), "lab_std": self.lab_std.tolist()}
 
     def _target_from_dict(self, target: dict[str, Any]) -> None:
-        self.lab_mean = _as_float_list(target.get("lab_mean"), (3,), "lab_mean")
-        self.lab_std = _as_float_list(target.get("lab_std"), (3,), "lab_std")
+        self.lab_mean = target_array(target.get("lab_mean"), (3,), "lab_mean")
+        self.lab_std = target_array(target.get("lab_std"), (3,), "lab_std")

@@ -27,7 +27,7 @@ from typing import Any
 from breastpath.errors import StainError
 from breastpath.stain._backend import Ops
 from breastpath.stain._coding import RUIFROK_HE, nn_lasso2, nn_lasso2_parts
-from breastpath.stain.base import StainMatrixNormalizer
+from breastpath.stain.separation import StainMatrixNormalizer
 
 _CHECK_EVERY = 5  # convergence test interval (a device sync on torch)
 
@@ -129,7 +129,7 @@ class VahadaneNormalizer(StainMatrixNormalizer):
     **options
         ``percentile``, ``n_samples``, ``seed``, ``luminosity_threshold``,
         ``preserve_background``, ``background_luminosity``, ``device``: see
-        :class:`~breastpath.stain.base.StainMatrixNormalizer`. Stain matrices are learnt
+        :class:`~breastpath.stain.separation.StainMatrixNormalizer`. Stain matrices are learnt
         from ``n_samples`` tissue pixels per image, picked by ``seed``; all pixels are
         transformed.
 
