@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -227,3 +228,30 @@ def test_real_idc_patch(client, shared_data, best_meta):
     assert body["label"] in best_meta["class_names"]
     height, width = decode_image(path).shape[:2]
     assert body["image"] == {"width": width, "height": height}
+
+
+# -- explanations and batches with a freshly trained checkpoint -----------------------------------
+
+
+def test_explain_with_a_trained_checkpoint(client, best_meta):
+    response = client.post(
+        "/api/predict?explain=true", files={"file": ("p.png", _png(_patch(seed=11)), "image/png")}
+    )
+    assert response.status_code == 200, response.text
+    explain = response.json()["explain"]
+    assert explain["target_class"] == best_meta["class_names"][-1]
+    for key in ("input_png", "gradcam_png"):
+        assert Image.open(io.BytesIO(base64.b64decode(explain[key]))).format == "PNG"
+    assert explain["stain"]["available"] is False  # this checkpoint carries no normalizer
+
+
+def test_batch_with_a_trained_checkpoint(client, predictor):
+    files = [
+        ("files", (f"p{i}.png", _png(_patch(i % 2, seed=20 + i)), "image/png")) for i in range(4)
+    ]
+    files.append(("files", ("bad.png", b"nope", "image/png")))
+    body = client.post("/api/predict/batch", files=files).json()
+    assert body["summary"]["ok"] == 4 and body["summary"]["failed"] == 1
+    expected = predictor.predict_images([_patch(i % 2, seed=20 + i) for i in range(4)])
+    for result, prediction in zip(body["results"][:4], expected, strict=True):
+        assert result["probability"] == pytest.approx(prediction.probability, abs=1e-6)

@@ -95,6 +95,18 @@ class TrainConfig(_Config):
     max_steps_per_epoch: int = 0  # 0: the whole training split each epoch
     eval_batch_size: int = 256
     progress: bool = True
+    # transfer learning (breastpath.models.pretrained, breastpath.train.finetune)
+    pretrained: bool = False  # offline ImageNet weights (installed packages only)
+    weights: str = ""  # a local state dict to start from instead
+    freeze_epochs: int = 0  # stage 1: train only the head for this many epochs
+    finetune_lr_scale: float = 1.0  # stage 2: lr multiplier for the whole network
+    backbone_lr_scale: float = 1.0  # discriminative lr: backbone lr = head lr x this
+    tta: str = "none"  # test-time augmentation stored in the checkpoint: none, flips, dihedral
+    # CNN + SVM hybrid (breastpath.train.hybrid)
+    head: str = "linear"  # linear (trained end to end) or svm (RBF SVM on embeddings)
+    backbone_checkpoint: str = ""  # svm head: embed with this trained checkpoint
+    svm_c: tuple[float, ...] = (0.1, 1.0, 10.0)  # C values tried; the best on validation wins
+    svm_max_train: int = 4000  # at most this many training embeddings (0: all)
 
     def validate(self) -> None:
         if self.optimizer not in ("adagrad", "adam", "adamw", "sgd"):
@@ -111,6 +123,16 @@ class TrainConfig(_Config):
             raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.freeze_epochs <= self.epochs:
+            raise ConfigError("freeze_epochs must be between 0 and epochs")
+        if self.finetune_lr_scale <= 0 or self.backbone_lr_scale < 0:
+            raise ConfigError("finetune_lr_scale must be > 0 and backbone_lr_scale >= 0")
+        if self.tta not in ("none", "flips", "dihedral"):
+            raise ConfigError(f"unknown tta {self.tta!r}; use none, flips or dihedral")
+        if self.head not in ("linear", "svm"):
+            raise ConfigError(f"unknown head {self.head!r}; use linear or svm")
+        if not self.svm_c or any(c <= 0 for c in self.svm_c) or self.svm_max_train < 0:
+            raise ConfigError("svm_c must be positive values and svm_max_train >= 0")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

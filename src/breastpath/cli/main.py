@@ -59,6 +59,7 @@ COMMANDS = (
     "export",
     "mosaic",
     "slide",
+    "compare",
 )
 
 

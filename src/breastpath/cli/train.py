@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import click
 
+FLAGS = (
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "seed",
+    "device",
+    "max_steps_per_epoch",
+    "pretrained",
+    "weights",
+    "freeze_epochs",
+    "backbone_lr_scale",
+    "finetune_lr_scale",
+    "label_smoothing",
+    "tta",
+    "head",
+    "backbone_checkpoint",
+)
+
 
 @click.command("train")
 @click.option("--data", "data_dir", required=True, help="A folder written by `breastpath prepare`.")
@@ -17,55 +37,89 @@ import click
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
 @click.option("--max-steps-per-epoch", type=int, default=None)
+@click.option(
+    "--pretrained/--no-pretrained",
+    default=None,
+    help="Start from offline ImageNet weights (installed packages; never downloaded).",
+)
+@click.option("--weights", default=None, help="Local state dict (timm/torchvision) to start from.")
+@click.option("--input-size", type=int, default=None, help="Working side of a timm backbone.")
+@click.option("--preset", is_flag=True, help="Use the backbone's optimizer preset as defaults.")
+@click.option("--freeze-epochs", type=int, default=None, help="Epochs training only the head.")
+@click.option("--backbone-lr-scale", type=float, default=None, help="Backbone lr / head lr.")
+@click.option("--finetune-lr-scale", type=float, default=None, help="lr factor after freezing.")
+@click.option("--label-smoothing", type=float, default=None)
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flips", "dihedral"]),
+    default=None,
+    help="Test-time augmentation stored in the checkpoint.",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["linear", "svm"]),
+    default=None,
+    help="svm: an RBF SVM on the backbone's embeddings.",
+)
+@click.option("--backbone-checkpoint", default=None, help="svm head: embed with this checkpoint.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/last.json.")
 def command(
-    data_dir,
-    run_dir,
-    config_file,
-    model,
-    epochs,
-    batch_size,
-    lr,
-    optimizer,
-    seed,
-    device,
-    max_steps_per_epoch,
-    no_progress,
-    resume,
+    data_dir, run_dir, config_file, input_size, preset, no_progress, resume, **flags
 ) -> None:
-    """Train a classifier on a prepared folder (options: flags > --config file > defaults)."""
+    """Train a classifier on a prepared folder (options: flags > --config file > preset >
+    defaults)."""
     from pathlib import Path
 
     from breastpath.config import TrainConfig, load_yaml
+    from breastpath.train import presets
     from breastpath.train.loop import train
 
-    values = {}
+    values: dict = {}
     if resume and config_file is None and (Path(run_dir) / "config.yaml").is_file():
         values.update(load_yaml(Path(run_dir) / "config.yaml").get("train", {}))
     if config_file:
         loaded = load_yaml(config_file)
         values.update(loaded.get("train", loaded))
-    flags = {
-        "model": model,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "seed": seed,
-        "device": device,
-        "max_steps_per_epoch": max_steps_per_epoch,
-    }
-    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update({k: v for k, v in flags.items() if k in FLAGS and v is not None})
+    if input_size is not None:
+        values["model_args"] = {**values.get("model_args", {}), "input_size": input_size}
     if no_progress:
         values["progress"] = False
+    if preset:
+        model = values.get("model", "cancernet")
+        start = bool(values.get("pretrained") or values.get("weights"))
+        values = {**presets.preset(model, pretrained=start, epochs=values.get("epochs")), **values}
     config = TrainConfig.from_dict(values)
+    _say_where_weights_come_from(config)
     summary = train(data_dir, run_dir, config, resume=resume)
     val = summary.get("val", {})
+    auc = val.get("roc_auc")
+    svm = summary.get("svm")
+    fitted = (
+        f"SVM C={svm['C']:g} with {svm['n_support']} support vectors"
+        if svm
+        else f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+    )
     click.echo(
-        f"best epoch {summary['best_epoch']} of {summary['epochs_run']}; threshold "
+        f"{fitted}; threshold "
         f"{summary.get('threshold', 0.5):.3f}; validation balanced accuracy "
         f"{val.get('balanced_accuracy', float('nan')):.4f}, ROC-AUC "
-        f"{val.get('roc_auc') or float('nan'):.4f}"
+        f"{float('nan') if auc is None else auc:.4f}"
     )
     click.echo(f"checkpoint: {Path(run_dir) / 'best.json'}")
+
+
+def _say_where_weights_come_from(config) -> None:
+    if config.head == "svm" and config.backbone_checkpoint:
+        click.echo(f"embeddings from {config.backbone_checkpoint}", err=True)
+    elif config.weights:
+        click.echo(f"{config.model}: starting from {config.weights}", err=True)
+    elif config.pretrained:
+        click.echo(f"{config.model}: starting from offline ImageNet weights", err=True)
+    elif config.model != "cancernet":
+        click.echo(
+            f"{config.model}: training from scratch (no ImageNet weights; give --pretrained "
+            "where installed, or --weights PATH)",
+            err=True,
+        )

@@ -1,5 +1,15 @@
-"""Models: a registry (:func:`create_model`) over breastpath's own networks."""
+"""Models: a registry (:func:`create_model`) over CancerNet, timm backbones and the SVM hybrid.
 
-from breastpath.models.registry import create_model, list_models
+Nothing here downloads weights: ImageNet weights come from locally installed packages
+(:mod:`breastpath.models.pretrained`) or from a file given as ``weights=PATH``.
+"""
 
-__all__ = ["create_model", "list_models"]
+from breastpath.models.registry import (
+    create_model,
+    head_prefixes,
+    list_models,
+    model_normalization,
+    register_model,
+)
+
+__all__ = ["create_model", "head_prefixes", "list_models", "model_normalization", "register_model"]

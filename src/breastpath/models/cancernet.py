@@ -99,13 +99,21 @@ class CancerNet(nn.Module):
         )
         self.classifier = nn.Linear(hidden, num_classes)
         self.num_classes = num_classes
+        #: parameter-name prefixes of the dense head (stage 1 of fine-tuning trains only these)
+        self.head_prefixes: tuple[str, ...] = ("head", "classifier")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (used by Grad-CAM)."""
         return self.features(x)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head(self.pool(features)))
+    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from a feature map (the dense layer's output with ``pre_logits``)."""
+        embedding = self.head(self.pool(features))
+        return embedding if pre_logits else self.classifier(embedding)
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense layer's output before the classifier (the embeddings of the SVM hybrid)."""
+        return self.forward_head(self.forward_features(x), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -1,102 +1,123 @@
-"""The HTTP API and the upload page (FastAPI).
+"""The web app: the upload page, the model card and the HTTP API (FastAPI).
 
 ``create_app(predictor)`` returns an app with:
 
-* ``GET /`` — a page: choose or drop an image, see the cancer probability;
-* ``POST /api/predict`` — multipart ``file`` -> JSON probability, label, threshold, model, timing;
-* ``GET /api/health`` and ``GET /api/models``.
+* ``GET /`` — the page: drop or choose one or many images (or a zip), see the probability, the
+  label, the Grad-CAM overlay, the tile map and the stain-normalized view; a batch table with a
+  CSV download. Its script and style are served from ``/static``; nothing is fetched elsewhere.
+* ``GET /model-card`` (HTML) and ``GET /api/model-card`` (Markdown).
+* ``POST /api/predict[?explain=true]``, ``POST /api/predict/batch``, ``GET /api/models``,
+  ``GET /api/health`` (see :mod:`breastpath.serve.routes`); OpenAPI at ``/docs``.
 
-Requests whose declared size is over the limit are refused (413) before their body is read.
-Uploads are never saved under a user-supplied name: the multipart parser keeps them in memory, or
-above 1 MB in an anonymous temporary file. They are size-limited and decoded (off the event loop)
-by the shared :func:`breastpath.imaging.decode_image`; bad input is an HTTP 4xx with a JSON
-``detail``.
+Request bodies over the limits are refused with 413 before or while they are read
+(:class:`~breastpath.serve.middleware.BodyLimitMiddleware`). Uploads are never saved under a
+user-supplied name: the multipart parser keeps them in memory, or above 1 MB in an anonymous
+temporary file. All errors are JSON; bad input is a 4xx, never a 500 or a stack trace.
 """
 
-# No ``from __future__ import annotations`` here: FastAPI must see the real ``UploadFile``
-# annotation of the route defined inside ``create_app``, not an unresolvable string.
+# No ``from __future__ import annotations``: FastAPI reads the route annotations at run time.
 
-import time
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-from breastpath.errors import InvalidImageError
-from breastpath.imaging import decode_image
+from breastpath.serve.errors import install_error_handlers
+from breastpath.serve.limits import ServeLimits
+from breastpath.serve.middleware import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from breastpath.serve.predictor import Predictor
 
+__all__ = ["ServeLimits", "create_app"]
 
-@dataclass(frozen=True)
-class ServeLimits:
-    """Limits applied to every upload."""
+#: The page and the model card may only load what this server serves (plus inline data: images).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 8192 * 8192
+
+def _package_dir(*parts: str) -> str:
+    return str(resources.files("breastpath").joinpath("serve", *parts))
 
 
-def create_app(predictor: Predictor, *, limits: ServeLimits = ServeLimits()):
-    """Build the FastAPI application around a loaded :class:`Predictor`."""
-    from fastapi import FastAPI, File, HTTPException, UploadFile
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse, JSONResponse
+def create_app(
+    predictor: Predictor, *, limits: ServeLimits | None = None, stain: Any = None
+) -> Any:
+    """Build the FastAPI application around a loaded :class:`Predictor`.
+
+    Parameters
+    ----------
+    predictor
+        The model, loaded once and shared by all requests.
+    limits
+        Upload, image, batch, queue and timeout limits (default: :class:`ServeLimits`).
+    stain
+        A fitted stain normalizer for the explanation view; by default the checkpoint's, if it
+        carries one.
+
+    Examples
+    --------
+    >>> app = create_app(Predictor.from_checkpoint("default"))  # doctest: +SKIP
+    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
 
     import breastpath
+    from breastpath.serve.modelcard import model_card_markdown, model_card_page
+    from breastpath.serve.routes import api_router
+    from breastpath.serve.service import PredictionService
+
+    limits = limits or ServeLimits()
+    service = PredictionService(predictor, limits, stain=stain)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        await service.engine.stop()
 
     app = FastAPI(
         title="breastpath",
         version=breastpath.__version__,
-        description="Cancer probability for breast histopathology images.",
+        description=(
+            "Cancer probability for breast histopathology images, with Grad-CAM explanations. "
+            "Research use only; not a diagnostic device."
+        ),
+        lifespan=lifespan,
     )
-    page = (resources.files("breastpath") / "serve" / "templates" / "index.html").read_text(
-        encoding="utf-8"
-    )
+    app.state.service = service
+    install_error_handlers(app)
 
-    multipart_overhead = 64 * 1024
+    def body_limit(path: str) -> int:
+        if path.rstrip("/").endswith("/batch"):
+            return limits.max_batch_bytes + MULTIPART_OVERHEAD
+        return limits.max_upload_bytes + MULTIPART_OVERHEAD
 
-    @app.middleware("http")
-    async def refuse_oversized(request, call_next):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_upload_bytes + multipart_overhead:
-            return JSONResponse(
-                {"detail": f"upload larger than {limits.max_upload_bytes} bytes"}, status_code=413
-            )
-        return await call_next(request)
+    def describe(path: str) -> str:
+        if path.rstrip("/").endswith("/batch"):
+            return f"batch larger than {limits.max_batch_bytes} bytes"
+        return f"upload larger than {limits.max_upload_bytes} bytes"
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit, describe=describe)
+    app.include_router(api_router(service))
+    app.mount("/static", StaticFiles(directory=_package_dir("static")), name="static")
+
+    page = resources.files("breastpath").joinpath("serve", "templates", "index.html")
+    page_html = page.read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return page
+    def index() -> HTMLResponse:
+        return HTMLResponse(page_html, headers=PAGE_HEADERS)
 
-    @app.get("/api/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "model": predictor.name}
-
-    @app.get("/api/models")
-    def models() -> dict[str, Any]:
-        return {"models": [predictor.describe()]}
-
-    @app.post("/api/predict")
-    async def predict(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008
-        started = time.perf_counter()
-        data = await file.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {limits.max_upload_bytes} bytes")
-        if not data:
-            raise HTTPException(400, "empty upload")
-        try:
-            image = await run_in_threadpool(decode_image, data, max_pixels=limits.max_pixels)
-        except InvalidImageError as exc:
-            message = str(exc).split(": ", 1)[-1]
-            raise HTTPException(
-                415 if "not a readable image" in message else 400,
-                f"{file.filename or 'upload'}: {message}",
-            ) from None
-        result = (await run_in_threadpool(predictor.predict_images, [image]))[0]
-        return {
-            **result.to_dict(),
-            "threshold": predictor.threshold,
-            "model": predictor.describe(),
-            "image": {"width": image.shape[1], "height": image.shape[0]},
-            "seconds": round(time.perf_counter() - started, 4),
-        }
+    @app.get("/model-card", response_class=HTMLResponse, include_in_schema=False)
+    def model_card() -> HTMLResponse:
+        text = model_card_markdown(predictor.checkpoint.path, predictor.describe())
+        title = f"Model card: {predictor.name}"
+        return HTMLResponse(model_card_page(text, title), headers=PAGE_HEADERS)
 
     return app

@@ -131,6 +131,41 @@ class Predictor:
             return np.zeros((0, len(self.class_names)))
         return np.concatenate(outputs).astype(np.float64)
 
+    def explain_target(self, probs: np.ndarray) -> list[int]:
+        """Class explained by Grad-CAM per row: the cancer class of a binary model, otherwise
+        the predicted class."""
+        if len(self.class_names) == 2:
+            return [self.cancer_classes[0]] * len(probs)
+        return [int(i) for i in np.asarray(probs).argmax(axis=1)]
+
+    def grad_cam(
+        self, batch: np.ndarray, *, target_class: int | Sequence[int], normalize: bool = True
+    ) -> np.ndarray:
+        """Grad-CAM maps ``(N, H, W)`` float32 for a ``(N, H, W, 3)`` uint8 batch at the input size.
+
+        See :func:`breastpath.models.gradcam.grad_cam`; ``normalize=False`` keeps the raw
+        (comparable across images) map values.
+        """
+        from breastpath.models.gradcam import grad_cam
+
+        targets = np.broadcast_to(np.asarray(target_class, dtype=np.int64), (len(batch),))
+        maps = []
+        with self._lock:
+            for start in range(0, len(batch), self.batch_size):
+                stop = start + self.batch_size
+                chunk = torch.from_numpy(np.array(batch[start:stop]))  # writable copy
+                x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
+                cam = grad_cam(
+                    self.model,
+                    x,
+                    target_class=torch.from_numpy(targets[start:stop].copy()),
+                    normalize=normalize,
+                )
+                maps.append(cam.float().cpu().numpy())
+        if not maps:
+            return np.zeros((0, *self.input_size), dtype=np.float32)
+        return np.concatenate(maps)
+
     def cancer_probability(self, probs: np.ndarray) -> np.ndarray:
         """Probability of cancer per row: the positive class, or the sum of malignant subtypes."""
         return probs[:, self.cancer_classes].sum(axis=1)

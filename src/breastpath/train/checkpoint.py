@@ -121,9 +121,15 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     return Checkpoint(meta=meta, tensors=tensors, path=json_path)
 
 
-def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
-    """Create the checkpoint's model and load its weights (strictly)."""
+def build_model(checkpoint: Checkpoint, *, tta: str | None = None) -> torch.nn.Module:
+    """Create the checkpoint's model and load its weights (strictly).
+
+    ``tta`` (``"none"``, ``"flips"``, ``"dihedral"``; default: the checkpoint's ``tta`` entry,
+    else none) wraps the model in :class:`~breastpath.models.tta.TestTimeAugmentation`.
+    Nothing is downloaded: zoo models are built from the stored weights alone.
+    """
     from breastpath.models import create_model
+    from breastpath.models.tta import TTA_MODES, TestTimeAugmentation
 
     spec = checkpoint.meta.get("model", {})
     try:
@@ -139,7 +145,10 @@ def build_model(checkpoint: Checkpoint) -> torch.nn.Module:
         raise CheckpointError(
             f"{checkpoint.path}: weights do not match the model ({first})"
         ) from None
-    return model
+    mode = tta if tta is not None else str(checkpoint.meta.get("tta") or "none")
+    if mode not in TTA_MODES:
+        raise CheckpointError(f"{checkpoint.path}: unknown test-time augmentation {mode!r}")
+    return model if mode == "none" else TestTimeAugmentation(model, mode=mode)
 
 
 def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -27,8 +27,8 @@ from breastpath.errors import CheckpointError, ConfigError
 from breastpath.evaluate.metrics import choose_threshold
 from breastpath.evaluate.predict import predict_rows
 from breastpath.io import read_json, write_csv
-from breastpath.models import create_model
-from breastpath.train import distributed
+from breastpath.models import create_model, model_normalization
+from breastpath.train import distributed, finetune
 from breastpath.train.checkpoint import (
     load_checkpoint,
     optimizer_from_tensors,
@@ -125,8 +125,13 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config.model`` on the prepared folder ``data_dir``; write the run to ``run_dir``.
 
-    Returns a summary: best epoch, validation metrics and the chosen threshold.
+    Returns a summary: best epoch, validation metrics and the chosen threshold. With
+    ``config.head == "svm"`` the run is a CNN + SVM hybrid (:mod:`breastpath.train.hybrid`).
     """
+    if config.head == "svm":
+        from breastpath.train.hybrid import train_svm_hybrid
+
+        return train_svm_hybrid(data_dir, run_dir, config)
     data = open_prepared(data_dir)
     run = Path(run_dir)
     train_rows, val_rows = data.indices("train"), data.indices("val")
@@ -140,17 +145,27 @@ def train(
     torch.manual_seed(config.seed + info.rank)
     num_classes = len(data.class_names)
     model_args = dict(config.model_args)
-    model = create_model(config.model, num_classes=num_classes, **model_args)
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        pretrained=config.pretrained,
+        weights=config.weights or None,
+        **model_args,
+    )
+    init = dict(getattr(model, "init_info", {"source": "scratch"}))
+    if init["source"] == "scratch" and config.model != "cancernet":
+        log.warning("training %s from scratch (no ImageNet weights or --weights)", config.model)
     model = model.to(device).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model.parameters(), config)
+    optimizer = make_optimizer(finetune.param_groups(model, config), config)
+    norm_mean, norm_std = model_normalization(model) or (data.meta["mean"], data.meta["std"])
     weights = class_weights(data.labels[train_rows], num_classes) if config.class_weights else None
     criterion = nn.CrossEntropyLoss(
         weight=None if weights is None else weights.to(device),
         label_smoothing=config.label_smoothing,
     )
     eval_criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    mean = torch.tensor(data.meta["mean"], dtype=torch.float32, device=device)
-    std = torch.tensor(data.meta["std"], dtype=torch.float32, device=device)
+    mean = torch.tensor(norm_mean, dtype=torch.float32, device=device)
+    std = torch.tensor(norm_std, dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(config.seed + 1000 * info.rank)
 
     history: list[dict[str, Any]] = []
@@ -201,14 +216,17 @@ def train(
         rank=info.rank,
         world_size=info.world_size,
     )
-    meta = checkpoint_meta(config, data, model_args)
+    meta = checkpoint_meta(
+        config, data, model_args, mean=norm_mean, std=norm_std, tta=config.tta, init=init
+    )
+    if hasattr(model, "data_config"):
+        meta["data_config"] = model.data_config
 
     for epoch in range(start_epoch, config.epochs):
-        lr = lr_at(epoch, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = finetune.set_learning_rates(optimizer, epoch, config)
         loader.set_epoch(epoch)
         model.train()
+        finetune.set_stage(model, epoch, config, freeze_grads=not info.enabled)
         started = time.perf_counter()
         seen = 0
         loss_sum = torch.zeros((), device=device)
@@ -331,8 +349,8 @@ def _finalise_best(
 
     best = load_checkpoint(run / "best.json")
     model = build_model(best).to(device).to(memory_format=torch.channels_last)
-    mean = torch.tensor(data.meta["mean"], dtype=torch.float32)
-    std = torch.tensor(data.meta["std"], dtype=torch.float32)
+    mean = torch.tensor(best.meta["mean"], dtype=torch.float32)
+    std = torch.tensor(best.meta["std"], dtype=torch.float32)
     probs, _ = predict_rows(
         model,
         data.images,

@@ -1,0 +1,158 @@
+"""Explanations for ``?explain=true``: Grad-CAM overlay, tile heatmap and stain-normalized view.
+
+The stain-normalized view needs a fitted normalizer: the one a checkpoint carries, or one fitted
+at start-up (``breastpath serve --stain-target IMAGE``). Without one, or when
+:mod:`breastpath.stain` is not installed, the response says so instead of showing a picture.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from breastpath.serve import render
+from breastpath.serve.tiling import TileGrid
+
+#: Keys of checkpoint metadata that may hold a fitted normalizer (``StainNormalizer.to_dict``).
+STAIN_KEYS = ("stain", "stain_normalizer", "stain_target")
+_STAIN_FORMAT = "breastpath.stain"
+
+
+def _find_stain_dict(meta: dict[str, Any]) -> dict[str, Any] | None:
+    for key in STAIN_KEYS:
+        value = meta.get(key)
+        if not isinstance(value, dict):
+            continue
+        if value.get("format") == _STAIN_FORMAT:
+            return value
+        for inner in value.values():  # e.g. {"method": ..., "normalizer": {...}}
+            if isinstance(inner, dict) and inner.get("format") == _STAIN_FORMAT:
+                return inner
+    return None
+
+
+def resolve_stain(meta: dict[str, Any], normalizer: Any = None) -> tuple[Any, str]:
+    """The normalizer to show, and a sentence on where it comes from (or why there is none).
+
+    Parameters
+    ----------
+    meta
+        Checkpoint metadata.
+    normalizer
+        A fitted normalizer given at start-up; it wins over the checkpoint's.
+    """
+    if normalizer is not None:
+        method = getattr(normalizer, "method", type(normalizer).__name__)
+        return normalizer, f"{method}, fitted on the target image given at start-up"
+    data = _find_stain_dict(meta)
+    if data is None:
+        return None, (
+            "none: this checkpoint carries no fitted stain normalizer "
+            "(start the server with --stain-target IMAGE to show one)"
+        )
+    try:
+        from breastpath.stain import normalizer_from_dict
+    except ImportError:
+        return None, "none: stain normalization (breastpath.stain) is not installed"
+    try:
+        fitted = normalizer_from_dict(data)
+    except Exception as exc:  # a bad description must not stop the server
+        return None, f"none: the checkpoint's stain normalizer could not be loaded ({exc})"
+    return fitted, f"{fitted.method}, fitted on the training data (from the checkpoint)"
+
+
+def fit_stain(method: str, images: list[np.ndarray]) -> Any:
+    """Fit ``method`` on target images; raise ``ImportError`` or ``StainError`` when impossible."""
+    from breastpath.stain import get_normalizer
+
+    return get_normalizer(method).fit(images if len(images) > 1 else images[0])
+
+
+def stain_view(normalizer: Any, image: np.ndarray, note: str) -> dict[str, Any]:
+    """The stain-normalized image at display size, or why there is none."""
+    if normalizer is None:
+        return {"available": False, "method": None, "png": None, "note": note}
+    small = image
+    if max(image.shape[:2]) > render.MAX_SIDE:  # the view is for the eye: normalize what we show
+        small = render.resize(image, render.display_size(*image.shape[:2]), smooth=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            normalized, changed = normalizer.transform(small, return_status=True)
+    except Exception as exc:
+        return {
+            "available": False,
+            "method": normalizer.method,
+            "png": None,
+            "note": f"stain normalization failed on this image ({exc})",
+        }
+    if not changed:
+        note = f"{note}; left unchanged: too little tissue or a single colour"
+    return {
+        "available": True,
+        "method": normalizer.method,
+        "png": render.png_base64(render.for_display(np.asarray(normalized, dtype=np.uint8))),
+        "note": note,
+    }
+
+
+def gradcam_map(
+    cams: np.ndarray,
+    *,
+    image: np.ndarray,
+    model_input: np.ndarray,
+    action: str,
+    grid: TileGrid | None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Turn raw Grad-CAM maps into one ``[0, 1]`` map over the picture it explains.
+
+    Returns the picture, the map, and what the picture is (for the caption).
+    """
+    from breastpath.serve.tiling import stitch
+
+    if grid is not None:
+        heat, base, shown = stitch(cams, grid), image, "the whole image, tile by tile"
+    elif action == "padded":
+        height, width = image.shape[:2]
+        heat, base, shown = cams[0][:height, :width], image, "the image"
+    elif action == "resized":
+        heat, base, shown = cams[0], model_input, "the model's input (image resized and cropped)"
+    else:
+        heat, base, shown = cams[0], image, "the image"
+    peak = float(heat.max()) if heat.size else 0.0
+    heat = heat / peak if peak > 0 else np.zeros_like(heat)
+    return base, heat, shown
+
+
+def render_explanation(
+    *,
+    image: np.ndarray,
+    base: np.ndarray,
+    heat: np.ndarray,
+    shown: str,
+    target: str,
+    tiles: dict[str, Any] | None,
+    grid: TileGrid | None,
+    stain: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``explain`` block of a response (PNG pictures as base64)."""
+    tiles_png = None
+    if grid is not None and tiles is not None:
+        scores = np.asarray(tiles["probabilities"], dtype=np.float64)
+        tiles_png = render.png_base64(
+            render.tile_heatmap(image, scores, grid.tissue, grid.tile_size)
+        )
+    evidence = bool(heat.size and float(heat.max()) > 0)
+    return {
+        "method": "grad-cam",
+        "target_class": target,
+        "explains": shown,
+        "evidence": evidence,
+        "note": None if evidence else f"no positive evidence for {target!r} anywhere in the image",
+        "input_png": render.png_base64(render.for_display(image)),
+        "gradcam_png": render.png_base64(render.overlay(base, heat)),
+        "tiles_png": tiles_png,
+        "stain": stain,
+    }

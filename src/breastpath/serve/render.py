@@ -1,0 +1,123 @@
+"""Pictures for the page: Grad-CAM overlays, tile heatmaps, PNG as base64.
+
+Small patches are enlarged (nearest neighbour, so pixels stay visible) and large images shrunk,
+so that every picture is between ``MIN_SIDE`` and ``MAX_SIDE`` pixels on its longer side.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from functools import lru_cache
+
+import numpy as np
+
+#: Pictures are enlarged to at least this many pixels on their longer side ...
+MIN_SIDE = 256
+#: ... and shrunk to at most this many.
+MAX_SIDE = 512
+#: Colour map for probabilities and Grad-CAM (matplotlib's name).
+COLORMAP = "inferno"
+
+
+@lru_cache(maxsize=4)
+def colormap_lut(name: str = COLORMAP) -> np.ndarray:
+    """A ``(256, 3)`` uint8 lookup table for a matplotlib colour map."""
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def colorize(values: np.ndarray, name: str = COLORMAP) -> np.ndarray:
+    """Values in ``[0, 1]``, any shape -> RGB uint8 with one more axis."""
+    index = np.clip(np.nan_to_num(values) * 255.0, 0, 255).round().astype(np.uint8)
+    return colormap_lut(name)[index]
+
+
+def display_size(height: int, width: int) -> tuple[int, int]:
+    """``(height, width)`` scaled so the longer side is within ``[MIN_SIDE, MAX_SIDE]``."""
+    longest = max(height, width)
+    scale = 1.0
+    if longest < MIN_SIDE:
+        scale = max(1, MIN_SIDE // longest)
+    elif longest > MAX_SIDE:
+        scale = MAX_SIDE / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize(image: np.ndarray, size: tuple[int, int], *, smooth: bool) -> np.ndarray:
+    """Resize uint8 RGB or float ``(H, W)`` to ``size = (height, width)``."""
+    from PIL import Image
+
+    if image.shape[:2] == tuple(size):
+        return image
+    height, width = size
+    enlarging = height >= image.shape[0]
+    method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    if not enlarging and not smooth:
+        method = Image.Resampling.BOX
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((width, height), method))
+    plane = Image.fromarray(image.astype(np.float32), mode="F")
+    return np.asarray(plane.resize((width, height), method), dtype=np.float32)
+
+
+def for_display(image: np.ndarray) -> np.ndarray:
+    """The image at display size (pixels kept sharp when enlarged)."""
+    return resize(image, display_size(*image.shape[:2]), smooth=False)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """Blend a ``[0, 1]`` map over an RGB image at display size; weak evidence stays clear.
+
+    Examples
+    --------
+    >>> out = overlay(np.full((50, 50, 3), 200, np.uint8), np.zeros((50, 50)))
+    >>> out.shape, int(out[0, 0, 0])
+    ((250, 250, 3), 200)
+    """
+    size = display_size(*image.shape[:2])
+    base = resize(image, size, smooth=False).astype(np.float32)
+    heat = np.clip(resize(heat.astype(np.float32), size, smooth=True), 0.0, 1.0)
+    weight = (alpha * np.sqrt(heat))[..., None]
+    out = base * (1.0 - weight) + colorize(heat).astype(np.float32) * weight
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def tile_heatmap(
+    image: np.ndarray,
+    scores: np.ndarray,
+    tissue: np.ndarray,
+    tile_size: tuple[int, int],
+    *,
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """Tile probabilities ``(rows, cols)`` as coloured blocks over the image at display size.
+
+    Background tiles are greyed out; white lines mark the tile edges.
+    """
+    height, width = display_size(*image.shape[:2])
+    base = resize(image, (height, width), smooth=False).astype(np.float32)
+    rows, cols = scores.shape
+    # display pixel -> image pixel -> tile index
+    row_of = (np.arange(height) * image.shape[0] / height // tile_size[0]).astype(int)
+    col_of = (np.arange(width) * image.shape[1] / width // tile_size[1]).astype(int)
+    row_of, col_of = np.minimum(row_of, rows - 1), np.minimum(col_of, cols - 1)
+    block = scores[row_of[:, None], col_of[None, :]]
+    on_tissue = tissue[row_of[:, None], col_of[None, :]]
+    colour = colorize(block).astype(np.float32)
+    out = np.where(
+        on_tissue[..., None], base * (1 - alpha) + colour * alpha, base * 0.6 + 128.0 * 0.4
+    )
+    out[np.flatnonzero(np.diff(row_of)) + 1, :] = 255.0
+    out[:, np.flatnonzero(np.diff(col_of)) + 1] = 255.0
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def png_base64(image: np.ndarray) -> str:
+    """PNG bytes of an RGB uint8 image, base64-encoded (ASCII)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=6)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

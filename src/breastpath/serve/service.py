@@ -1,0 +1,220 @@
+"""From uploads to JSON results: decode, tile, score (batched), explain.
+
+CPU work on pixels runs in worker threads and model work on the inference thread of
+:class:`~breastpath.serve.engine.InferenceEngine`, so the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from breastpath.data.transforms import fit_to_size
+from breastpath.serve import explain as explaining
+from breastpath.serve.engine import InferenceEngine
+from breastpath.serve.errors import ApiError
+from breastpath.serve.limits import ServeLimits
+from breastpath.serve.predictor import Predictor
+from breastpath.serve.tiling import TileGrid, aggregate, make_tiles, needs_tiling, tile_count
+from breastpath.serve.uploads import Upload, decode_upload
+
+#: Uploads up to this size whose header says at most ``INLINE_PIXELS`` pixels are decoded on the
+#: event loop (a 50x50 PNG takes well under a millisecond; a thread hop costs more than that).
+INLINE_BYTES = 64 * 1024
+INLINE_PIXELS = 128 * 128
+
+
+@dataclass
+class Decoded:
+    """An upload ready for the model."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 as uploaded
+    model_input: np.ndarray  # (h, w, 3) uint8 at the input size (fit_to_size)
+    action: str  # what fit_to_size did
+    grid: TileGrid | None
+    note: str | None
+    seconds: float
+
+
+def _small(data: bytes) -> bool:
+    """Whether an upload is small enough to decode on the event loop (header says so)."""
+    if len(data) > INLINE_BYTES:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Exception:
+        return True  # not an image: decoding fails fast and says why
+    return width * height <= INLINE_PIXELS
+
+
+class PredictionService:
+    """Score uploads with a shared :class:`Predictor` (one per app).
+
+    Parameters
+    ----------
+    predictor
+        The loaded model.
+    limits
+        Request limits.
+    stain
+        A fitted stain normalizer for the explanation view (default: the checkpoint's, if any).
+    """
+
+    def __init__(self, predictor: Predictor, limits: ServeLimits, *, stain: Any = None) -> None:
+        self.predictor = predictor
+        self.limits = limits
+        self.engine = InferenceEngine(predictor, limits)
+        self.stain, self.stain_note = explaining.resolve_stain(predictor.meta, stain)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, upload: Upload) -> Decoded:
+        """Decode and prepare one upload (raises a 4xx :class:`ApiError`)."""
+        started = time.perf_counter()
+        image = decode_upload(upload, max_pixels=self.limits.max_pixels)
+        model_input, action = fit_to_size(image, self.predictor.input_size)
+        grid, note = None, None
+        if needs_tiling(image.shape, self.predictor.input_size):
+            count = tile_count(image.shape, self.predictor.input_size)
+            if count <= self.limits.max_tiles:
+                grid = make_tiles(image, self.predictor.input_size)
+            else:
+                note = (
+                    f"no tile map: the image would need {count} tiles of "
+                    f"{self.predictor.input_size[1]}x{self.predictor.input_size[0]}, "
+                    f"more than the limit of {self.limits.max_tiles}"
+                )
+        return Decoded(
+            upload.name, image, model_input, action, grid, note, time.perf_counter() - started
+        )
+
+    async def decode_async(self, upload: Upload) -> Decoded:
+        if _small(upload.data):
+            return self.decode(upload)
+        return await run_in_threadpool(self.decode, upload)
+
+    # ------------------------------------------------------------------ results
+    def _result(self, item: Decoded, probs: np.ndarray) -> dict[str, Any]:
+        """JSON result of one image from its rows of probabilities (whole image, then tiles)."""
+        predictor = self.predictor
+        prediction = predictor.to_predictions(probs[:1])[0]
+        height, width = item.image.shape[:2]
+        result: dict[str, Any] = {
+            "filename": item.name,
+            **prediction.to_dict(),
+            "threshold": predictor.threshold,
+            "image": {"width": width, "height": height},
+            "preprocessing": item.action,
+            "tiles": None,
+        }
+        if item.grid is not None:
+            tiles = aggregate(
+                item.grid, predictor.cancer_probability(probs[1:]), threshold=predictor.threshold
+            )
+            if len(predictor.class_names) == 2:
+                tiles["label"] = predictor.class_names[int(tiles["is_cancer"])]
+            result["tiles"] = tiles
+        if item.note:
+            result["note"] = item.note
+        return result
+
+    async def _score(self, items: list[Decoded]) -> list[np.ndarray]:
+        """Whole-image and tile probabilities of several images in one model job."""
+        parts = []
+        for item in items:
+            parts.append(item.model_input[None])
+            if item.grid is not None:
+                parts.append(item.grid.tiles)
+        probs = await self.engine.predict_proba(np.concatenate(parts))  # a fresh, writable copy
+        out, start = [], 0
+        for item in items:
+            n = 1 + (item.grid.count if item.grid is not None else 0)
+            out.append(probs[start : start + n])
+            start += n
+        return out
+
+    # ------------------------------------------------------------------ endpoints
+    async def predict_one(self, upload: Upload, *, explain: bool = False) -> dict[str, Any]:
+        """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view."""
+        started = time.perf_counter()
+        item = await self.decode_async(upload)
+        model_start = time.perf_counter()
+        probs = (await self._score([item]))[0]
+        result = self._result(item, probs)
+        timing = {"decode": item.seconds, "model": time.perf_counter() - model_start}
+        if explain:
+            explain_start = time.perf_counter()
+            result["explain"] = await self._explain(item, probs, result["tiles"])
+            timing["explain"] = time.perf_counter() - explain_start
+        result["model"] = self.predictor.describe()
+        result["seconds"] = round(time.perf_counter() - started, 4)
+        result["timing"] = {k: round(v, 4) for k, v in timing.items()}
+        return result
+
+    async def predict_many(self, uploads: list[Upload | ApiError]) -> list[dict[str, Any]]:
+        """Results for several uploads, in order; a bad file gets its error in its place."""
+
+        def decode_all() -> list[Decoded | ApiError]:
+            out: list[Decoded | ApiError] = []
+            for upload in uploads:
+                if isinstance(upload, ApiError):
+                    out.append(upload)
+                    continue
+                try:
+                    out.append(self.decode(upload))
+                except ApiError as exc:
+                    out.append(exc)
+            return out
+
+        decoded = await run_in_threadpool(decode_all)
+        good = [d for d in decoded if isinstance(d, Decoded)]
+        scored = iter(await self._score(good)) if good else iter(())
+        results = []
+        for index, entry in enumerate(decoded):
+            if isinstance(entry, Decoded):
+                results.append({"index": index, "ok": True, **self._result(entry, next(scored))})
+            else:
+                name = entry.name or f"file {index + 1}"
+                results.append(
+                    {"index": index, "ok": False, "filename": name, "error": entry.to_dict()}
+                )
+        return results
+
+    async def _explain(
+        self, item: Decoded, probs: np.ndarray, tiles: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        predictor = self.predictor
+        target = predictor.explain_target(probs[:1])[0]
+        batch = item.grid.tiles if item.grid is not None else item.model_input[None]
+        cams = await self.engine.run(
+            predictor.grad_cam, batch, target_class=target, normalize=False
+        )
+
+        def draw() -> dict[str, Any]:
+            base, heat, shown = explaining.gradcam_map(
+                cams,
+                image=item.image,
+                model_input=item.model_input,
+                action=item.action,
+                grid=item.grid,
+            )
+            stain = explaining.stain_view(self.stain, item.image, self.stain_note)
+            return explaining.render_explanation(
+                image=item.image,
+                base=base,
+                heat=heat,
+                shown=shown,
+                target=predictor.class_names[target],
+                tiles=tiles,
+                grid=item.grid,
+                stain=stain,
+            )
+
+        return await run_in_threadpool(draw)

@@ -1,0 +1,241 @@
+// breastpath web app: upload, predict, explain. Talks only to this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, limits: null, rows: [], files: [] };
+
+function pct(p) { return `${(100 * p).toFixed(1)}%`; }
+function png(b64) { return `data:image/png;base64,${b64}`; }
+function isZip(file) { return /\.zip$/i.test(file.name) || file.type === "application/zip"; }
+
+function setStatus(text) { $("status").textContent = text || ""; }
+function clearMessages() { $("messages").replaceChildren(); }
+function addMessage(text) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  $("messages").appendChild(li);
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch("/api/models");
+    const data = await response.json();
+    state.model = data.models[0];
+    state.limits = data.limits;
+    const m = state.model;
+    $("model").textContent =
+      `${m.name} ${m.version || ""} · ${m.classes.join(" / ")} · input ${m.input_size.join("x")}` +
+      ` · threshold ${m.threshold.toFixed(3)}`;
+    const l = state.limits;
+    $("limits").textContent =
+      `PNG, JPEG, TIFF or BMP; up to ${l.max_files} files, ${(l.max_upload_bytes / 2 ** 20).toFixed(0)} MB` +
+      ` and ${(l.max_pixels / 1e6).toFixed(0)} Mpixels each. Larger images are tiled at ` +
+      `${m.input_size.join("x")} pixels.`;
+  } catch (err) {
+    $("model").textContent = "model information unavailable";
+  }
+}
+
+async function postForm(url, form) {
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", body: form });
+  } catch (err) {
+    return { ok: false, detail: `network error: ${err}` };
+  }
+  let data = null;
+  try { data = await response.json(); } catch (err) { data = null; }
+  if (!response.ok) {
+    const detail = data && data.detail;
+    const text = typeof detail === "string" ? detail : JSON.stringify(detail || response.statusText);
+    return { ok: false, detail: `${text} (HTTP ${response.status})` };
+  }
+  return { ok: true, data };
+}
+
+function showVerdict(r) {
+  const cancer = r.is_cancer;
+  $("label").textContent = `${r.label}: ${pct(r.probability)} probability of cancer`;
+  $("label").className = cancer ? "cancer" : "benign";
+  $("fill").style.width = pct(r.probability);
+  $("fill").className = cancer ? "cancer" : "";
+  $("mark").style.left = pct(r.threshold);
+  $("mark").title = `decision threshold ${r.threshold.toFixed(3)}`;
+  const how = { none: "", padded: " · padded to the input size", resized: " · resized to the input size" };
+  $("detail").textContent =
+    `${r.filename} · ${r.image.width}x${r.image.height}${how[r.preprocessing] || ""}` +
+    ` · threshold ${r.threshold.toFixed(3)} · model ${r.model.name} ${r.model.version || ""}` +
+    ` · ${(1000 * r.seconds).toFixed(0)} ms`;
+  const t = r.tiles;
+  $("tile-detail").textContent = t
+    ? `Tiles: ${t.count} (${t.tissue_count} with tissue); image-level tile score ` +
+      `${pct(t.probability)} = ${t.aggregation}; highest tile ${pct(t.max)}; ` +
+      `${pct(t.positive_fraction)} of tiles at or above the threshold.`
+    : (r.note || "");
+}
+
+function showExplanation(r) {
+  const e = r.explain;
+  $("preview").src = png(e.input_png);
+  $("overlay").src = png(e.gradcam_png);
+  $("overlay-caption").textContent = `Grad-CAM for "${e.target_class}" on ${e.explains}` +
+    (e.evidence ? "" : ` (${e.note})`);
+  const s = e.stain;
+  $("stain").hidden = !s.available;
+  $("stain-none").hidden = s.available;
+  if (s.available) {
+    $("stain").src = png(s.png);
+    $("stain-caption").textContent = `Stain-normalized (${s.method})`;
+  } else {
+    $("stain").removeAttribute("src");
+    $("stain-none").textContent = `No stain-normalized view: ${s.note}`;
+    $("stain-caption").textContent = "Stain-normalized";
+  }
+  $("stain-figure").title = s.note;
+  $("tiles-figure").hidden = !e.tiles_png;
+  if (e.tiles_png) {
+    $("tiles").src = png(e.tiles_png);
+    $("tiles-caption").textContent =
+      `Tile map: ${r.tiles.rows}x${r.tiles.cols} tiles; grey = background`;
+  }
+}
+
+async function predictOne(file) {
+  setStatus(`Analysing ${file.name}…`);
+  const form = new FormData();
+  form.append("file", file);
+  const result = await postForm("/api/predict?explain=true", form);
+  setStatus("");
+  if (!result.ok) {
+    addMessage(`${file.name}: ${result.detail}`);
+    return false;
+  }
+  showVerdict(result.data);
+  showExplanation(result.data);
+  $("single").hidden = false;
+  return true;
+}
+
+function miniBar(p, cancer) {
+  const outer = document.createElement("span");
+  outer.className = "mini";
+  const inner = document.createElement("span");
+  inner.style.width = pct(p);
+  if (cancer) inner.className = "cancer";
+  outer.appendChild(inner);
+  return outer;
+}
+
+function renderTable(results) {
+  const body = $("results").querySelector("tbody");
+  body.replaceChildren();
+  for (const r of results) {
+    const tr = document.createElement("tr");
+    const cells = [String(r.index + 1), r.filename];
+    if (r.ok) {
+      tr.className = r.is_cancer ? "positive" : "negative";
+      cells.push(r.label, null, r.tiles ? `${pct(r.tiles.probability)} (${r.tiles.count} tiles)` : "—", "ok");
+    } else {
+      tr.className = "failed";
+      cells.push("—", "—", "—", `rejected (HTTP ${r.error.status}): ${r.error.detail}`);
+    }
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i === 3 && r.ok) {
+        td.appendChild(miniBar(r.probability, r.is_cancer));
+        td.appendChild(document.createTextNode(pct(r.probability)));
+      } else {
+        td.textContent = text;
+      }
+      tr.appendChild(td);
+    });
+    const file = state.files.find((f) => f.name === r.filename && !isZip(f));
+    if (r.ok && file) {
+      tr.addEventListener("click", () => { clearMessages(); predictOne(file); });
+    }
+    body.appendChild(tr);
+  }
+}
+
+async function predictBatch(files) {
+  setStatus(`Analysing ${files.length} file(s)…`);
+  const form = new FormData();
+  for (const file of files) form.append("files", file);
+  const result = await postForm("/api/predict/batch", form);
+  setStatus("");
+  if (!result.ok) {
+    addMessage(result.detail);
+    return;
+  }
+  const data = result.data;
+  state.rows = data.results;
+  const s = data.summary;
+  $("batch-summary").textContent =
+    `${s.ok} scored, ${s.failed} rejected, ${s.cancer} above the threshold · ` +
+    `${(1000 * data.seconds).toFixed(0)} ms`;
+  renderTable(data.results);
+  $("batch").hidden = false;
+  for (const r of data.results) if (!r.ok) addMessage(r.error.detail);
+  const first = data.results.find((r) => r.ok);
+  const firstFile = first && state.files.find((f) => f.name === first.filename && !isZip(f));
+  if (firstFile) await predictOne(firstFile);
+}
+
+function csvCell(value) {
+  let text = value === null || value === undefined ? "" : String(value);
+  // a cell a spreadsheet would run as a formula gets a leading apostrophe
+  if (/^[=+\-@\t\r]/.test(text) && Number.isNaN(Number(text))) text = `'${text}`;
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function downloadCsv() {
+  const header = ["index", "filename", "ok", "label", "probability", "is_cancer", "threshold",
+    "tile_score", "tile_max", "tiles", "tissue_tiles", "width", "height", "error"];
+  const lines = [header.join(",")];
+  for (const r of state.rows) {
+    const t = r.tiles || {};
+    lines.push([
+      r.index + 1, r.filename, r.ok, r.label, r.probability, r.is_cancer, r.threshold,
+      t.probability, t.max, t.count, t.tissue_count, r.image && r.image.width,
+      r.image && r.image.height, r.error && r.error.detail,
+    ].map(csvCell).join(","));
+  }
+  const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "breastpath-results.csv";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+}
+
+async function handle(fileList) {
+  const files = Array.from(fileList || []);
+  if (!files.length) return;
+  clearMessages();
+  state.files = files;
+  $("single").hidden = true;
+  $("batch").hidden = true;
+  const limit = state.limits ? state.limits.max_files : Infinity;
+  if (files.length > limit) {
+    addMessage(`${files.length} files: more than the limit of ${limit} per batch`);
+    return;
+  }
+  if (files.length === 1 && !isZip(files[0])) await predictOne(files[0]);
+  else await predictBatch(files);
+}
+
+const drop = $("drop");
+const input = $("file");
+input.addEventListener("change", () => { handle(input.files); input.value = ""; });
+drop.addEventListener("click", (e) => { if (e.target === drop) input.click(); });
+drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") input.click(); });
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  handle(e.dataTransfer.files);
+});
+$("csv").addEventListener("click", downloadCsv);
+loadModel();

@@ -1,0 +1,260 @@
+"""``breastpath train --head svm``: CNN embeddings + an RBF SVM, stored as a safe checkpoint.
+
+1. Embed the training and validation images with a CNN backbone: a zoo model (ImageNet weights
+   with ``pretrained``, or ``weights=PATH``) or a trained breastpath checkpoint
+   (``backbone_checkpoint``).
+2. Standardise the embeddings and fit ``SVC(kernel="rbf", gamma="scale",
+   class_weight="balanced")`` for each ``C`` in ``svm_c``; keep the ``C`` with the best
+   validation ROC-AUC (balanced accuracy for more than two classes).
+3. Refit that ``C`` inside ``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` (Platt
+   scaling on 5-fold out-of-fold decisions) for probabilities.
+4. Copy the scaler, support vectors, dual coefficients, intercepts, gamma and sigmoid
+   parameters into an :class:`~breastpath.models.hybrid.SVMHybrid` and save it like any
+   checkpoint (safetensors + JSON, no pickle); choose the threshold on validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from breastpath.config import TrainConfig, dump_yaml
+from breastpath.data.augment import to_model_input
+from breastpath.data.cache import PreparedData, open_prepared
+from breastpath.data.loader import BatchLoader
+from breastpath.errors import ConfigError
+from breastpath.evaluate.metrics import binary_metrics, choose_threshold
+from breastpath.evaluate.predict import predict_rows
+from breastpath.models import create_model, model_normalization
+from breastpath.models.hybrid import SVMHybrid, embed
+from breastpath.models.svm import RBFSVMHead
+from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def embed_rows(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Embeddings ``(len(rows), D)`` (float32) of cache rows, in the order of ``rows``."""
+    model.eval()
+    loader = BatchLoader(images, np.zeros(len(images), np.int64), rows, batch_size=batch_size)
+    mean, std = mean.to(device), std.to(device)
+    out = [
+        embed(model, to_model_input(batch, mean=mean, std=std, device=device)).float().cpu()
+        for batch, _, _ in loader
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _score(svc: Any, x: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    if len(svc.classes_) == 2 and len(np.unique(y)) == 2:
+        return float(roc_auc_score(y, svc.decision_function(x)))
+    return float(balanced_accuracy_score(y, svc.predict(x)))
+
+
+def fit_svm(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    c_values: tuple[float, ...] = (0.1, 1.0, 10.0),
+    seed: int = 0,
+) -> tuple[RBFSVMHead, dict[str, Any]]:
+    """Tune ``C`` on validation, calibrate, and return the head and a search report.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
+    >>> x[y == 1] += 1.5
+    >>> head, report = fit_svm(x[::2], y[::2], x[1::2], y[1::2], c_values=(1.0,))
+    >>> report["C"], head.support_vectors.shape[1]
+    (1.0, 4)
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    scaler = StandardScaler().fit(train_x)
+    tx, vx = scaler.transform(train_x), scaler.transform(val_x)
+    search = []
+    for c in c_values:
+        started = time.perf_counter()
+        svc = SVC(C=c, kernel="rbf", gamma="scale", class_weight="balanced").fit(tx, train_y)
+        score = _score(svc, vx, val_y)
+        search.append(
+            {
+                "C": c,
+                "val_score": score,
+                "n_support": int(svc.support_vectors_.shape[0]),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+        log.info("SVM C=%g: validation score %.4f", c, score)
+    best = max(search, key=lambda r: (r["val_score"], -r["C"]))
+    folds = int(min(5, np.bincount(train_y).min()))
+    if folds < 2:
+        raise ConfigError("the SVM needs at least 2 training images of every class")
+    calibrated = CalibratedClassifierCV(
+        SVC(C=best["C"], kernel="rbf", gamma="scale", class_weight="balanced"),
+        method="sigmoid",
+        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+        ensemble=False,
+    ).fit(tx, train_y)
+    head = RBFSVMHead.from_sklearn(scaler, calibrated)
+    report = {
+        "C": best["C"],
+        "criterion": "validation ROC-AUC" if len(np.unique(train_y)) == 2 else "balanced acc.",
+        "search": search,
+        "gamma": float(head.gamma),
+        "n_support": int(head.support_vectors.shape[0]),
+        "calibration": f"sigmoid (Platt), {folds}-fold out-of-fold decisions",
+    }
+    return head, report
+
+
+def _subsample(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` rows, stratified by label (all rows when ``limit`` is 0)."""
+    if limit <= 0 or len(rows) <= limit:
+        return rows
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(labels):
+        members = rows[labels == label]
+        share = max(2, round(limit * len(members) / len(rows)))
+        keep.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _backbone(config: TrainConfig, data: PreparedData) -> tuple[torch.nn.Module, dict, dict, Any]:
+    """The embedding network, its ``model`` spec, its init info and its normalisation."""
+    if config.backbone_checkpoint:
+        checkpoint = load_checkpoint(config.backbone_checkpoint)
+        model = build_model(checkpoint, tta="none")
+        init = {
+            "source": f"breastpath checkpoint {checkpoint.path}",
+            "sha256": checkpoint.meta.get("weights_sha256"),
+        }
+        norm = (checkpoint.meta["mean"], checkpoint.meta["std"])
+        return model, dict(checkpoint.meta["model"]), init, norm
+    num_classes = len(data.class_names)
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        pretrained=config.pretrained,
+        weights=config.weights or None,
+        **config.model_args,
+    )
+    init = dict(getattr(model, "init_info", {"source": "scratch"}))
+    if init["source"] == "scratch":
+        log.warning("SVM on embeddings of an untrained %s (random features)", config.model)
+    spec = {"name": config.model, "num_classes": num_classes, "args": dict(config.model_args)}
+    norm = model_normalization(model) or (data.meta["mean"], data.meta["std"])
+    return model, spec, init, norm
+
+
+def train_svm_hybrid(
+    data_dir: str | Path, run_dir: str | Path, config: TrainConfig
+) -> dict[str, Any]:
+    """Fit the CNN + SVM hybrid on ``data_dir``; write ``best.json`` and friends to ``run_dir``.
+
+    Returns a summary like :func:`breastpath.train.loop.train`'s.
+    """
+    from breastpath.train.loop import checkpoint_meta
+
+    data = open_prepared(data_dir)
+    run = Path(run_dir)
+    train_rows, val_rows = data.indices("train"), data.indices("val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ConfigError(f"{data_dir}: the SVM needs non-empty train and validation splits")
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if config.device == "auto" else config.device)
+    backbone, spec, init, (mean, std) = _backbone(config, data)
+    backbone = backbone.to(device).eval()
+    mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "best.json").unlink(missing_ok=True)
+    dump_yaml(run / "config.yaml", {"train": config.to_dict(), "data": data.meta})
+    shutil.copyfile(data.root / "splits.csv", run / "splits.csv")
+
+    started = time.perf_counter()
+    fit_rows = _subsample(train_rows, data.labels[train_rows], config.svm_max_train, config.seed)
+    options = {"mean": mean_t, "std": std_t, "device": device, "batch_size": config.eval_batch_size}
+    train_x = embed_rows(backbone, data.images, fit_rows, **options)
+    val_x = embed_rows(backbone, data.images, val_rows, **options)
+    head, report = fit_svm(
+        train_x,
+        data.labels[fit_rows],
+        val_x,
+        data.labels[val_rows],
+        c_values=tuple(config.svm_c),
+        seed=config.seed,
+    )
+    report.update(n_train=len(fit_rows), feature_dim=int(train_x.shape[1]))
+    args = {
+        "backbone": spec,
+        "feature_dim": report["feature_dim"],
+        "n_support": report["n_support"],
+    }
+    model = SVMHybrid(num_classes=len(data.class_names), **args)
+    model.backbone.load_state_dict(backbone.state_dict())
+    model.svm = head
+    report["seconds"] = round(time.perf_counter() - started, 2)
+
+    meta = checkpoint_meta(config, data, args, mean=mean, std=std, tta=config.tta, init=init)
+    meta["model"] = {"name": "svm_hybrid", "num_classes": len(data.class_names), "args": args}
+    meta["svm"] = report
+    if hasattr(model, "data_config"):
+        meta["data_config"] = model.data_config
+    scored = build_model_from(model, config.tta).to(device)
+    probs, _ = predict_rows(scored, data.images, val_rows, **options)
+    positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
+    threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
+    val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)
+    meta.update(
+        threshold=float(threshold),
+        threshold_rule=f"maximises {config.threshold_metric} on the validation split",
+        metrics={"val_at_threshold": val_metrics},
+        epoch=0,
+    )
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    save_checkpoint(run / "best", tensors=tensors, meta=meta)
+    (run / "svm.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    log.info("SVM hybrid: C=%g, %d support vectors", report["C"], report["n_support"])
+    return {
+        "best_epoch": 0,
+        "epochs_run": 0,
+        "threshold": float(threshold),
+        "val": val_metrics,
+        "svm": report,
+    }
+
+
+def build_model_from(model: torch.nn.Module, tta: str) -> torch.nn.Module:
+    """``model`` wrapped for test-time augmentation when ``tta`` asks for it."""
+    from breastpath.models.tta import TestTimeAugmentation
+
+    return model if tta == "none" else TestTimeAugmentation(model, mode=tta)
