@@ -36,3 +36,12 @@ def test_invalid_onnx_bytes_are_refused():
 
     with pytest.raises(CheckpointError, match="invalid ONNX"):
         OnnxForward(b"not an onnx model")
+
+
+def test_predictor_onnx_runtime_matches_torch():
+    from breastpath.serve.predictor import Predictor
+
+    batch = np.random.default_rng(0).integers(0, 256, size=(20, 50, 50, 3), dtype=np.uint8)
+    expected = Predictor.from_checkpoint("default").predict_proba(batch)
+    got = Predictor.from_checkpoint("default", runtime="onnx").predict_proba(batch)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

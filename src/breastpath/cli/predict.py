@@ -22,7 +22,14 @@ import click
     is_flag=True,
     help="torch.compile the model first (about 30 s once; faster for large folders).",
 )
-def command(checkpoint, paths, out_file, batch_size, use_compile) -> None:
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="onnx runs the model with onnxruntime (needs the `onnx` extra).",
+)
+def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> None:
     """Score image files or folders with CHECKPOINT (a run, a file, or `default`)."""
     import csv
     import io
@@ -46,7 +53,9 @@ def command(checkpoint, paths, out_file, batch_size, use_compile) -> None:
             files.append(path)
         else:
             raise DatasetLayoutError(f"{path}: no such file or folder")
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size, compile=use_compile)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, batch_size=batch_size, compile=use_compile, runtime=runtime
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "probability", "label", "threshold", "error"])

@@ -18,7 +18,7 @@ import torch
 from breastpath.data.augment import to_model_input
 from breastpath.data.index import BENIGN_SUBTYPES, SUBTYPE_NAMES
 from breastpath.data.transforms import fit_to_size
-from breastpath.errors import InvalidImageError
+from breastpath.errors import CheckpointError, InvalidImageError
 from breastpath.imaging import ImageSource, decode_image
 from breastpath.train.checkpoint import Checkpoint, build_model, load_checkpoint
 
@@ -58,6 +58,7 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 64,
         compile: bool = False,
+        runtime: str = "torch",
     ) -> None:
         self.checkpoint = checkpoint
         self.meta = checkpoint.meta
@@ -68,6 +69,17 @@ class Predictor:
         model = build_model(checkpoint).to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.model) if compile else self.model
+        if runtime == "onnx":
+            import copy
+
+            from breastpath.export.onnx import OnnxForward, export_onnx_bytes
+
+            data = export_onnx_bytes(
+                copy.deepcopy(model), input_size=tuple(self.meta["input_size"])
+            )
+            self._forward = OnnxForward(data)
+        elif runtime != "torch":
+            raise CheckpointError(f"unknown runtime {runtime!r}; use torch or onnx")
         self.mean = torch.tensor(self.meta["mean"], dtype=torch.float32, device=self.device)
         self.std = torch.tensor(self.meta["std"], dtype=torch.float32, device=self.device)
         self.class_names: list[str] = list(self.meta["class_names"])
