@@ -124,6 +124,16 @@ def decode_into(
     return result
 
 
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``images[rows]`` in the order of ``rows``, read from the memmap in ascending row order
+    (sequential disk access), into a new in-memory array."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+    block[order] = images[rows[order]]
+    return block
+
+
 def channel_stats(images: np.ndarray, rows: np.ndarray, *, chunk: int = 4096) -> tuple[list, list]:
     """Per-channel mean and std (in [0, 1]) of ``images[rows]``, computed in chunks."""
     total = np.zeros(3)

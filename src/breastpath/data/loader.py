@@ -14,6 +14,8 @@ from queue import Queue
 import numpy as np
 import torch
 
+from breastpath.data.cache import read_rows
+
 
 class BatchLoader:
     """Iterate over ``(images_uint8_nhwc, labels, rows)`` batches of a cached split.
@@ -78,10 +80,7 @@ class BatchLoader:
             yield order[i * self.batch_size : (i + 1) * self.batch_size]
 
     def _gather(self, batch_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        order = np.argsort(batch_rows, kind="stable")
-        sorted_rows = batch_rows[order]
-        block = np.empty((len(batch_rows), *self.images.shape[1:]), dtype=np.uint8)
-        block[order] = self.images[sorted_rows]
+        block = read_rows(self.images, batch_rows)
         return (torch.from_numpy(block), torch.from_numpy(self.labels[batch_rows]), batch_rows)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:

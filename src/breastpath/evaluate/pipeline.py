@@ -16,7 +16,7 @@ import numpy as np
 
 import breastpath
 from breastpath.config import DataConfig
-from breastpath.data.cache import PreparedData, is_prepared, open_prepared
+from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read_rows
 from breastpath.errors import CheckpointError
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
@@ -57,9 +57,7 @@ def score_rows(
     outputs = []
     same_size = data.image_size == tuple(predictor.input_size)
     for start in range(0, len(rows), chunk):
-        block = np.asarray(data.images[np.sort(rows[start : start + chunk])])
-        order = np.argsort(np.argsort(rows[start : start + chunk]))
-        block = block[order]
+        block = read_rows(data.images, rows[start : start + chunk])
         if not same_size:
             block = predictor.prepare(list(block))
         outputs.append(predictor.predict_proba(block))
@@ -171,7 +169,7 @@ def _metrics_and_files(
     }
     sample, totals = _grid_sample(truth, cancer, predicted)
     figures["predictions"] = plots.plot_prediction_grid(
-        np.asarray(data.images[np.sort(rows[sample])])[np.argsort(np.argsort(rows[sample]))],
+        read_rows(data.images, rows[sample]),
         truth[sample],
         cancer[sample],
         threshold=threshold,
