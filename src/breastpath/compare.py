@@ -177,9 +177,7 @@ def measure_throughput(
     times ``cores`` (convolutions over a batch scale almost linearly with cores).
     """
     chosen = np.sort(rows[:patches])
-    block = np.array(data.images[chosen])
-    if data.image_size != tuple(predictor.input_size):
-        block = predictor.prepare(list(block))
+    block = predictor.cache_input(np.array(data.images[chosen]), data.meta)
 
     def best(threads: int) -> tuple[float, float]:
         previous = torch.get_num_threads()

@@ -15,6 +15,12 @@ from breastpath.errors import ConfigError
 
 T = TypeVar("T", bound="_Config")
 
+#: ``DataConfig.stain`` values: how the cache is stain-normalized.
+STAIN_METHODS = ("none", "reinhard", "macenko", "vahadane")
+#: ``TrainConfig.stain_augment`` values: Tellez H&E augmentation with each image's stains found
+#: by Macenko or Vahadane, or the fixed Ruifrok vectors; ``hed``: a simple HED jitter.
+STAIN_AUGMENTS = ("none", "hed", "ruifrok", "macenko", "vahadane")
+
 
 class _Config:
     def to_dict(self) -> dict[str, Any]:
@@ -57,8 +63,17 @@ class DataConfig(_Config):
     test_frac: float = 0.2
     val_frac: float = 0.1
     seed: int = 0
+    # stain normalization of the whole cache to a target fitted on training images only
+    stain: str = "none"  # none | reinhard | macenko | vahadane
+    stain_sample: int = 256  # training images (seeded sample) the target is fitted on
 
     def validate(self) -> None:
+        if self.stain not in STAIN_METHODS:
+            raise ConfigError(
+                f"unknown stain method {self.stain!r}; use one of {', '.join(STAIN_METHODS)}"
+            )
+        if self.stain_sample < 1:
+            raise ConfigError("stain_sample must be >= 1")
         if not 0 <= self.test_frac < 1 or not 0 <= self.val_frac < 1:
             raise ConfigError("test_frac and val_frac must be in [0, 1)")
         if self.image_size < 0 or self.image_size > 2048:
@@ -83,6 +98,8 @@ class TrainConfig(_Config):
     class_weights: bool = True
     augment: bool = True
     color_jitter: float = 0.05
+    stain_augment: str = "none"  # none | hed | ruifrok | macenko | vahadane (STAIN_AUGMENTS)
+    stain_sigma: float = 0.0  # strength; 0: the method's default (0.05 for hed, 0.2 otherwise)
     patience: int = 8
     min_delta: float = 1e-4
     monitor: str = "val_loss"  # what early stopping and `best` follow: val_loss or val_auc
@@ -129,6 +146,13 @@ class TrainConfig(_Config):
             raise ConfigError("finetune_lr_scale must be > 0 and backbone_lr_scale >= 0")
         if self.tta not in ("none", "flips", "dihedral"):
             raise ConfigError(f"unknown tta {self.tta!r}; use none, flips or dihedral")
+        if self.stain_augment not in STAIN_AUGMENTS:
+            raise ConfigError(
+                f"unknown stain_augment {self.stain_augment!r}; "
+                f"use one of {', '.join(STAIN_AUGMENTS)}"
+            )
+        if not 0 <= self.stain_sigma < 1:
+            raise ConfigError("stain_sigma must be in [0, 1)")
         if self.head not in ("linear", "svm"):
             raise ConfigError(f"unknown head {self.head!r}; use linear or svm")
         if not self.svm_c or any(c <= 0 for c in self.svm_c) or self.svm_max_train < 0:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from breastpath.errors import InvalidImageError
+from breastpath.errors import DatasetLayoutError, InvalidImageError
 
 #: Refuse images with more pixels than this (decompression-bomb guard): 16k x 16k.
 DEFAULT_MAX_PIXELS = 16_384 * 16_384
@@ -28,6 +29,27 @@ ImageSource = str | os.PathLike | bytes | BinaryIO
 def is_image_file(name: str | os.PathLike) -> bool:
     """Return True when ``name`` has an image file extension (case-insensitive)."""
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def gather_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files named in ``paths``, with folders expanded to their image files (sorted, recursive).
+
+    Raises :class:`~breastpath.errors.DatasetLayoutError` for a missing path or a folder without
+    image files.
+    """
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
+            if not found:
+                raise DatasetLayoutError(f"{path}: holds no image files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DatasetLayoutError(f"{path}: no such file or folder")
+    return files
 
 
 def _describe(source: ImageSource) -> str:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,35 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: The name ``atomic_open`` gives its temp file: ``.<target name>.<8 random characters>.tmp``.
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(folder: str | os.PathLike, *, prefix: str = "") -> list[Path]:
+    """Delete the temp files that :func:`atomic_open` left in ``folder`` when its process was
+    killed (a clean exit or an exception removes them itself); return what was deleted.
+
+    Only temp files of targets whose name starts with ``prefix`` are touched (all when empty).
+    Call it only where no other process is writing the same targets at the same time, e.g. when
+    a run resumes or a checkpoint is saved again.
+
+    Examples
+    --------
+    >>> remove_stale_temps("runs/a", prefix="last.")  # doctest: +SKIP
+    [PosixPath('runs/a/.last.safetensors.k2j4x_9a.tmp')]
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in root.glob(".*.tmp"):
+        if _TEMP_NAME.fullmatch(path.name) and path.name[1:].startswith(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

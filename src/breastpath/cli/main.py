@@ -60,6 +60,8 @@ COMMANDS = (
     "mosaic",
     "slide",
     "compare",
+    "stain",
+    "crossval",
 )
 
 

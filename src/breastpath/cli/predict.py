@@ -1,4 +1,8 @@
-"""``breastpath predict CHECKPOINT PATH... [--out preds.csv]``."""
+"""``breastpath predict CHECKPOINT PATH... [--out preds.csv]``.
+
+Under ``torchrun --nproc-per-node N -m breastpath predict ...`` each process scores a shard of the
+files and the first writes the merged CSV (:mod:`breastpath.evaluate.sharded`).
+"""
 
 from __future__ import annotations
 
@@ -30,56 +34,49 @@ import click
     help="onnx runs the model with onnxruntime (needs the `onnx` extra).",
 )
 def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> None:
-    """Score image files or folders with CHECKPOINT (a run, a file, or `default`)."""
+    """Score image files or folders with CHECKPOINT (a run, a file, or `default`).
+
+    Launched by torchrun, the processes share the files and the first writes the CSV.
+    """
     import csv
     import io
     import sys
-    from pathlib import Path
 
-    from breastpath.errors import DatasetLayoutError, InvalidImageError
-    from breastpath.imaging import is_image_file
+    from breastpath.errors import InvalidImageError
+    from breastpath.evaluate.sharded import HEADER, score_files_sharded
+    from breastpath.imaging import gather_image_files
     from breastpath.io import atomic_write_text
     from breastpath.serve.predictor import Predictor
+    from breastpath.train import distributed
 
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
-            if not found:
-                raise DatasetLayoutError(f"{path}: holds no image files")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
+    files = gather_image_files(paths)
+    info, device = distributed.env_info(), "auto"
+    if info.enabled:  # torchrun: one process per shard of the files
+        info, where = distributed.setup("auto")
+        device = str(where)
+    try:
+        predictor = Predictor.from_checkpoint(
+            checkpoint, device=device, batch_size=batch_size, compile=use_compile, runtime=runtime
+        )
+        rows = score_files_sharded(predictor, files, info=info)
+    finally:
+        distributed.teardown(info)
+    errors = sum(1 for row in rows if row[-1])
+    if info.is_main:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+        if out_file:
+            atomic_write_text(out_file, buffer.getvalue())
+            click.echo(f"wrote {len(files)} rows to {out_file}")
         else:
-            raise DatasetLayoutError(f"{path}: no such file or folder")
-    predictor = Predictor.from_checkpoint(
-        checkpoint, batch_size=batch_size, compile=use_compile, runtime=runtime
-    )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "probability", "label", "threshold", "error"])
-    errors = 0
-    for start in range(0, len(files), 1024):
-        chunk = files[start : start + 1024]
-        for path, result in zip(chunk, predictor.predict_sources(chunk), strict=True):
-            if isinstance(result, Exception):
-                errors += 1
-                writer.writerow([path, "", "", predictor.threshold, str(result)])
-            else:
-                writer.writerow(
-                    [path, f"{result.probability:.6f}", result.label, predictor.threshold, ""]
-                )
-    if out_file:
-        atomic_write_text(out_file, buffer.getvalue())
-        click.echo(f"wrote {len(files)} rows to {out_file}")
-    else:
-        sys.stdout.write(buffer.getvalue())
+            sys.stdout.write(buffer.getvalue())
     if errors and errors == len(files):
         raise InvalidImageError(
             f"none of the {len(files)} file(s) could be read (see the error column)"
         )
-    if errors:
+    if errors and info.is_main:
         click.echo(
             f"{errors} of {len(files)} file(s) could not be read (see the error column)", err=True
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from breastpath.config import STAIN_METHODS
 from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
 
 
@@ -40,9 +41,35 @@ from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
     help="Share of the non-test images for validation.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--stain",
+    type=click.Choice(STAIN_METHODS),
+    default="none",
+    show_default=True,
+    help="Stain-normalize the cache to a target fitted on training images only; checkpoints "
+    "trained on it carry the target and apply it to every new image.",
+)
+@click.option(
+    "--stain-sample",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Training images (seeded sample) the stain target is fitted on.",
+)
 @click.option("--workers", type=int, default=0, help="Decoding threads [default: CPU count].")
 def command(
-    sources, out_dir, dataset, task, magnification, image_size, test_frac, val_frac, seed, workers
+    sources,
+    out_dir,
+    dataset,
+    task,
+    magnification,
+    image_size,
+    test_frac,
+    val_frac,
+    seed,
+    stain,
+    stain_sample,
+    workers,
 ) -> None:
     """Scan SOURCE (folder or Kaggle zip), split by patient and decode into a packed cache."""
     from tqdm.auto import tqdm
@@ -58,12 +85,16 @@ def command(
         test_frac=test_frac,
         val_frac=val_frac,
         seed=seed,
+        stain=stain,
+        stain_sample=stain_sample,
     )
     config.validate()
     bars = []
 
     def scanned(total: int) -> None:  # the bar appears once the source is known to be good
         bars.append(tqdm(total=total, unit="img", desc="decoding", dynamic_ncols=True))
+        if stain != "none":
+            bars.append(tqdm(total=total, unit="img", desc=f"stain ({stain})", dynamic_ncols=True))
 
     try:
         summary = prepare(
@@ -73,6 +104,7 @@ def command(
             workers=workers or None,
             progress=lambda n: bars[0].update(n),
             on_scanned=scanned,
+            on_stain=lambda n: bars[-1].update(n),
         )
     finally:
         for bar in bars:

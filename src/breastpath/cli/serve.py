@@ -1,4 +1,5 @@
-"""``breastpath serve [--checkpoint default|PATH] [--host 127.0.0.1] [--port 8000] [limits]``."""
+"""``breastpath serve [--checkpoint default|PATH] [--host 127.0.0.1] [--port 8000]
+[--runtime torch|onnx] [limits]``."""
 
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="onnx scores with onnxruntime on the CPU (needs the `onnx` extra); Grad-CAM "
+    "explanations still run on torch with the same weights.",
+)
+@click.option(
     "--stain-target",
     "stain_targets",
     multiple=True,
@@ -116,6 +125,7 @@ def command(
     timeout,
     threads,
     device,
+    runtime,
     stain_targets,
     stain_method,
     access_log,
@@ -139,8 +149,12 @@ def command(
         max_pending=max_pending,
         timeout_s=timeout,
     )
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, batch_size=batch_size, runtime=runtime
+    )
     stain = _fit_stain(stain_method, stain_targets) if stain_targets else None
     app = create_app(predictor, limits=limits, stain=stain)
-    click.echo(f"serving {predictor.name} on http://{host}:{port} (Ctrl+C to stop)")
+    click.echo(
+        f"serving {predictor.name} ({predictor.runtime}) on http://{host}:{port} (Ctrl+C to stop)"
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from breastpath.config import STAIN_AUGMENTS
+
 FLAGS = (
     "model",
     "epochs",
@@ -22,6 +24,8 @@ FLAGS = (
     "tta",
     "head",
     "backbone_checkpoint",
+    "stain_augment",
+    "stain_sigma",
 )
 
 
@@ -31,7 +35,12 @@ FLAGS = (
 @click.option("--config", "config_file", default=None, help="YAML file of training options.")
 @click.option("--model", default=None, help="Model name [default: cancernet].")
 @click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="The global batch: under torchrun each of N processes takes batch/N rows.",
+)
 @click.option("--lr", type=float, default=None)
 @click.option("--optimizer", type=click.Choice(["adagrad", "adam", "adamw", "sgd"]), default=None)
 @click.option("--seed", type=int, default=None)
@@ -62,6 +71,16 @@ FLAGS = (
     help="svm: an RBF SVM on the backbone's embeddings.",
 )
 @click.option("--backbone-checkpoint", default=None, help="svm head: embed with this checkpoint.")
+@click.option(
+    "--stain-augment",
+    type=click.Choice(STAIN_AUGMENTS),
+    default=None,
+    help="H&E stain augmentation: hed jitter, or Tellez concentration perturbation with each "
+    "image's stains from ruifrok (fixed), macenko or vahadane [default: none].",
+)
+@click.option(
+    "--stain-sigma", type=float, default=None, help="Stain augmentation strength (0: default)."
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/last.json.")
 def command(

@@ -54,6 +54,32 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, *, strength: float
     return x.clamp_(0.0, 1.0)
 
 
+def stain_perturb(
+    images: torch.Tensor, *, method: str, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """H&E stain augmentation of a uint8 NHWC batch (on its device).
+
+    ``"hed"``: a HED jitter of the fixed Ruifrok H, E and DAB channels
+    (:func:`breastpath.stain.hed_jitter`, default strength 0.05); otherwise Tellez et al.'s
+    per-image scaling and shift of the H and E concentrations with each image's stains found by
+    ``method`` (:func:`breastpath.stain.stain_augment`, default strength 0.2). ``sigma`` 0 means
+    the default.
+    """
+    import warnings
+
+    from breastpath.stain import StainWarning, hed_jitter, stain_augment
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StainWarning)
+        if method == "hed":
+            strength = sigma or 0.05
+            return hed_jitter(images, rng=generator, alpha=strength, beta=strength)
+        strength = sigma or 0.2
+        return stain_augment(
+            images, rng=generator, method=method, sigma_alpha=strength, sigma_beta=strength
+        )
+
+
 def augment_batch(
     images: torch.Tensor,
     *,
@@ -62,9 +88,18 @@ def augment_batch(
     device: torch.device | str,
     generator: torch.Generator,
     jitter: float = 0.05,
+    stain: str = "none",
+    stain_sigma: float = 0.0,
 ) -> torch.Tensor:
-    """uint8 NHWC -> augmented, normalised float NCHW on ``device``."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 NHWC -> augmented, normalised float NCHW on ``device``.
+
+    ``stain`` (``"none"``, ``"hed"``, ``"ruifrok"``, ``"macenko"``, ``"vahadane"``) adds H&E
+    stain augmentation first (:func:`stain_perturb`).
+    """
+    images = images.to(device, non_blocking=True)
+    if stain != "none":
+        images = stain_perturb(images, method=stain, sigma=stain_sigma, generator=generator)
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
     x = random_dihedral(x, generator)
     x = color_jitter(x, generator, strength=jitter)
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)

@@ -9,6 +9,8 @@ A prepared folder holds::
     summary.json   counts per split, skipped files, notes
 
 ``meta.json`` is written last: a folder without it is an interrupted ``prepare`` and is refused.
+Preparing again into the same folder (after a crash, or to refresh it) first removes
+``meta.json``, then rewrites every file, and leaves what a clean run into an empty folder leaves.
 Epochs read ``images.u8`` through a memmap and never decode an image file.
 """
 
@@ -28,7 +30,7 @@ from breastpath.data.index import SourceIndex
 from breastpath.data.transforms import fit_to_size
 from breastpath.errors import CacheError, InvalidImageError
 from breastpath.imaging import decode_image
-from breastpath.io import read_csv, read_json, write_csv, write_json
+from breastpath.io import read_csv, read_json, remove_stale_temps, write_csv, write_json
 
 FORMAT = "breastpath-cache/1"
 IMAGES_FILE = "images.u8"
@@ -161,16 +163,21 @@ def write_cache(
     split_info: dict,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    process: Callable[[np.ndarray, np.ndarray], dict] | None = None,
 ) -> dict:
     """Decode ``index`` into ``out_dir`` and write the index, splits, meta and summary.
 
     ``assign_splits(patients, labels)`` maps patient ids to split names; it sees only the images
-    that decoded. Returns the summary dict (also written to ``summary.json``).
+    that decoded. ``process(images, split_of)``, when given, may rewrite the decoded images in
+    place (a writable ``(N, H, W, 3)`` memmap; ``split_of`` is each row's split name) before the
+    cache is complete, e.g. stain normalization; the dict it returns is added to ``meta.json``.
+    Returns the summary dict (also written to ``summary.json``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("meta.json", "summary.json"):
+    for stale in ("meta.json", "summary.json"):  # first: from here on the folder is refused
         (out / stale).unlink(missing_ok=True)
+    remove_stale_temps(out)  # left by a `prepare` that was killed while writing a file
     height, width = size
     partial = out / f"{IMAGES_FILE}.partial"
     n = len(index.records)
@@ -196,9 +203,15 @@ def write_cache(
         rows.append(entry)
     write_csv(out / "index.csv", rows, INDEX_FIELDS)
     write_csv(out / "splits.csv", rows, ["path", "patient", "label", "label_name", "split"])
+    split_of = np.array([r["split"] for r in rows])
+    extra_meta: dict = {}
+    if process is not None:
+        mm = np.memmap(partial, dtype=np.uint8, mode="r+", shape=(kept, height, width, 3))
+        extra_meta = process(mm, split_of)
+        mm.flush()
+        del mm
     os.replace(partial, out / IMAGES_FILE)
 
-    split_of = np.array([r["split"] for r in rows])
     images = np.memmap(out / IMAGES_FILE, dtype=np.uint8, mode="r", shape=(kept, height, width, 3))
     mean, std = channel_stats(images, np.flatnonzero(split_of == "train"))
     summary = _summary(index, rows, result, size=size)
@@ -211,6 +224,7 @@ def write_cache(
         "split": split_info,
         "mean": mean,
         "std": std,
+        **extra_meta,
     }
     write_json(out / "summary.json", summary)
     write_json(out / "meta.json", meta)

@@ -10,7 +10,8 @@ from breastpath.config import DataConfig
 from breastpath.data.cache import write_cache
 from breastpath.data.index import scan_sources
 from breastpath.data.splits import split_patients
-from breastpath.io import write_json
+from breastpath.data.stain_cache import stain_step
+from breastpath.io import read_json, write_json
 
 DEFAULT_IDC_SIZE = 50
 DEFAULT_IMAGE_SIZE = 224
@@ -24,8 +25,12 @@ def prepare(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_scanned: Callable[[int], None] | None = None,
+    on_stain: Callable[[int], None] | None = None,
 ) -> dict:
     """Prepare ``sources`` into ``out_dir`` and return the summary.
+
+    With ``config.stain`` other than ``"none"``, the cache is stain-normalized to a target fitted
+    on ``config.stain_sample`` training images (seeded); ``on_stain(n)`` reports progress.
 
     Examples
     --------
@@ -59,7 +64,20 @@ def prepare(
         split_info=split_info,
         workers=workers,
         progress=progress,
+        process=None
+        if config.stain == "none"
+        else stain_step(
+            config.stain, count=config.stain_sample, seed=config.seed, progress=on_stain
+        ),
     )
+    if config.stain != "none":
+        info = read_json(Path(out_dir) / "meta.json")["stain_info"]
+        summary["stain"] = info
+        summary["notes"].append(
+            f"stain-normalized ({info['method']}) to a target fitted on {info['sample']} "
+            f"training images (seed {info['seed']}); {info['unchanged']} image(s) without "
+            "usable tissue left unchanged"
+        )
     summary["sources"] = [str(s) for s in sources]
     summary["config"] = config.to_dict()
     write_json(Path(out_dir) / "summary.json", summary)

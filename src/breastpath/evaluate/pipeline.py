@@ -53,13 +53,16 @@ def load_data(data: str | Path, *, image_size: tuple[int, int], workdir: Path) -
 def score_rows(
     predictor: Predictor, data: PreparedData, rows: np.ndarray, *, chunk: int = 4096
 ) -> np.ndarray:
-    """Class probabilities for cache rows, streamed in chunks from the memmap."""
+    """Class probabilities for cache rows, streamed in chunks from the memmap.
+
+    Rows are resized and stain-normalized as the checkpoint needs
+    (:meth:`~breastpath.serve.predictor.Predictor.cache_input`).
+    """
     outputs = []
-    same_size = data.image_size == tuple(predictor.input_size)
     for start in range(0, len(rows), chunk):
-        block = read_rows(data.images, rows[start : start + chunk])
-        if not same_size:
-            block = predictor.prepare(list(block))
+        block = predictor.cache_input(
+            read_rows(data.images, rows[start : start + chunk]), data.meta
+        )
         outputs.append(predictor.predict_proba(block))
     return np.concatenate(outputs) if outputs else np.zeros((0, len(predictor.class_names)))
 

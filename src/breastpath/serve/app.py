@@ -52,7 +52,8 @@ def create_app(
     Parameters
     ----------
     predictor
-        The model, loaded once and shared by all requests.
+        The model, loaded once and shared by all requests. With ``runtime="onnx"`` it scores with
+        onnxruntime; Grad-CAM explanations still run on its torch copy of the same weights.
     limits
         Upload, image, batch, queue and timeout limits (default: :class:`ServeLimits`).
     stain

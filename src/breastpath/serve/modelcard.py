@@ -1,9 +1,11 @@
 """The model card of the served checkpoint, as Markdown and as a small self-contained HTML page.
 
-The bundled checkpoint's card ships in ``breastpath/assets/MODEL_CARD.md``; another checkpoint's
-card is the ``MODEL_CARD.md`` next to it; without one, a short card is written from the
-checkpoint's metadata. The Markdown subset used by model cards (headings, paragraphs, lists,
-tables, bold, italics, inline code) is rendered here, so no extra dependency is needed.
+A bundled checkpoint's card ships beside it in ``breastpath/assets`` under the name given by
+:data:`breastpath.train.checkpoint.BUNDLED_CARDS` (``MODEL_CARD.md`` for ``default``,
+``MODEL_CARD_breakhis.md`` for ``breakhis``); another checkpoint's card is the ``MODEL_CARD.md``
+next to it; without one, a short card is written from the checkpoint's metadata. The Markdown
+subset used by model cards (headings, paragraphs, lists, tables, bold, italics, inline code) is
+rendered here, so no extra dependency is needed.
 """
 
 from __future__ import annotations
@@ -11,19 +13,23 @@ from __future__ import annotations
 import html
 import json
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-_BUNDLED_CARD = "MODEL_CARD.md"
+_CARD = "MODEL_CARD.md"
 
 
 def model_card_markdown(checkpoint_path: Path, description: dict[str, Any]) -> str:
     """The Markdown model card for a checkpoint (see the module docstring for the search order)."""
-    assets = Path(str(resources.files("breastpath") / "assets"))
-    candidates = [checkpoint_path.parent / _BUNDLED_CARD]
-    if checkpoint_path.parent.resolve() == assets.resolve():
-        candidates.insert(0, assets / _BUNDLED_CARD)
+    from breastpath.train.checkpoint import BUNDLED_CARDS, assets_dir, bundled_name
+
+    checkpoint_path = Path(checkpoint_path)
+    if checkpoint_path.parent.resolve() == assets_dir().resolve():
+        name = bundled_name(checkpoint_path)
+        # never show one bundled model's card for another
+        candidates = [assets_dir() / BUNDLED_CARDS[name]] if name in BUNDLED_CARDS else []
+    else:
+        candidates = [checkpoint_path.parent / _CARD]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")

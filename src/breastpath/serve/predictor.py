@@ -1,12 +1,14 @@
 """``Predictor``: a checkpoint ready to score images; shared by the CLI, the web app and reports.
 
 Preprocessing is the one used to build the cache (:func:`breastpath.data.transforms.fit_to_size`,
-then the checkpoint's mean/std), so a file scores the same through every entry point.
+then the stain normalization the checkpoint carries, if any, then its mean/std), so a file
+scores the same through every entry point.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,9 @@ class Predictor:
         model = build_model(checkpoint).to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.model) if compile else self.model
+        #: what scores images: ``torch`` or ``onnx`` (onnxruntime, CPU). Grad-CAM always runs on
+        #: ``self.model`` (torch, the same weights): onnxruntime computes no gradients.
+        self.runtime = runtime
         if runtime == "onnx":
             import copy
 
@@ -77,7 +82,7 @@ class Predictor:
             data = export_onnx_bytes(
                 copy.deepcopy(model), input_size=tuple(self.meta["input_size"])
             )
-            self._forward = OnnxForward(data)
+            self._forward = OnnxForward(data, threads=torch.get_num_threads())
         elif runtime != "torch":
             raise CheckpointError(f"unknown runtime {runtime!r}; use torch or onnx")
         self.mean = torch.tensor(self.meta["mean"], dtype=torch.float32, device=self.device)
@@ -86,6 +91,7 @@ class Predictor:
         self.input_size: tuple[int, int] = tuple(self.meta["input_size"])  # type: ignore[assignment]
         self.threshold = float(self.meta.get("threshold", 0.5))
         self.cancer_classes = self._cancer_classes(self.class_names)
+        self.stain = stain_normalizer(self.meta, device=self.device)
         self._lock = threading.Lock()
 
     @classmethod
@@ -112,16 +118,50 @@ class Predictor:
             "classes": self.class_names,
             "input_size": list(self.input_size),
             "threshold": self.threshold,
+            "runtime": self.runtime,
             "checkpoint": str(self.checkpoint.path.name),
             "dataset": self.meta.get("data", {}).get("dataset"),
         }
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Bring decoded RGB images to the model's input size: ``(N, H, W, 3)`` uint8."""
+        """Bring decoded RGB images to the model's input: ``(N, H, W, 3)`` uint8 at the input
+        size, stain-normalized when the checkpoint carries a stain target."""
+        return self.normalize_stain(self.resize(images))
+
+    def resize(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded RGB images at the model's input size (no stain normalization)."""
         out = np.empty((len(images), *self.input_size, 3), dtype=np.uint8)
         for i, image in enumerate(images):
             out[i], _ = fit_to_size(image, self.input_size)
         return out
+
+    def normalize_stain(self, batch: np.ndarray) -> np.ndarray:
+        """Apply the checkpoint's stain normalization to a uint8 batch (unchanged without one).
+
+        Images without usable tissue (blank, background) are left as they are.
+        """
+        if self.stain is None or len(batch) == 0:
+            return batch
+        from breastpath.stain import StainWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StainWarning)
+            return np.asarray(self.stain.transform(batch))
+
+    def cache_input(self, block: np.ndarray, cache_meta: dict[str, Any]) -> np.ndarray:
+        """Rows read from a prepared cache, made ready for :meth:`predict_proba`.
+
+        A cache normalized with the checkpoint's own target is used as it is; a raw cache is
+        normalized now. A cache normalized to another target cannot be undone: refused with
+        :class:`~breastpath.errors.CheckpointError`, as is a normalized cache for a checkpoint
+        trained on raw images.
+        """
+        ours, theirs = self.meta.get("stain"), cache_meta.get("stain")
+        if theirs is not None and theirs != ours:
+            raise CheckpointError(_STAIN_MISMATCH)
+        if tuple(block.shape[1:3]) != self.input_size:
+            block = self.resize(list(block))
+        return block if theirs is not None else self.normalize_stain(block)
 
     @torch.inference_mode()
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
@@ -217,3 +257,29 @@ class Predictor:
         good = [d for d in decoded if isinstance(d, np.ndarray)]
         predictions = iter(self.predict_images(good)) if good else iter(())
         return [next(predictions) if isinstance(d, np.ndarray) else d for d in decoded]
+
+
+_STAIN_MISMATCH = (
+    "the data were stain-normalized to a different target than this checkpoint's (or the "
+    "checkpoint was trained on raw images); prepare the data again without --stain"
+)
+
+
+def stain_normalizer(meta: dict[str, Any], *, device: torch.device | None = None) -> Any:
+    """The fitted stain normalizer a checkpoint carries (``meta["stain"]``), or ``None``.
+
+    Raises :class:`~breastpath.errors.CheckpointError` when the stored target is unreadable.
+    """
+    data = meta.get("stain")
+    if not data:
+        return None
+    from breastpath.errors import StainError
+    from breastpath.stain import normalizer_from_dict
+
+    try:
+        # numpy on the CPU; torch on an accelerator
+        return normalizer_from_dict(
+            data, device=device if device and device.type != "cpu" else None
+        )
+    except StainError as exc:
+        raise CheckpointError(f"the checkpoint's stain target is unreadable: {exc}") from None

@@ -17,6 +17,13 @@ from breastpath.serve.modelcard import model_card_markdown
 from breastpath.serve.service import PredictionService
 from breastpath.serve.uploads import Upload, expand_zip, is_zip, read_upload
 
+
+class MarkdownResponse(PlainTextResponse):
+    """A UTF-8 Markdown body, documented as ``text/markdown`` in the OpenAPI spec."""
+
+    media_type = "text/markdown"
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
     for code, text in (
@@ -51,12 +58,11 @@ def api_router(service: PredictionService) -> APIRouter:
             "queue": {"pending": service.engine.pending, **service.engine.stats},
         }
 
-    @router.get(
-        "/model-card", summary="The model card (Markdown)", response_class=PlainTextResponse
-    )
-    def model_card() -> PlainTextResponse:
-        text = model_card_markdown(predictor.checkpoint.path, predictor.describe())
-        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+    @router.get("/model-card", summary="The model card (Markdown)", response_class=MarkdownResponse)
+    def model_card() -> MarkdownResponse:
+        return MarkdownResponse(
+            model_card_markdown(predictor.checkpoint.path, predictor.describe())
+        )
 
     @router.post(
         "/predict",

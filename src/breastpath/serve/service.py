@@ -80,11 +80,14 @@ class PredictionService:
         started = time.perf_counter()
         image = decode_upload(upload, max_pixels=self.limits.max_pixels)
         model_input, action = fit_to_size(image, self.predictor.input_size)
+        # the checkpoint's stain normalization, if it carries one (what the model was trained on)
+        model_input = self.predictor.normalize_stain(model_input[None])[0]
         grid, note = None, None
         if needs_tiling(image.shape, self.predictor.input_size):
             count = tile_count(image.shape, self.predictor.input_size)
             if count <= self.limits.max_tiles:
                 grid = make_tiles(image, self.predictor.input_size)
+                grid.tiles = self.predictor.normalize_stain(grid.tiles)
             else:
                 note = (
                     f"no tile map: the image would need {count} tiles of "

@@ -53,6 +53,7 @@ class PatientPatches:
     images: list[np.ndarray]
     source: str
     skipped: list[str] = field(default_factory=list)
+    stain: dict[str, Any] | None = None  # the stain target a prepared cache was normalized to
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -126,6 +127,7 @@ def _from_prepared(root: Path, patient: str) -> PatientPatches:
         labels=np.array([int(r["label"]) for r in rows]),
         images=images,
         source="prepared",
+        stain=data.meta.get("stain"),
     )
 
 
@@ -160,12 +162,23 @@ def _from_folder(root: Path, patient: str) -> PatientPatches:
 
 
 def predict_patches(
-    predictor: Predictor, images: list[np.ndarray], *, batch_size: int = 1024
+    predictor: Predictor,
+    images: list[np.ndarray],
+    *,
+    batch_size: int = 1024,
+    cache_stain: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Probability of cancer per patch, scored in batches through ``predictor``."""
+    """Probability of cancer per patch, scored in batches through ``predictor``.
+
+    ``cache_stain``: the stain target the images were already normalized to (a prepared cache).
+    """
     out = []
     for start in range(0, len(images), batch_size):
-        batch = predictor.prepare(images[start : start + batch_size])
+        chunk = images[start : start + batch_size]
+        if cache_stain is None:
+            batch = predictor.prepare(chunk)
+        else:
+            batch = predictor.cache_input(predictor.resize(chunk), {"stain": cache_stain})
         out.append(predictor.cancer_probability(predictor.predict_proba(batch)))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -203,7 +216,9 @@ def build_mosaic(
         top, left = int(y) - y0, int(x) - x0
         image[top : top + im.shape[0], left : left + im.shape[1]] = im
         covered[top : top + im.shape[0], left : left + im.shape[1]] = True
-    probs = predict_patches(predictor, patches.images, batch_size=batch_size)
+    probs = predict_patches(
+        predictor, patches.images, batch_size=batch_size, cache_stain=patches.stain
+    )
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
     truth = np.full(shape, np.nan)
     truth[rows, cols] = patches.labels

@@ -5,13 +5,21 @@ and arguments, input size, mean/std, class names, decision threshold, data and t
 metrics, package version and the sha256 of the weights file, which is checked on every load.
 Nothing is unpickled: safetensors holds only tensors and JSON only plain values.
 
-Named checkpoints ship inside the package (``default``, ...): see :data:`BUNDLED`.
+Saving is crash-safe: the weights are first written whole under a staging name
+``<stem>.<sha256[:16]>.safetensors``, then the JSON (the commit point), then the staged file is
+renamed to ``<stem>.safetensors``. A process killed at any moment leaves a pair that loads: the
+old one, or the new JSON whose weights are still under the staging name (the loader finds them by
+their hash). The next save removes what a killed save left behind.
+
+Named checkpoints ship inside the package (``default``, ``breakhis``): see :data:`BUNDLED`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,12 +28,37 @@ from typing import Any
 import torch
 
 from breastpath.errors import CheckpointError
-from breastpath.io import atomic_write_bytes, write_json
+from breastpath.io import atomic_write_bytes, remove_stale_temps, write_json
 
 FORMAT = "breastpath-checkpoint/1"
 
-#: Checkpoints bundled in ``breastpath/assets``: name -> file stem.
-BUNDLED = {"default": "cancernet_idc"}
+#: Checkpoints bundled in ``breastpath/assets``: name -> file stem. ``default`` scores 50x50 IDC
+#: patches; ``breakhis`` scores 200X BreakHis images (benign vs malignant).
+BUNDLED = {"default": "cancernet_idc", "breakhis": "efficientnet_breakhis"}
+
+#: Model card of each bundled checkpoint, in ``breastpath/assets``: name -> file name.
+BUNDLED_CARDS = {"default": "MODEL_CARD.md", "breakhis": "MODEL_CARD_breakhis.md"}
+
+
+def assets_dir() -> Path:
+    """The folder of the bundled checkpoints and their model cards."""
+    return Path(str(resources.files("breastpath") / "assets"))
+
+
+def bundled_name(path: str | Path) -> str | None:
+    """The bundled name (``default``, ``breakhis``, ...) of a checkpoint file, else ``None``.
+
+    Examples
+    --------
+    >>> bundled_name(assets_dir() / "efficientnet_breakhis.json")
+    'breakhis'
+    >>> bundled_name("runs/x/best.json") is None
+    True
+    """
+    path = Path(path)
+    if path.parent.resolve() != assets_dir().resolve():
+        return None
+    return next((name for name, stem in BUNDLED.items() if stem == path.stem), None)
 
 
 @dataclass
@@ -54,17 +87,50 @@ def _sha256(data: bytes) -> str:
 def save_checkpoint(
     stem: str | Path, *, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> Path:
-    """Write ``stem.safetensors`` and ``stem.json`` atomically; return the JSON path."""
+    """Write ``stem.safetensors`` and ``stem.json`` atomically, as a pair (see the module
+    docstring); return the JSON path. One process at a time may save a given ``stem``."""
     from safetensors.torch import save
 
     stem = Path(stem)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     data = save(flat)
+    digest = _sha256(data)
     weights = stem.with_suffix(".safetensors")
-    meta = {**meta, "format": FORMAT, "weights_file": weights.name, "weights_sha256": _sha256(data)}
-    atomic_write_bytes(weights, data)
-    write_json(stem.with_suffix(".json"), meta)
+    meta = {**meta, "format": FORMAT, "weights_file": weights.name, "weights_sha256": digest}
+    staged = _staged(weights, digest)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(weights)  # of a save that was killed part-way
+    atomic_write_bytes(staged, data)
+    write_json(stem.with_suffix(".json"), meta)  # the commit point
+    os.replace(staged, weights)
     return stem.with_suffix(".json")
+
+
+def _staged(weights: Path, digest: str) -> Path:
+    """Where new weights wait until their JSON is written: ``<stem>.<sha256[:16]>.safetensors``."""
+    return weights.with_name(f"{weights.stem}.{digest[:16]}{weights.suffix}")
+
+
+def _remove_leftovers(weights: Path) -> None:
+    """Delete staged weights and temp files that a killed save of this checkpoint left behind."""
+    remove_stale_temps(weights.parent, prefix=f"{weights.stem}.")
+    staged = re.compile(rf"{re.escape(weights.stem)}\.[0-9a-f]{{16}}{re.escape(weights.suffix)}")
+    for path in weights.parent.iterdir():
+        if staged.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
+def _read_weights(weights: Path, digest: object) -> bytes | None:
+    """The bytes of ``weights``, or of its staged copy when a save was killed after committing
+    the JSON but before the rename (found by ``digest``); None when neither exists."""
+    data = weights.read_bytes() if weights.is_file() else None
+    if data is not None and _sha256(data) == digest:
+        return data
+    if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
+        staged = _staged(weights, digest)
+        if staged.is_file() and _sha256(candidate := staged.read_bytes()) == digest:
+            return candidate
+    return data
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -72,8 +138,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     checkpoint's JSON path."""
     text = str(name_or_path)
     if text in BUNDLED:
-        asset = resources.files("breastpath") / "assets" / f"{BUNDLED[text]}.json"
-        path = Path(str(asset))
+        path = assets_dir() / f"{BUNDLED[text]}.json"
         if not path.is_file():
             raise CheckpointError(f"the bundled checkpoint {text!r} is not installed ({path})")
         return path
@@ -107,9 +172,11 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a breastpath checkpoint")
     weights = json_path.parent / str(meta.get("weights_file", ""))
-    if not weights.is_file() or weights.parent != json_path.parent:
+    data = None
+    if weights.parent == json_path.parent and weights.name:
+        data = _read_weights(weights, meta.get("weights_sha256"))
+    if data is None:
         raise CheckpointError(f"{json_path}: weights file {meta.get('weights_file')!r} is missing")
-    data = weights.read_bytes()
     if _sha256(data) != meta.get("weights_sha256"):
         raise CheckpointError(
             f"{weights}: sha256 does not match the checkpoint metadata (truncated or modified file)"

@@ -26,7 +26,7 @@ from breastpath.data.loader import BatchLoader
 from breastpath.errors import CheckpointError, ConfigError
 from breastpath.evaluate.metrics import choose_threshold
 from breastpath.evaluate.predict import predict_rows
-from breastpath.io import read_json, write_csv
+from breastpath.io import read_json, remove_stale_temps, write_csv
 from breastpath.models import create_model, model_normalization
 from breastpath.train import distributed, finetune
 from breastpath.train.checkpoint import (
@@ -35,6 +35,7 @@ from breastpath.train.checkpoint import (
     optimizer_to_tensors,
     save_checkpoint,
 )
+from breastpath.train.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,19 @@ HISTORY_FIELDS = [
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights ``n / (k * n_c)``, as sklearn's ``class_weight="balanced"``."""
+    """Inverse-frequency weights ``n / (k * n_c)``, as sklearn's ``class_weight="balanced"``.
+
+    A class absent from ``labels`` gets weight 0: with label smoothing, a large weight on it
+    would pull every prediction towards a class the model never sees (a cross-validation fold
+    can hold out a subtype's only patient).
+
+    Examples
+    --------
+    >>> class_weights(np.array([0, 0, 1, 2]), 4).tolist()
+    [0.5, 1.0, 1.0, 0.0]
+    """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1.0)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -116,6 +127,8 @@ def checkpoint_meta(
         },
         "train": config.to_dict(),
         "version": breastpath.__version__,
+        # the stain target the cache was normalized to: applied to every new image at inference
+        **({"stain": data.meta["stain"]} if data.meta.get("stain") else {}),
         **extra,
     }
 
@@ -140,6 +153,11 @@ def train(
     if len(val_rows) == 0:
         raise ConfigError(f"{data_dir}: the validation split is empty; prepare with --val-frac > 0")
     info, device = distributed.setup(config.device)
+    if config.batch_size % info.world_size or len(train_rows) < info.world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is the global batch: it must be a multiple of the "
+            f"{info.world_size} processes, and the training split must have as many rows"
+        )
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed + info.rank)
@@ -156,21 +174,26 @@ def train(
     if init["source"] == "scratch" and config.model != "cancernet":
         log.warning("training %s from scratch (no ImageNet weights or --weights)", config.model)
     model = model.to(device).to(memory_format=torch.channels_last)
+    if info.enabled:  # batch norm over the global batch, as in one process
+        model = distributed.sync_batchnorm(model, device=device)
     optimizer = make_optimizer(finetune.param_groups(model, config), config)
     norm_mean, norm_std = model_normalization(model) or (data.meta["mean"], data.meta["std"])
     weights = class_weights(data.labels[train_rows], num_classes) if config.class_weights else None
+    weight = None if weights is None else weights.to(device)
+    # summed, then divided by the global batch's weight sum: the global (weighted) mean under DDP
     criterion = nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device),
-        label_smoothing=config.label_smoothing,
+        weight=weight, label_smoothing=config.label_smoothing, reduction="sum"
     )
-    eval_criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     mean = torch.tensor(norm_mean, dtype=torch.float32, device=device)
     std = torch.tensor(norm_std, dtype=torch.float32, device=device)
-    generator = torch.Generator().manual_seed(config.seed + 1000 * info.rank)
+    # the same on every rank: augmentation is drawn for the whole global batch (see below)
+    generator = torch.Generator().manual_seed(config.seed)
 
     history: list[dict[str, Any]] = []
     start_epoch, best_loss, bad_epochs, best_epoch = 0, math.inf, 0, -1
     if resume and (run / "last.json").is_file():
+        if info.is_main:  # a killed run may have left atomic-write temp files (history.csv, ...)
+            remove_stale_temps(run)
         state = load_checkpoint(run / "last.json")
         resume_info = state.meta["resume"]
         if state.meta["model"]["name"] != config.model:
@@ -183,6 +206,8 @@ def train(
         )
         generator.set_state(state.tensors["rng.augment"])
         torch.set_rng_state(state.tensors["rng.torch"])
+        if info.rank:  # rank 0's state was saved: keep other ranks' dropout masks their own
+            torch.manual_seed(config.seed + info.rank + 7919 * resume_info["epoch"])
         history = resume_info["history"]
         start_epoch = resume_info["epoch"] + 1
         best_loss, bad_epochs = resume_info["best_loss"], resume_info["bad_epochs"]
@@ -232,56 +257,67 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         bar = _progress(loader, epoch, config, enabled=config.progress and info.is_main)
-        for images, targets, _ in bar:
-            if config.augment:
+        for step, (images, targets, _) in enumerate(bar):
+            shard = loader.shard(step)  # this rank's rows [start, stop) of the global batch
+            if config.augment:  # drawn for the global batch on every rank; keep our slice
                 x = augment_batch(
-                    images,
+                    distributed.pad_to_global(images, shard),
                     mean=mean,
                     std=std,
                     device=device,
                     generator=generator,
                     jitter=config.color_jitter,
-                )
+                    stain=config.stain_augment,
+                    stain_sigma=config.stain_sigma,
+                )[shard[0] : shard[1]]
             else:
                 x = to_model_input(images, mean=mean, std=std, device=device)
             y = targets.to(device, non_blocking=True)
+            denominator = distributed.global_denominator(y, weight, info)  # [weight sum, rows]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = step_fn(x)
-                loss = criterion(logits.float(), y)
+                share = criterion(logits.float(), y) / denominator[0]  # our part of the mean
+                loss = share * info.world_size  # DDP averages gradients over ranks
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             seen += len(y)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += share.detach() * denominator[1]
             correct += (logits.detach().argmax(1) == y).sum()
             if hasattr(bar, "set_postfix") and bar.n % 20 == 0:  # syncs the device: not every step
                 bar.set_postfix(
                     loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.3f}"
                 )
         elapsed = time.perf_counter() - started
-        probs, val_loss = predict_rows(
+        seen_here = torch.tensor(seen, dtype=torch.float64, device=device)
+        counts = torch.stack([loss_sum.double(), correct.double(), seen_here])
+        totals = distributed.all_reduce_sum(counts, info)  # summed over ranks
+        loss_total, correct_total, seen = float(totals[0]), int(totals[1]), int(totals[2])
+        probs, val_loss = validate(
             model,
             data.images,
             val_rows,
+            data.labels,
             mean=mean,
             std=std,
             device=device,
             batch_size=config.eval_batch_size,
-            criterion=eval_criterion,
-            labels=data.labels,
+            num_classes=num_classes,
+            weight=weight,
+            info=info,
         )
         val_labels = data.labels[val_rows]
         row = {
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": float(loss_sum) / max(seen, 1),
-            "train_acc": int(correct) / max(seen, 1),
+            "train_loss": loss_total / max(seen, 1),
+            "train_acc": correct_total / max(seen, 1),
             "val_loss": val_loss,
             "val_acc": float((probs.argmax(1) == val_labels).mean()),
             "val_auc": _auc((val_labels == num_classes - 1).astype(int), probs[:, -1]),
             "seconds": round(elapsed, 3),
-            "patches_per_s": round(seen * info.world_size / elapsed, 1),
+            "patches_per_s": round(seen / elapsed, 1),
         }
         history.append(row)
         # `best_loss` is the monitored value, sign-flipped for AUC so that lower is better

@@ -1,0 +1,119 @@
+"""``breastpath crossval --data DIR --out DIR``: patient-level K-fold cross-validation."""
+
+from __future__ import annotations
+
+import click
+
+from breastpath.cli.train import FLAGS
+
+
+def _threshold(value: str) -> str | float:
+    if value == "fold":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter("give 'fold' or a probability such as 0.5") from None
+
+
+@click.command("crossval")
+@click.option("--data", "data_dir", required=True, help="A folder written by `breastpath prepare`.")
+@click.option("--out", "out_dir", required=True, help="Folder for crossval.json/.md and folds.")
+@click.option("--config", "config_file", default=None, help="YAML file of training options.")
+@click.option("--folds", type=int, default=5, show_default=True, help="Number of patient folds.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the folds.")
+@click.option(
+    "--val-frac",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of each fold's training patients used for validation.",
+)
+@click.option(
+    "--threshold",
+    default="fold",
+    show_default=True,
+    help="'fold' (each fold's validation-chosen threshold) or a fixed probability.",
+)
+@click.option(
+    "--reduce",
+    type=click.Choice(["mean", "max", "fraction"]),
+    default="mean",
+    show_default=True,
+    help="Patient score from image scores.",
+)
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates.")
+@click.option("--model", default=None, help="Model name [default: cancernet].")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=None, help="Training seed.")
+@click.option("--device", default=None, help="auto, cpu or cuda[:N].")
+@click.option("--pretrained/--no-pretrained", default=None, help="Offline ImageNet weights.")
+@click.option("--input-size", type=int, default=None, help="Working side of a timm backbone.")
+@click.option("--preset", is_flag=True, help="Use the backbone's optimizer preset as defaults.")
+@click.option("--tta", type=click.Choice(["none", "flips", "dihedral"]), default=None)
+@click.option("--head", type=click.Choice(["linear", "svm"]), default=None)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--resume", is_flag=True, help="Reuse folds already finished in --out.")
+def command(
+    data_dir,
+    out_dir,
+    config_file,
+    folds,
+    split_seed,
+    val_frac,
+    threshold,
+    reduce,
+    n_boot,
+    input_size,
+    preset,
+    no_progress,
+    resume,
+    **flags,
+) -> None:
+    """Train a config once per patient fold and report pooled out-of-fold metrics with CIs."""
+    from pathlib import Path
+
+    from breastpath.config import TrainConfig, load_yaml
+    from breastpath.evaluate.crossval import cross_validate
+    from breastpath.train import presets
+
+    values: dict = {}
+    if config_file:
+        loaded = load_yaml(config_file)
+        values.update(loaded.get("train", loaded))
+    values.update({k: v for k, v in flags.items() if k in FLAGS and v is not None})
+    if input_size is not None:
+        values["model_args"] = {**values.get("model_args", {}), "input_size": input_size}
+    if no_progress:
+        values["progress"] = False
+    if preset:
+        model = values.get("model", "cancernet")
+        start = bool(values.get("pretrained") or values.get("weights"))
+        values = {**presets.preset(model, pretrained=start, epochs=values.get("epochs")), **values}
+    config = TrainConfig.from_dict(values)
+    result = cross_validate(
+        data_dir,
+        out_dir,
+        config,
+        folds=folds,
+        seed=split_seed,
+        val_frac=val_frac,
+        threshold=_threshold(threshold),
+        reduce=reduce,
+        n_boot=n_boot,
+        resume=resume,
+    )
+    for level in ("image", "patient"):
+        block = result["pooled"][level]
+        parts = []
+        for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
+            value = block.get(metric)
+            low, high = block.get("ci95", {}).get(metric, (None, None))
+            text = "n/a" if value is None else f"{value:.4f}"
+            if low is not None:
+                text += f" [{low:.3f}, {high:.3f}]"
+            parts.append(f"{metric} {text}")
+        click.echo(f"pooled {level} (n={block['n']}): " + ", ".join(parts))
+    click.echo(f"wrote {Path(out_dir) / 'crossval.md'}")
