@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from breastpath.cli.train import FLAGS
+from breastpath.cli.train import train_config
 
 
 def _threshold(value: str) -> str | float:
@@ -75,24 +75,15 @@ def command(
     """Train a config once per patient fold and report pooled out-of-fold metrics with CIs."""
     from pathlib import Path
 
-    from breastpath.config import TrainConfig, load_yaml
     from breastpath.evaluate.crossval import cross_validate
-    from breastpath.train import presets
 
-    values: dict = {}
-    if config_file:
-        loaded = load_yaml(config_file)
-        values.update(loaded.get("train", loaded))
-    values.update({k: v for k, v in flags.items() if k in FLAGS and v is not None})
-    if input_size is not None:
-        values["model_args"] = {**values.get("model_args", {}), "input_size": input_size}
-    if no_progress:
-        values["progress"] = False
-    if preset:
-        model = values.get("model", "cancernet")
-        start = bool(values.get("pretrained") or values.get("weights"))
-        values = {**presets.preset(model, pretrained=start, epochs=values.get("epochs")), **values}
-    config = TrainConfig.from_dict(values)
+    config = train_config(
+        flags,
+        config_file=config_file,
+        input_size=input_size,
+        preset=preset,
+        no_progress=no_progress,
+    )
     result = cross_validate(
         data_dir,
         out_dir,

@@ -90,26 +90,20 @@ def command(
     defaults)."""
     from pathlib import Path
 
-    from breastpath.config import TrainConfig, load_yaml
-    from breastpath.train import presets
+    from breastpath.config import load_yaml
     from breastpath.train.loop import train
 
-    values: dict = {}
+    saved: dict = {}
     if resume and config_file is None and (Path(run_dir) / "config.yaml").is_file():
-        values.update(load_yaml(Path(run_dir) / "config.yaml").get("train", {}))
-    if config_file:
-        loaded = load_yaml(config_file)
-        values.update(loaded.get("train", loaded))
-    values.update({k: v for k, v in flags.items() if k in FLAGS and v is not None})
-    if input_size is not None:
-        values["model_args"] = {**values.get("model_args", {}), "input_size": input_size}
-    if no_progress:
-        values["progress"] = False
-    if preset:
-        model = values.get("model", "cancernet")
-        start = bool(values.get("pretrained") or values.get("weights"))
-        values = {**presets.preset(model, pretrained=start, epochs=values.get("epochs")), **values}
-    config = TrainConfig.from_dict(values)
+        saved = load_yaml(Path(run_dir) / "config.yaml").get("train", {})
+    config = train_config(
+        flags,
+        config_file=config_file,
+        input_size=input_size,
+        preset=preset,
+        no_progress=no_progress,
+        base=saved,
+    )
     _say_where_weights_come_from(config)
     summary = train(data_dir, run_dir, config, resume=resume)
     val = summary.get("val", {})
@@ -127,6 +121,37 @@ def command(
         f"{float('nan') if auc is None else auc:.4f}"
     )
     click.echo(f"checkpoint: {Path(run_dir) / 'best.json'}")
+
+
+def train_config(
+    flags: dict,
+    *,
+    config_file: str | None,
+    input_size: int | None,
+    preset: bool,
+    no_progress: bool,
+    base: dict | None = None,
+):
+    """A :class:`~breastpath.config.TrainConfig` from command-line flags (those not ``None``),
+    over a ``--config`` file, over ``base`` (a resumed run's), over the backbone's preset
+    (``--preset``), over the defaults. Shared by ``train`` and ``crossval``."""
+    from breastpath.config import TrainConfig, load_yaml
+    from breastpath.train import presets
+
+    values: dict = dict(base or {})
+    if config_file:
+        loaded = load_yaml(config_file)
+        values.update(loaded.get("train", loaded))
+    values.update({k: v for k, v in flags.items() if k in FLAGS and v is not None})
+    if input_size is not None:
+        values["model_args"] = {**values.get("model_args", {}), "input_size": input_size}
+    if no_progress:
+        values["progress"] = False
+    if preset:
+        model = values.get("model", "cancernet")
+        start = bool(values.get("pretrained") or values.get("weights"))
+        values = {**presets.preset(model, pretrained=start, epochs=values.get("epochs")), **values}
+    return TrainConfig.from_dict(values)
 
 
 def _say_where_weights_come_from(config) -> None:
