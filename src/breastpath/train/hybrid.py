@@ -32,7 +32,7 @@ from breastpath.data.loader import BatchLoader
 from breastpath.errors import ConfigError
 from breastpath.evaluate.metrics import binary_metrics, choose_threshold
 from breastpath.evaluate.predict import predict_rows
-from breastpath.models import create_model, model_normalization
+from breastpath.models import model_normalization
 from breastpath.models.hybrid import SVMHybrid, embed
 from breastpath.models.svm import RBFSVMHead
 from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -157,15 +157,10 @@ def _backbone(config: TrainConfig, data: PreparedData) -> tuple[torch.nn.Module,
         }
         norm = (checkpoint.meta["mean"], checkpoint.meta["std"])
         return model, dict(checkpoint.meta["model"]), init, norm
+    from breastpath.train.loop import create_initial_model
+
     num_classes = len(data.class_names)
-    model = create_model(
-        config.model,
-        num_classes=num_classes,
-        pretrained=config.pretrained,
-        weights=config.weights or None,
-        **config.model_args,
-    )
-    init = dict(getattr(model, "init_info", {"source": "scratch"}))
+    model, init = create_initial_model(config, num_classes=num_classes)
     if init["source"] == "scratch":
         log.warning("SVM on embeddings of an untrained %s (random features)", config.model)
     spec = {"name": config.model, "num_classes": num_classes, "args": dict(config.model_args)}

@@ -133,6 +133,19 @@ def checkpoint_meta(
     }
 
 
+def create_initial_model(config: TrainConfig, *, num_classes: int) -> tuple[nn.Module, dict]:
+    """``config.model`` with its starting weights (offline ImageNet, ``--weights`` or none), and
+    where they came from (``{"source": "scratch"}`` when untrained)."""
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        pretrained=config.pretrained,
+        weights=config.weights or None,
+        **config.model_args,
+    )
+    return model, dict(getattr(model, "init_info", {"source": "scratch"}))
+
+
 def train(
     data_dir: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False
 ) -> dict[str, Any]:
@@ -163,14 +176,7 @@ def train(
     torch.manual_seed(config.seed + info.rank)
     num_classes = len(data.class_names)
     model_args = dict(config.model_args)
-    model = create_model(
-        config.model,
-        num_classes=num_classes,
-        pretrained=config.pretrained,
-        weights=config.weights or None,
-        **model_args,
-    )
-    init = dict(getattr(model, "init_info", {"source": "scratch"}))
+    model, init = create_initial_model(config, num_classes=num_classes)
     if init["source"] == "scratch" and config.model != "cancernet":
         log.warning("training %s from scratch (no ImageNet weights or --weights)", config.model)
     model = model.to(device).to(memory_format=torch.channels_last)
