@@ -287,3 +287,14 @@ def test_cli_errors_are_one_line(runner, tmp_path):
         cli, ["stain", "fit", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "t.json")]
     )
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_split_views_of_a_stained_cache_are_refused(stained_cache, tmp_path):
+    from breastpath.data.views import write_split_view
+    from breastpath.errors import CacheError
+
+    data = open_prepared(stained_cache)
+    splits = {p: "train" for p in set(data.patients.tolist())}
+    with pytest.raises(CacheError, match="stain"):
+        write_split_view(data, tmp_path / "view", splits)
+    assert not (tmp_path / "view" / "meta.json").exists()

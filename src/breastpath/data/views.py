@@ -67,11 +67,20 @@ def write_split_view(
     Path
         ``out_dir``, ready for :func:`~breastpath.data.cache.open_prepared`.
 
+    Raises :class:`~breastpath.errors.CacheError` for a stain-normalized cache (its target was
+    fitted on training patients that a view may hold out).
+
     Examples
     --------
     >>> write_split_view("prepared", "fold0", {"a": "train", "b": "test"})  # doctest: +SKIP
     """
     source = data if isinstance(data, PreparedData) else open_prepared(data)
+    if source.meta.get("stain"):
+        raise CacheError(
+            f"{source.root}: the cache is stain-normalized to a target fitted on its own training "
+            "split, which would see the held-out patients of other splits; make views of a cache "
+            "prepared without --stain"
+        )
     missing = sorted(set(source.patients.tolist()) - set(split_of_patient))
     if missing:
         raise CacheError(f"no split given for patient(s) {', '.join(missing[:5])}")
