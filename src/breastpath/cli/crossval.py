@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from breastpath.cli.train import train_config
+from breastpath.cli.train import stain_augment_options, train_config
 
 
 def _threshold(value: str) -> str | float:
@@ -54,6 +54,7 @@ def _threshold(value: str) -> str | float:
 @click.option("--preset", is_flag=True, help="Use the backbone's optimizer preset as defaults.")
 @click.option("--tta", type=click.Choice(["none", "flips", "dihedral"]), default=None)
 @click.option("--head", type=click.Choice(["linear", "svm"]), default=None)
+@stain_augment_options
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--resume", is_flag=True, help="Reuse folds already finished in --out.")
 def command(

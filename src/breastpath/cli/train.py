@@ -29,6 +29,20 @@ FLAGS = (
 )
 
 
+def stain_augment_options(command):
+    """The ``--stain-augment`` and ``--stain-sigma`` options (``train`` and ``crossval``)."""
+    command = click.option(
+        "--stain-sigma", type=float, default=None, help="Stain augmentation strength (0: default)."
+    )(command)
+    return click.option(
+        "--stain-augment",
+        type=click.Choice(STAIN_AUGMENTS),
+        default=None,
+        help="H&E stain augmentation: hed jitter, or Tellez concentration perturbation with each "
+        "image's stains from ruifrok (fixed), macenko or vahadane [default: none].",
+    )(command)
+
+
 @click.command("train")
 @click.option("--data", "data_dir", required=True, help="A folder written by `breastpath prepare`.")
 @click.option("--out", "run_dir", required=True, help="Run folder for checkpoints and history.")
@@ -71,16 +85,7 @@ FLAGS = (
     help="svm: an RBF SVM on the backbone's embeddings.",
 )
 @click.option("--backbone-checkpoint", default=None, help="svm head: embed with this checkpoint.")
-@click.option(
-    "--stain-augment",
-    type=click.Choice(STAIN_AUGMENTS),
-    default=None,
-    help="H&E stain augmentation: hed jitter, or Tellez concentration perturbation with each "
-    "image's stains from ruifrok (fixed), macenko or vahadane [default: none].",
-)
-@click.option(
-    "--stain-sigma", type=float, default=None, help="Stain augmentation strength (0: default)."
-)
+@stain_augment_options
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/last.json.")
 def command(
