@@ -132,11 +132,11 @@ def check_half(
     rows = np.arange(len(data.labels))
     mean = torch.tensor(best.meta["mean"], dtype=torch.float32)
     std = torch.tensor(best.meta["std"], dtype=torch.float32)
-    full = predict_rows(build_model(best), data.images, rows, mean=mean, std=std, batch_size=64)[0]
+    full = predict_rows(build_model(best), data.images, rows, mean=mean, std=std, batch_size=64)
     best.tensors = {**best.tensors, **half}
     rounded = predict_rows(build_model(best), data.images, rows, mean=mean, std=std, batch_size=64)
-    diff = np.abs(full[:, -1] - rounded[0][:, -1])
-    flips = int(((full[:, -1] >= threshold) != (rounded[0][:, -1] >= threshold)).sum())
+    diff = np.abs(full[:, -1] - rounded[:, -1])
+    flips = int(((full[:, -1] >= threshold) != (rounded[:, -1] >= threshold)).sum())
     return {"images": len(rows), "max_abs_diff": float(diff.max()), "decision_changes": flips}
 
 

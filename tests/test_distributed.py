@@ -139,7 +139,7 @@ def _val_probs(run: Path, data_dir: Path) -> np.ndarray:
     data = open_prepared(data_dir)
     state = load_checkpoint(run / "last.json")
     model = build_model(state)
-    probs, _ = predict_rows(
+    probs = predict_rows(
         model,
         data.images,
         data.indices("val"),

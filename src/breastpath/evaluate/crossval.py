@@ -291,7 +291,7 @@ def _score(
     device = torch.device(auto if config.device == "auto" else config.device)
     checkpoint = load_checkpoint(checkpoint_path)
     model = build_model(checkpoint).to(device)
-    probs, _ = predict_rows(
+    probs = predict_rows(
         model,
         data.images,
         rows,

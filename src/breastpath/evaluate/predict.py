@@ -19,26 +19,22 @@ def predict_rows(
     std: torch.Tensor,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
-    criterion: torch.nn.Module | None = None,
-    labels: np.ndarray | None = None,
-) -> tuple[np.ndarray, float | None]:
-    """Softmax probabilities ``(len(rows), num_classes)`` in the order of ``rows``.
+) -> np.ndarray:
+    """Softmax probabilities ``(len(rows), num_classes)`` (float64) in the order of ``rows``.
 
-    With ``criterion`` and ``labels`` also returns the mean loss; otherwise ``None``.
+    Validation during training, with its loss and DDP sharding, is
+    :func:`breastpath.train.validate.validate`.
     """
     was_training = model.training
     model.eval()
-    label_array = labels if labels is not None else np.zeros(len(images), dtype=np.int64)
-    loader = BatchLoader(images, label_array, rows, batch_size=batch_size)
-    outputs = []
-    total_loss = 0.0
+    loader = BatchLoader(images, np.zeros(len(images), dtype=np.int64), rows, batch_size=batch_size)
     mean, std = mean.to(device), std.to(device)
-    for batch, targets, _ in loader:
-        logits = model(to_model_input(batch, mean=mean, std=std, device=device)).float()
-        if criterion is not None:
-            total_loss += float(criterion(logits, targets.to(device))) * len(targets)
-        outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    outputs = [
+        torch.softmax(model(to_model_input(batch, mean=mean, std=std, device=device)).float(), 1)
+        .cpu()
+        .numpy()
+        for batch, _, _ in loader
+    ]
     model.train(was_training)
     probs = np.concatenate(outputs) if outputs else np.zeros((0, 1), dtype=np.float32)
-    loss = total_loss / max(len(rows), 1) if criterion is not None else None
-    return probs.astype(np.float64), loss
+    return probs.astype(np.float64)

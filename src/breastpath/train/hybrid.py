@@ -225,7 +225,7 @@ def train_svm_hybrid(
     if hasattr(model, "data_config"):
         meta["data_config"] = model.data_config
     scored = build_model_from(model, config.tta).to(device)
-    probs, _ = predict_rows(scored, data.images, val_rows, **options)
+    probs = predict_rows(scored, data.images, val_rows, **options)
     positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
     threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
     val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)

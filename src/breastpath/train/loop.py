@@ -393,7 +393,7 @@ def _finalise_best(
     model = build_model(best).to(device).to(memory_format=torch.channels_last)
     mean = torch.tensor(best.meta["mean"], dtype=torch.float32)
     std = torch.tensor(best.meta["std"], dtype=torch.float32)
-    probs, _ = predict_rows(
+    probs = predict_rows(
         model,
         data.images,
         val_rows,
