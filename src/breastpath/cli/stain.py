@@ -49,8 +49,7 @@ def fit(images, method, out_file, seed) -> None:
     _report_skipped(skipped)
     if not decoded:
         raise InvalidImageError(f"none of the {len(skipped)} file(s) could be read")
-    options = {} if method == "reinhard" else {"seed": seed}
-    normalizer = get_normalizer(method, **options).fit(decoded)
+    normalizer = get_normalizer(method, seed=seed).fit(decoded)
     write_json(out_file, normalizer.to_dict())
     click.echo(f"fitted {method} on {len(kept)} image(s); wrote {out_file}")
 

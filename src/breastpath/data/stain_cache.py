@@ -40,9 +40,8 @@ def fit_stain_target(
     if len(rows) == 0:
         raise CacheError("cannot fit a stain target: the training split is empty")
     chosen = sample_rows(rows, count=count, seed=seed)
-    options = {} if method == "reinhard" else {"seed": seed}
     try:
-        return get_normalizer(method, **options).fit(np.asarray(images[chosen]))
+        return get_normalizer(method, seed=seed).fit(np.asarray(images[chosen]))
     except StainError as exc:
         raise CacheError(
             f"cannot fit the {method} stain target on training images: {exc}"

@@ -48,12 +48,13 @@ def available_normalizers() -> list[str]:
     return sorted(NORMALIZERS)
 
 
-def get_normalizer(name: str, **options: Any) -> StainNormalizer:
+def get_normalizer(name: str, *, seed: int | None = None, **options: Any) -> StainNormalizer:
     """Create an unfitted normalizer by name (``"reinhard"``, ``"macenko"`` or ``"vahadane"``).
 
-    Options are the class's keyword arguments (e.g. ``seed``, ``n_samples``,
-    ``preserve_background``, ``device``). Raises :class:`~breastpath.errors.StainError` for an
-    unknown name, listing the choices.
+    Options are the class's keyword arguments (e.g. ``n_samples``, ``preserve_background``,
+    ``device``). ``seed`` seeds the pixel sample of the methods that draw one (Macenko,
+    Vahadane); Reinhard uses every tissue pixel, so it has nothing to seed. Raises
+    :class:`~breastpath.errors.StainError` for an unknown name, listing the choices.
 
     Examples
     --------
@@ -65,7 +66,10 @@ def get_normalizer(name: str, **options: Any) -> StainNormalizer:
     if key not in NORMALIZERS:
         choices = ", ".join(available_normalizers())
         raise StainError(f"unknown stain normalizer {name!r}; choose one of: {choices}")
-    return NORMALIZERS[key](**options)
+    cls = NORMALIZERS[key]
+    if seed is not None and issubclass(cls, StainMatrixNormalizer):
+        options["seed"] = seed
+    return cls(**options)
 
 
 def normalizer_from_dict(data: dict[str, Any], *, device: Any = None) -> StainNormalizer:

@@ -27,8 +27,7 @@ def normalize_with_each(
 
     out: dict[str, list[np.ndarray]] = {}
     for method in methods:
-        options = {} if method == "reinhard" else {"seed": seed}
-        normalizer = get_normalizer(method, **options).fit(target)
+        normalizer = get_normalizer(method, seed=seed).fit(target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StainWarning)
             out[method] = [np.asarray(normalizer.transform(image)) for image in images]
