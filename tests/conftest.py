@@ -89,6 +89,25 @@ def trained_run(prepared_idc, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def predictor():
+    """The bundled default model (no training needed); a module may override it."""
+    from breastpath.serve.predictor import Predictor
+
+    return Predictor.from_checkpoint("default")
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    """An in-process API client serving this module's ``predictor``."""
+    from fastapi.testclient import TestClient
+
+    from breastpath.serve.app import create_app
+
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "idc").is_dir():

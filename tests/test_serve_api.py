@@ -34,12 +34,6 @@ def predictor(trained_run) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
 def best_meta(trained_run) -> dict:
     return json.loads((trained_run / "best.json").read_text(encoding="utf-8"))
 

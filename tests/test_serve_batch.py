@@ -12,7 +12,6 @@ from PIL import Image
 
 from breastpath.imaging import decode_image
 from breastpath.serve.app import ServeLimits, create_app
-from breastpath.serve.predictor import Predictor
 from conftest import synthetic_patch
 
 
@@ -32,17 +31,6 @@ def _zip(members: dict[str, bytes], *, compression=zipfile.ZIP_DEFLATED) -> byte
         for name, data in members.items():
             bundle.writestr(name, data)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_checkpoint("default")
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def _batch(client, files: list[tuple[str, bytes]]):

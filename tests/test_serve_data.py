@@ -8,25 +8,11 @@ import zipfile
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from breastpath.imaging import decode_image
-from breastpath.serve.app import create_app
-from breastpath.serve.predictor import Predictor
 
 pytestmark = pytest.mark.data
-
-
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_checkpoint("default")
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def _idc(shared_data, label: int, count: int) -> list:

@@ -13,7 +13,6 @@ from PIL import Image
 from breastpath.imaging import decode_image
 from breastpath.serve.app import ServeLimits, create_app
 from breastpath.serve.explain import resolve_stain
-from breastpath.serve.predictor import Predictor
 from breastpath.serve.tiling import AGGREGATION, make_tiles
 from conftest import synthetic_patch
 
@@ -32,17 +31,6 @@ def _picture(b64: str) -> Image.Image:
 
 def _tissue(size, seed=0, label=1) -> np.ndarray:
     return synthetic_patch(np.random.default_rng(seed), label, size=size)
-
-
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_checkpoint("default")  # the bundled model: no training needed
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def _explain(client, data: bytes, name: str = "patch.png"):

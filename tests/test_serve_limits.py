@@ -21,7 +21,6 @@ from breastpath.errors import ConfigError
 from breastpath.serve.app import ServeLimits, create_app
 from breastpath.serve.engine import InferenceEngine
 from breastpath.serve.errors import ApiError
-from breastpath.serve.predictor import Predictor
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -53,17 +52,6 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 PATCH = _png(np.full((50, 50, 3), 180, np.uint8))
-
-
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_checkpoint("default")
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def _post(client, data: bytes, name: str = "x.png", path: str = "/api/predict"):

@@ -15,17 +15,6 @@ from breastpath.serve.predictor import Predictor
 EXTERNAL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_checkpoint("default")
-
-
-@pytest.fixture(scope="module")
-def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
 def test_page_has_the_controls(client):
     response = client.get("/")
     assert response.status_code == 200
