@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import click
 
+from breastpath.cli.options import checkpoint_option
+
 
 @click.command("mosaic")
 @click.argument("source", type=click.Path())
 @click.option("--patient", required=True, help="IDC patient id (the folder name).")
-@click.option(
-    "--checkpoint",
-    default="default",
-    show_default=True,
-    help="Model: `default`, a run folder or a checkpoint file.",
-)
+@checkpoint_option
 @click.option(
     "--out",
     "out_dir",

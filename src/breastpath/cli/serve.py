@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from breastpath.cli.options import checkpoint_option
+
 _STAIN_METHODS = ("macenko", "reinhard", "vahadane")
 
 
@@ -28,12 +30,7 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
 
 
 @click.command("serve")
-@click.option(
-    "--checkpoint",
-    default="default",
-    show_default=True,
-    help="Bundled name, run folder or checkpoint file.",
-)
+@checkpoint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from breastpath.cli.options import checkpoint_option
+
 
 @click.command("slide")
 @click.argument("slide", type=click.Path())
@@ -14,12 +16,7 @@ import click
     type=click.Path(file_okay=False),
     help="Folder for heatmap.png, tissue.png, tiles.csv and slide.json.",
 )
-@click.option(
-    "--checkpoint",
-    default="default",
-    show_default=True,
-    help="Model: `default`, a run folder or a checkpoint file.",
-)
+@checkpoint_option
 @click.option(
     "--tile-size",
     type=click.IntRange(min=8),
