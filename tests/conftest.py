@@ -92,7 +92,7 @@ def trained_run(prepared_idc, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predictor():
     """The bundled default model (no training needed); a module may override it."""
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     return Predictor.from_checkpoint("default")
 

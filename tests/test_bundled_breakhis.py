@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastpath.train.checkpoint import (
+from breastpath.checkpoint import (
     BUNDLED,
     BUNDLED_CARDS,
     bundled_name,
@@ -38,7 +38,7 @@ def test_bundled_files_ship_in_the_package(checkpoint):
 
 
 def test_metadata_describes_the_model_and_its_crossvalidation(checkpoint):
-    meta = checkpoint.meta
+    meta = checkpoint.meta.to_dict()
     assert meta["class_names"] == ["benign", "malignant"]
     assert meta["model"]["name"] == "efficientnet_lite0"
     assert meta["input_size"] == [224, 224]
@@ -69,7 +69,7 @@ def test_each_bundled_model_shows_its_own_card(checkpoint):
 def test_predictor_scores_real_breakhis_tiles():
     if not TILES.is_dir():
         pytest.skip(f"BreakHis tiles not found at {TILES} (set BREASTPATH_SHARED_DATA)")
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     files = []
     for cls in ("benign", "malignant"):

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import breastpath
+from breastpath.checkpoint import load_checkpoint, save_checkpoint
 from breastpath.cli.main import main
-from breastpath.train.checkpoint import load_checkpoint, save_checkpoint
 from conftest import REPO, save_png, synthetic_patch
 
 
@@ -109,7 +109,7 @@ def test_predict_writes_one_row_per_image(capsys, trained_run, tmp_path):
 
 
 def test_predict_to_stdout_agrees_with_the_predictor(capsys, trained_run, tmp_path):
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     files = _images(tmp_path / "images", 3, seed=1)
     code, out, err = _run(capsys, "predict", trained_run, *files)
@@ -234,11 +234,11 @@ def test_predict_tampered_checkpoint(capsys, trained_run, tmp_path):
 
 def test_predict_weights_that_do_not_match_the_model(capsys, trained_run, tmp_path):
     original = load_checkpoint(trained_run)
-    meta = {k: v for k, v in original.meta.items() if k not in ("weights_file", "weights_sha256")}
+    meta = original.meta.to_dict()
     meta["model"] = {**meta["model"], "args": {"widths": [4, 8, 8], "hidden": 16}}
     (tmp_path / "mismatch").mkdir()
     save_checkpoint(tmp_path / "mismatch" / "best", tensors=original.tensors, meta=meta)
-    assert load_checkpoint(tmp_path / "mismatch").meta["model"]["args"]["hidden"] == 16
+    assert load_checkpoint(tmp_path / "mismatch").meta.model.args["hidden"] == 16
     _images(tmp_path / "images", 1)
     code, _, err = _run(capsys, "predict", tmp_path / "mismatch", tmp_path / "images")
     _assert_one_line_error(code, err, "weights do not match the model")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from breastpath.cli.main import main
-from breastpath.compare import Budget, model_config, parse_models
 from breastpath.errors import ConfigError
+from breastpath.experiments.compare import Budget, model_config, parse_models
 from breastpath.models.pretrained import has_offline_weights
 
 
@@ -78,7 +78,7 @@ def test_compare_writes_one_table(capsys, prepared_idc, trained_run, tmp_path):
 
 
 def test_svm_on_a_model_without_weights_needs_it_trained_first(prepared_idc, tmp_path):
-    from breastpath.compare import compare_models
+    from breastpath.experiments.compare import compare_models
 
     with pytest.raises(ConfigError, match="list cancernet before"):
         compare_models(prepared_idc, tmp_path, models=["svm:cancernet"], budget=Budget(epochs=1))

@@ -12,8 +12,8 @@ from breastpath.config import DataConfig, TrainConfig
 from breastpath.data.cache import open_prepared
 from breastpath.data.views import write_split_view
 from breastpath.errors import CacheError, ConfigError
-from breastpath.evaluate.crossval import cross_validate, fold_splits, patient_folds
-from breastpath.evaluate.crossval_metrics import centre_scores
+from breastpath.experiments.crossval import cross_validate, fold_splits, patient_folds
+from breastpath.experiments.crossval_metrics import centre_scores
 from conftest import save_png, synthetic_patch
 
 SUBTYPES = {"benign": ("fibroadenoma", "tubular_adenoma"), "malignant": ("ductal_carcinoma",)}

@@ -132,9 +132,9 @@ def test_global_batchnorm_keeps_timm_activation():
 
 
 def _val_probs(run: Path, data_dir: Path) -> np.ndarray:
+    from breastpath.checkpoint import build_model, load_checkpoint
     from breastpath.data.cache import open_prepared
-    from breastpath.evaluate.predict import predict_rows
-    from breastpath.train.checkpoint import build_model, load_checkpoint
+    from breastpath.inference.batches import predict_rows
 
     data = open_prepared(data_dir)
     state = load_checkpoint(run / "last.json")
@@ -143,8 +143,8 @@ def _val_probs(run: Path, data_dir: Path) -> np.ndarray:
         model,
         data.images,
         data.indices("val"),
-        mean=torch.tensor(state.meta["mean"]),
-        std=torch.tensor(state.meta["std"]),
+        mean=torch.tensor(state.meta.mean),
+        std=torch.tensor(state.meta.std),
     )
     return probs
 
@@ -166,10 +166,10 @@ def test_torchrun_two_processes_train_what_one_process_trains(prepared_idc, tmp_
     checked at its own noise level. SGD at a small learning rate keeps float32 noise from being
     amplified (Adagrad's first steps are +-lr even for noise-sized gradients).
     """
+    from breastpath.checkpoint import load_checkpoint
     from breastpath.config import TrainConfig
     from breastpath.models import create_model
     from breastpath.train import loop
-    from breastpath.train.checkpoint import load_checkpoint
     from breastpath.train.syncbn import globalize_batchnorm
 
     options = {

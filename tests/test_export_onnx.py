@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint
 from breastpath.cli.main import main
-from breastpath.export.onnx import OnnxForward
-from breastpath.train.checkpoint import build_model, load_checkpoint
+from breastpath.inference.onnx import OnnxForward
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
@@ -39,7 +39,7 @@ def test_invalid_onnx_bytes_are_refused():
 
 
 def test_predictor_onnx_runtime_matches_torch():
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     batch = np.random.default_rng(0).integers(0, 256, size=(20, 50, 50, 3), dtype=np.uint8)
     expected = Predictor.from_checkpoint("default").predict_proba(batch)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint
 from breastpath.config import TrainConfig
 from breastpath.models import create_model
 from breastpath.models.hybrid import SVMHybrid
 from breastpath.models.svm import RBFSVMHead
-from breastpath.train.checkpoint import build_model, load_checkpoint
 from breastpath.train.hybrid import fit_svm
 from breastpath.train.loop import train
 
@@ -79,7 +79,7 @@ def test_fit_svm_picks_c_on_validation():
 
 def test_hybrid_run_is_a_safe_checkpoint_the_predictor_uses(trained_run, prepared_idc, tmp_path):
     from breastpath.data.cache import open_prepared
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     config = TrainConfig(
         head="svm", backbone_checkpoint=str(trained_run / "best.json"), svm_c=(1.0, 10.0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint
 from breastpath.config import TrainConfig
 from breastpath.models import create_model, head_prefixes, list_models, model_normalization
 from breastpath.models.pretrained import (
@@ -21,7 +22,6 @@ from breastpath.models.pretrained import (
 )
 from breastpath.models.tta import TestTimeAugmentation, views
 from breastpath.train import finetune
-from breastpath.train.checkpoint import build_model, load_checkpoint
 from breastpath.train.loop import make_optimizer, train
 from breastpath.train.presets import preset
 
@@ -146,7 +146,7 @@ def _zoo_config(**changes) -> TrainConfig:
 
 @needs_lite0
 def test_zoo_run_stores_everything_to_rebuild_offline(no_network, prepared_idc, tmp_path):
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     config = _zoo_config(pretrained=True, freeze_epochs=1, backbone_lr_scale=0.1, tta="flips")
     train(prepared_idc, tmp_path / "run", config)
@@ -238,6 +238,6 @@ def test_tta_averages_probabilities_over_views():
 def test_build_model_applies_the_checkpoints_tta(trained_run):
     checkpoint = load_checkpoint(trained_run)
     assert not isinstance(build_model(checkpoint), TestTimeAugmentation)
-    checkpoint.meta["tta"] = "dihedral"
+    checkpoint.meta = checkpoint.meta.replace(tta="dihedral")
     assert isinstance(build_model(checkpoint), TestTimeAugmentation)
     assert not isinstance(build_model(checkpoint, tta="none"), TestTimeAugmentation)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from breastpath.imaging import decode_image
+from breastpath.inference.predictor import Predictor
 from breastpath.serve.app import ServeLimits, create_app
-from breastpath.serve.predictor import Predictor
 from conftest import synthetic_patch
 
 

@@ -78,8 +78,8 @@ def server(real_files):
     import uvicorn
 
     from breastpath.imaging import decode_image
+    from breastpath.inference.predictor import Predictor
     from breastpath.serve.app import create_app
-    from breastpath.serve.predictor import Predictor
 
     predictor = Predictor.from_checkpoint("default")
     stain = None

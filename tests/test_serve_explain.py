@@ -127,10 +127,11 @@ def test_stain_view_with_a_normalizer(predictor):
 def test_stain_normalizer_from_the_checkpoint(predictor):
     stain = pytest.importorskip("breastpath.stain")
     fitted = stain.get_normalizer("macenko").fit(_tissue((64, 64), seed=9))
-    normalizer, note = resolve_stain({"stain": {"method": "macenko", "target": fitted.to_dict()}})
+    meta = predictor.meta
+    normalizer, note = resolve_stain(meta.replace(stain=fitted.to_dict()))
     assert normalizer is not None and normalizer.method == "macenko"
     assert "checkpoint" in note
-    broken, note = resolve_stain({"stain": {"format": "breastpath.stain", "version": 99}})
+    broken, note = resolve_stain(meta.replace(stain={"format": "breastpath.stain", "version": 99}))
     assert broken is None and "could not be loaded" in note
-    none, note = resolve_stain({})
+    none, note = resolve_stain(meta.replace(stain=None))
     assert none is None and "--stain-target" in note

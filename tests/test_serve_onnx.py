@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from breastpath.inference.predictor import Predictor
 from breastpath.serve.app import create_app
-from breastpath.serve.predictor import Predictor
 from conftest import synthetic_patch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
+from breastpath.inference.predictor import Predictor
 from breastpath.serve.app import create_app
 from breastpath.serve.modelcard import markdown_to_html
-from breastpath.serve.predictor import Predictor
 
 EXTERNAL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)
 

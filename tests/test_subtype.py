@@ -7,7 +7,7 @@ import numpy as np
 from breastpath.config import DataConfig, TrainConfig
 from breastpath.data.prepare import prepare
 from breastpath.evaluate.pipeline import evaluate_checkpoint
-from breastpath.serve.predictor import Predictor
+from breastpath.inference.predictor import Predictor
 from breastpath.train.loop import train
 from conftest import save_png, synthetic_patch
 

@@ -31,6 +31,10 @@ class CheckpointError(BreastpathError, OSError):
     """A checkpoint is missing, truncated, tampered with, or does not match the model."""
 
 
+class ExplanationUnavailableError(BreastpathError, RuntimeError):
+    """An explanation (Grad-CAM) was asked of a model that cannot give one (an ONNX-only model)."""
+
+
 class ConfigError(BreastpathError, ValueError):
     """A configuration value or file is invalid."""
 

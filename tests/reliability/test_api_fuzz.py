@@ -45,8 +45,8 @@ OPERATIONS = {
 
 @pytest.fixture(scope="module")
 def api_schema():
+    from breastpath.inference.predictor import Predictor
     from breastpath.serve.app import create_app
-    from breastpath.serve.predictor import Predictor
 
     app = create_app(Predictor.from_checkpoint("default"))
     return schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.checkpoint import files as checkpoint_module
 from breastpath.config import TrainConfig
 from breastpath.errors import CheckpointError
 from breastpath.io import read_csv
-from breastpath.train import checkpoint as checkpoint_module
-from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.train.loop import train
 
 #: SIGKILLs per run of the test (at a random moment of an epoch, after at least one more epoch
@@ -105,11 +105,11 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(prepared_idc, tmp_pa
     history = read_csv(run / "history.csv")
     assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
     best = load_checkpoint(run / "best.json")
-    assert 0.0 < best.meta["threshold"] < 1.0
+    assert 0.0 < best.meta.threshold < 1.0
     build_model(best)
     last = load_checkpoint(run / "last.json")
-    assert last.meta["epoch"] == EPOCHS
-    assert len(last.meta["resume"]["history"]) == EPOCHS
+    assert last.meta.epoch == EPOCHS
+    assert len(last.meta.resume["history"]) == EPOCHS
     assert not [p.name for p in run.iterdir() if LEFTOVER.fullmatch(p.name)]
 
     threads = torch.get_num_threads()
@@ -126,6 +126,18 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(prepared_idc, tmp_pa
 
 
 # -- the crash windows of one checkpoint save, in process --------------------------------------
+
+
+def _meta(epoch: int) -> dict:
+    """The smallest valid checkpoint metadata (what these tests vary is the epoch)."""
+    return {
+        "model": {"name": "cancernet", "num_classes": 2},
+        "input_size": [50, 50],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.2, 0.2, 0.2],
+        "class_names": ["non-IDC", "IDC"],
+        "epoch": epoch,
+    }
 
 
 def _tensors(value: float) -> dict[str, torch.Tensor]:
@@ -155,32 +167,32 @@ def _kill_at_the_final_rename(monkeypatch) -> None:
 
 def test_killed_before_the_json_is_written_keeps_the_old_pair(tmp_path, monkeypatch):
     stem = tmp_path / "last"
-    save_checkpoint(stem, tensors=_tensors(1.0), meta={"epoch": 1})
+    save_checkpoint(stem, tensors=_tensors(1.0), meta=_meta(1))
 
     def killed(*_args, **_kwargs):
         raise _Killed
 
     monkeypatch.setattr(checkpoint_module, "write_json", killed)
     with pytest.raises(_Killed):
-        save_checkpoint(stem, tensors=_tensors(2.0), meta={"epoch": 2})
+        save_checkpoint(stem, tensors=_tensors(2.0), meta=_meta(2))
     assert _value(stem) == 1.0  # before the fix: "sha256 does not match"
 
 
 def test_killed_before_the_rename_loads_the_new_pair(tmp_path, monkeypatch):
     stem = tmp_path / "last"
-    save_checkpoint(stem, tensors=_tensors(1.0), meta={"epoch": 1})
+    save_checkpoint(stem, tensors=_tensors(1.0), meta=_meta(1))
 
     _kill_at_the_final_rename(monkeypatch)
     with pytest.raises(_Killed):
-        save_checkpoint(stem, tensors=_tensors(2.0), meta={"epoch": 2})
+        save_checkpoint(stem, tensors=_tensors(2.0), meta=_meta(2))
     monkeypatch.undo()
     assert _value(stem) == 2.0  # found under its staging name, by its hash
-    assert load_checkpoint(stem.with_suffix(".json")).meta["epoch"] == 2
+    assert load_checkpoint(stem.with_suffix(".json")).meta.epoch == 2
 
 
 def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
     stem = tmp_path / "last"
-    save_checkpoint(stem, tensors=_tensors(1.0), meta={"epoch": 1})
+    save_checkpoint(stem, tensors=_tensors(1.0), meta=_meta(1))
     leftovers = [
         tmp_path / ".last.safetensors.ab12cd34.tmp",  # a half-written temp file
         tmp_path / ".last.json.zz99yy88.tmp",
@@ -192,7 +204,7 @@ def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
     for path in keep:
         path.write_bytes(b"not ours")
     assert _value(stem) == 1.0
-    save_checkpoint(stem, tensors=_tensors(3.0), meta={"epoch": 3})
+    save_checkpoint(stem, tensors=_tensors(3.0), meta=_meta(3))
     assert _value(stem) == 3.0
     assert not any(path.exists() for path in leftovers)
     assert all(path.exists() for path in keep)
@@ -201,10 +213,10 @@ def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
 
 def test_a_tampered_staged_copy_is_not_used(tmp_path, monkeypatch):
     stem = tmp_path / "last"
-    save_checkpoint(stem, tensors=_tensors(1.0), meta={"epoch": 1})
+    save_checkpoint(stem, tensors=_tensors(1.0), meta=_meta(1))
     _kill_at_the_final_rename(monkeypatch)
     with pytest.raises(_Killed):
-        save_checkpoint(stem, tensors=_tensors(2.0), meta={"epoch": 2})
+        save_checkpoint(stem, tensors=_tensors(2.0), meta=_meta(2))
     monkeypatch.undo()
     (staged,) = tmp_path.glob("last.*[0-9a-f].safetensors")
     data = bytearray(staged.read_bytes())

@@ -39,7 +39,7 @@ def test_big_slide_is_small_on_disk_and_pyramidal(big_slide):
 
 
 def test_tissue_grid_and_bounded_memory(big_slide, trained_run, tmp_path, monkeypatch):
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
     from breastpath.slide.analyze import analyze_slide
 
     regions: list[tuple[int, int]] = []  # (level, pixels) of every region read
@@ -82,7 +82,7 @@ def test_tissue_grid_and_bounded_memory(big_slide, trained_run, tmp_path, monkey
 
 
 def test_default_model_heatmap_points_at_the_tumour(big_slide):
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
     from breastpath.slide.analyze import analyze_slide
 
     predictor = Predictor.from_checkpoint("default", device="cpu")

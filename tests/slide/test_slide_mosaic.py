@@ -17,7 +17,7 @@ from PIL import Image
 
 from breastpath.cli.main import main
 from breastpath.errors import DatasetLayoutError, SlideError
-from breastpath.serve.predictor import Predictor
+from breastpath.inference.predictor import Predictor
 from breastpath.slide.mosaic import build_mosaic, load_patient, write_mosaic
 
 PATIENT = "10000"

@@ -19,7 +19,7 @@ from breastpath.data.prepare import prepare
 from breastpath.data.stain_cache import sample_rows
 from breastpath.errors import CheckpointError, ConfigError
 from breastpath.imaging import decode_image
-from breastpath.serve.predictor import Predictor
+from breastpath.inference.predictor import Predictor
 from breastpath.stain import get_normalizer
 from conftest import save_png
 

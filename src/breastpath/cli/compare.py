@@ -60,7 +60,7 @@ def command(
     """Train MODELS under one budget and split; write comparison.md and comparison.json."""
     from pathlib import Path
 
-    from breastpath.compare import Budget, compare_models
+    from breastpath.experiments.compare import Budget, compare_models
 
     budget = Budget(
         epochs=epochs,

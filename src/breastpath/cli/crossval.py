@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from breastpath.choices import PATIENT_REDUCES
 from breastpath.cli.train import stain_augment_options, train_config
 
 
@@ -37,7 +38,7 @@ def _threshold(value: str) -> str | float:
 )
 @click.option(
     "--reduce",
-    type=click.Choice(["mean", "max", "fraction"]),
+    type=click.Choice(PATIENT_REDUCES),
     default="mean",
     show_default=True,
     help="Patient score from image scores.",
@@ -76,7 +77,7 @@ def command(
     """Train a config once per patient fold and report pooled out-of-fold metrics with CIs."""
     from pathlib import Path
 
-    from breastpath.evaluate.crossval import cross_validate
+    from breastpath.experiments.crossval import cross_validate
 
     config = train_config(
         flags,

@@ -11,8 +11,8 @@ import click
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
 def command(checkpoint, fmt, out_path) -> None:
     """Export CHECKPOINT (run, file or `default`) for another runtime."""
+    from breastpath.checkpoint import load_checkpoint
     from breastpath.export.onnx import export_checkpoint
-    from breastpath.train.checkpoint import load_checkpoint
 
     written = export_checkpoint(load_checkpoint(checkpoint), out_path)
     click.echo(f"wrote {written} and {written.with_suffix('.json')}")

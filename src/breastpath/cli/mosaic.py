@@ -38,7 +38,7 @@ def command(source, patient, checkpoint, out_dir, threshold, batch_size, max_sid
 
     The patient score is the mean patch probability.
     """
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
     from breastpath.slide.mosaic import build_mosaic, load_patient, write_mosaic
 
     patches = load_patient(source, patient=patient)

@@ -1,7 +1,7 @@
 """``breastpath predict CHECKPOINT PATH... [--out preds.csv]``.
 
 Under ``torchrun --nproc-per-node N -m breastpath predict ...`` each process scores a shard of the
-files and the first writes the merged CSV (:mod:`breastpath.evaluate.sharded`).
+files and the first writes the merged CSV (:mod:`breastpath.inference.sharded`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> No
     import sys
 
     from breastpath.errors import InvalidImageError
-    from breastpath.evaluate.sharded import HEADER, score_files_sharded
     from breastpath.imaging import gather_image_files
+    from breastpath.inference.predictor import Predictor
+    from breastpath.inference.sharded import HEADER, score_files_sharded
     from breastpath.io import atomic_write_text
-    from breastpath.serve.predictor import Predictor
     from breastpath.train import distributed
 
     files = gather_image_files(paths)

@@ -131,8 +131,8 @@ def command(
     import torch
     import uvicorn
 
+    from breastpath.inference.predictor import Predictor
     from breastpath.serve.app import ServeLimits, create_app
-    from breastpath.serve.predictor import Predictor
 
     torch.set_num_threads(threads or default_threads())
     pixels = int(max_megapixels * 1e6) if max_megapixels else ServeLimits().max_pixels

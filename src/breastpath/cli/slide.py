@@ -97,7 +97,7 @@ def command(
     from tqdm.auto import tqdm
 
     from breastpath.errors import SlideError
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
     from breastpath.slide.analyze import analyze_slide
 
     if level is not None and mpp is not None:

@@ -158,12 +158,12 @@ def _load_target(name: str):
             raise StainError(f"{path}: not a readable JSON file ({exc})") from None
         if isinstance(data, dict) and data.get("format") == "breastpath.stain":
             return normalizer_from_dict(data)
-    from breastpath.train.checkpoint import load_checkpoint
+    from breastpath.checkpoint import load_checkpoint
 
     meta = load_checkpoint(name).meta
-    if not meta.get("stain"):
+    if not meta.stain:
         raise StainError(f"{name}: the checkpoint carries no stain target")
-    return normalizer_from_dict(meta["stain"])
+    return normalizer_from_dict(meta.stain)
 
 
 def _relative(path, roots) -> str:

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from breastpath.data.transforms import to_model_input
 
-def to_model_input(
-    images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor, device: torch.device | str
-) -> torch.Tensor:
-    """uint8 NHWC -> normalised float NCHW (channels-last memory) on ``device``."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last)
+__all__ = ["augment_batch", "color_jitter", "random_dihedral", "to_model_input"]
 
 
 def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Bring one decoded image to the model's input size.
 
 This is the only place that decides how an image of another size becomes a model input, and it is
-used by the cache builder and by the :class:`~breastpath.serve.predictor.Predictor` alike.
+used by the cache builder and by the :class:`~breastpath.inference.predictor.Predictor` alike.
 
 Rule
 ----
@@ -15,6 +15,7 @@ Rule
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from breastpath.errors import InvalidImageError
 
@@ -72,3 +73,12 @@ def _resize_and_crop(image: np.ndarray, target_h: int, target_w: int) -> np.ndar
     top = (new_h - target_h) // 2
     left = (new_w - target_w) // 2
     return np.ascontiguousarray(resized[top : top + target_h, left : left + target_w])
+
+
+def to_model_input(
+    images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor, device: torch.device | str
+) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW (channels-last memory) on ``device``."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)

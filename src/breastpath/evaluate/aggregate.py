@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from breastpath.choices import PATIENT_REDUCES
 from breastpath.errors import ConfigError
 from breastpath.evaluate.metrics import _validate_binary, _validate_threshold
 
 __all__ = ["REDUCTIONS", "describe_patient_score", "patient_scores"]
 
 #: Accepted values of ``reduce``.
-REDUCTIONS: tuple[str, ...] = ("mean", "max", "fraction")
+REDUCTIONS: tuple[str, ...] = PATIENT_REDUCES
 
 
 def patient_scores(

@@ -20,8 +20,9 @@ from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read
 from breastpath.errors import CheckpointError
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
+from breastpath.inference.predictor import Predictor
+from breastpath.inference.score import cancer_score, cancer_truth
 from breastpath.io import read_csv, write_csv, write_json
-from breastpath.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def score_rows(
     """Class probabilities for cache rows, streamed in chunks from the memmap.
 
     Rows are resized and stain-normalized as the checkpoint needs
-    (:meth:`~breastpath.serve.predictor.Predictor.cache_input`).
+    (:meth:`~breastpath.inference.predictor.Predictor.cache_input`).
     """
     outputs = []
     for start in range(0, len(rows), chunk):
@@ -115,10 +116,8 @@ def _metrics_and_files(
     from breastpath.evaluate import plots
 
     labels = data.labels[rows]
-    cancer = predictor.cancer_probability(probs)
-    is_cancer_class = np.zeros(len(predictor.class_names), dtype=bool)
-    is_cancer_class[predictor.cancer_classes] = True
-    truth = is_cancer_class[labels].astype(int)
+    cancer = cancer_score(probs, predictor.meta)
+    truth = cancer_truth(labels, predictor.meta)
     threshold = predictor.threshold
     patients = data.patients[rows]
     per_patient = patient_scores(patients, truth, cancer, reduce="mean")
@@ -223,12 +222,12 @@ def _write_report(
         metrics=sections,
         plots={k: str(out / v) for k, v in result["plots"].items()},
         run_info={
-            "model": predictor.meta["model"]["name"],
+            "model": predictor.meta.model.name,
             "checkpoint": str(checkpoint),
             "data": str(data),
             "split": split,
             "threshold": predictor.threshold,
-            "threshold rule": predictor.meta.get("threshold_rule", "default 0.5"),
+            "threshold rule": predictor.meta.threshold_rule or "default 0.5",
             "breastpath version": breastpath.__version__,
         },
         notes=[

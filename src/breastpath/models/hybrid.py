@@ -3,7 +3,7 @@
 The backbone is any model of the registry that has ``forward_embedding`` (CancerNet's dense
 layer, a timm backbone's pooled features); the head is an :class:`~breastpath.models.svm.
 RBFSVMHead`. The whole thing is an ``nn.Module`` whose ``forward`` returns log-probabilities,
-so a checkpoint of it is used by the same :class:`~breastpath.serve.predictor.Predictor` (its
+so a checkpoint of it is used by the same :class:`~breastpath.inference.predictor.Predictor` (its
 softmax gives the SVM's calibrated probabilities back).
 """
 

@@ -74,7 +74,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if path.suffix == ".json":
-        from breastpath.train.checkpoint import load_checkpoint
+        from breastpath.checkpoint import load_checkpoint
 
         return load_checkpoint(path).model_state()
     if not path.is_file():

@@ -33,6 +33,34 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def model_arguments(name: str) -> frozenset[str] | None:
+    """The keyword arguments the builder of ``name`` accepts (besides ``num_classes`` and
+    ``pretrained``); ``None`` when it takes any.
+
+    Examples
+    --------
+    >>> sorted(model_arguments("efficientnet_lite0"))
+    ['drop_path_rate', 'drop_rate', 'input_size', 'tag']
+    """
+    import inspect
+
+    from breastpath.models.cancernet import CancerNet
+    from breastpath.models.hybrid import SVMHybrid
+    from breastpath.models.zoo import TIMM_MODELS, TimmClassifier
+
+    if name not in _BUILDERS:
+        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    target = {"cancernet": CancerNet, "svm_hybrid": SVMHybrid}.get(name)
+    if target is None and name in TIMM_MODELS:
+        target = TimmClassifier
+    if target is None:
+        return None
+    parameters = inspect.signature(target.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters) - {"self", "arch", "num_classes", "pretrained"}
+
+
 def create_model(
     name: str,
     *,

@@ -3,10 +3,10 @@
 Histology has no canonical orientation, so the 8 dihedral transforms of a patch are equally
 valid views. :class:`TestTimeAugmentation` returns the log of the mean softmax over the views;
 a softmax of its output is exactly the averaged probability, so it drops into anything that
-applies a softmax to logits (the :class:`~breastpath.serve.predictor.Predictor`, evaluation).
+applies a softmax to logits (the :class:`~breastpath.inference.predictor.Predictor`, evaluation).
 
 A checkpoint whose metadata says ``"tta": "flips"`` or ``"dihedral"`` is wrapped by
-:func:`breastpath.train.checkpoint.build_model`.
+:func:`breastpath.checkpoint.build_model`.
 """
 
 from __future__ import annotations

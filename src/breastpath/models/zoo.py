@@ -5,7 +5,7 @@ downloads anything here; ImageNet weights come from local files, see
 :mod:`breastpath.models.pretrained`). It knows its own preprocessing from timm's data config
 (``mean``, ``std``, ``input_size``) and resizes whatever it is given to its working size inside
 ``forward`` (bilinear), so that a checkpoint keeps the cache's input size (IDC 50x50 patches)
-and the :class:`~breastpath.serve.predictor.Predictor` preprocesses as for any other model.
+and the :class:`~breastpath.inference.predictor.Predictor` preprocesses as for any other model.
 """
 
 from __future__ import annotations

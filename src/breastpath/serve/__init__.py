@@ -1,1 +1,1 @@
-"""Serving: the :class:`~breastpath.serve.predictor.Predictor` and the web app."""
+"""Serving: the :class:`~breastpath.inference.predictor.Predictor` and the web app."""

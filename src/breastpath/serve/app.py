@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
+from breastpath.inference.predictor import Predictor
 from breastpath.serve.errors import install_error_handlers
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.middleware import MULTIPART_OVERHEAD, BodyLimitMiddleware
-from breastpath.serve.predictor import Predictor
 
 __all__ = ["ServeLimits", "create_app"]
 

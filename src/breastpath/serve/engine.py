@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from breastpath.inference.predictor import Predictor
 from breastpath.serve.errors import ApiError
 from breastpath.serve.limits import ServeLimits
-from breastpath.serve.predictor import Predictor
 
 T = TypeVar("T")
 

@@ -12,28 +12,19 @@ from typing import Any
 
 import numpy as np
 
+from breastpath.checkpoint import CheckpointMeta
 from breastpath.serve import render
 from breastpath.serve.tiling import TileGrid
 
-#: Keys of checkpoint metadata that may hold a fitted normalizer (``StainNormalizer.to_dict``).
-STAIN_KEYS = ("stain", "stain_normalizer", "stain_target")
 _STAIN_FORMAT = "breastpath.stain"
 
 
-def _find_stain_dict(meta: dict[str, Any]) -> dict[str, Any] | None:
-    for key in STAIN_KEYS:
-        value = meta.get(key)
-        if not isinstance(value, dict):
-            continue
-        if value.get("format") == _STAIN_FORMAT:
-            return value
-        for inner in value.values():  # e.g. {"method": ..., "normalizer": {...}}
-            if isinstance(inner, dict) and inner.get("format") == _STAIN_FORMAT:
-                return inner
-    return None
+def _find_stain_dict(meta: CheckpointMeta) -> dict[str, Any] | None:
+    value = meta.stain
+    return value if isinstance(value, dict) and value.get("format") == _STAIN_FORMAT else None
 
 
-def resolve_stain(meta: dict[str, Any], normalizer: Any = None) -> tuple[Any, str]:
+def resolve_stain(meta: CheckpointMeta, normalizer: Any = None) -> tuple[Any, str]:
     """The normalizer to show, and a sentence on where it comes from (or why there is none).
 
     Parameters
@@ -52,10 +43,8 @@ def resolve_stain(meta: dict[str, Any], normalizer: Any = None) -> tuple[Any, st
             "none: this checkpoint carries no fitted stain normalizer "
             "(start the server with --stain-target IMAGE to show one)"
         )
-    try:
-        from breastpath.stain import normalizer_from_dict
-    except ImportError:
-        return None, "none: stain normalization (breastpath.stain) is not installed"
+    from breastpath.stain import normalizer_from_dict
+
     try:
         fitted = normalizer_from_dict(data)
     except Exception as exc:  # a bad description must not stop the server

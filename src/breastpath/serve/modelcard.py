@@ -1,7 +1,7 @@
 """The model card of the served checkpoint, as Markdown and as a small self-contained HTML page.
 
 A bundled checkpoint's card ships beside it in ``breastpath/assets`` under the name given by
-:data:`breastpath.train.checkpoint.BUNDLED_CARDS` (``MODEL_CARD.md`` for ``default``,
+:data:`breastpath.checkpoint.BUNDLED_CARDS` (``MODEL_CARD.md`` for ``default``,
 ``MODEL_CARD_breakhis.md`` for ``breakhis``); another checkpoint's card is the ``MODEL_CARD.md``
 next to it; without one, a short card is written from the checkpoint's metadata. The Markdown
 subset used by model cards (headings, paragraphs, lists, tables, bold, italics, inline code) is
@@ -21,7 +21,7 @@ _CARD = "MODEL_CARD.md"
 
 def model_card_markdown(checkpoint_path: Path, description: dict[str, Any]) -> str:
     """The Markdown model card for a checkpoint (see the module docstring for the search order)."""
-    from breastpath.train.checkpoint import BUNDLED_CARDS, assets_dir, bundled_name
+    from breastpath.checkpoint import BUNDLED_CARDS, assets_dir, bundled_name
 
     checkpoint_path = Path(checkpoint_path)
     if checkpoint_path.parent.resolve() == assets_dir().resolve():

@@ -16,11 +16,11 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from breastpath.data.transforms import fit_to_size
+from breastpath.inference.predictor import Predictor
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine
 from breastpath.serve.errors import ApiError
 from breastpath.serve.limits import ServeLimits
-from breastpath.serve.predictor import Predictor
 from breastpath.serve.tiling import TileGrid, aggregate, make_tiles, needs_tiling, tile_count
 from breastpath.serve.uploads import Upload, decode_upload
 

@@ -20,7 +20,7 @@ from breastpath.slide.tiling import TileGrid, make_grid, resolve_resolution, sco
 from breastpath.slide.tissue import TissueMask, detect_tissue
 
 if TYPE_CHECKING:
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
 #: Apparent resolution of the IDC patches (40x scans downsampled 16:1, about 2.5x), microns per
 #: pixel; the default ``mpp`` for IDC models on slides that record their mpp.
@@ -92,7 +92,7 @@ def analyze_slide(
 
     Examples
     --------
-    >>> from breastpath.serve.predictor import Predictor
+    >>> from breastpath.inference.predictor import Predictor
     >>> result = analyze_slide("slide.ome.tif", Predictor.from_checkpoint("default"),
     ...                        out_dir="out")  # doctest: +SKIP
     >>> result.score.top_k_mean  # doctest: +SKIP

@@ -9,7 +9,7 @@ The figure follows Janowczyk & Madabhushi (2016), Fig. 7: on the left the tissue
 ground-truth IDC region (class-1 patches) tinted and outlined, on the right the model's
 probability of IDC per patch as a heatmap overlay. **Patient score = mean patch probability**
 (as in ``breastpath evaluate``); the share of patches at or above the threshold is reported too.
-Predictions come from :class:`~breastpath.serve.predictor.Predictor` in batches.
+Predictions come from :class:`~breastpath.inference.predictor.Predictor` in batches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from breastpath.errors import InvalidImageError, SlideError
 
 if TYPE_CHECKING:
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
 PATCH = 50
 PATCH_FIELDS = [

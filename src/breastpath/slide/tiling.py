@@ -5,7 +5,7 @@ its area is tissue on the :class:`~breastpath.slide.tissue.TissueMask`. Kept til
 blocks of neighbouring tiles (one region read per block, so each TIFF tile is decoded about
 once), by a small thread pool that runs ahead of the model by at most ``2 * workers`` blocks.
 Memory is bounded by those blocks, one batch, and the reader's tile cache; level 0 is never
-loaded whole. Tiles are scored through :class:`~breastpath.serve.predictor.Predictor`, the
+loaded whole. Tiles are scored through :class:`~breastpath.inference.predictor.Predictor`, the
 same preprocessing as every other entry point.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from breastpath.errors import SlideError
 
 if TYPE_CHECKING:
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
     from breastpath.slide.reader import SlideReader
     from breastpath.slide.tissue import TissueMask
 

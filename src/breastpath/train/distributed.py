@@ -24,70 +24,34 @@ the same as one process, not bitwise.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from breastpath.inference.device import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    env_info,
+    gather_rows,
+    setup,
+    teardown,
+)
+
+__all__ = [
+    "DistInfo",
+    "all_reduce_sum",
+    "barrier",
+    "env_info",
+    "gather_rows",
+    "global_denominator",
+    "pad_to_global",
+    "setup",
+    "sync_batchnorm",
+    "teardown",
+]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def env_info() -> DistInfo:
-    """Rank and world size from torchrun's environment (one process without it)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    return DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def setup(device: str) -> tuple[DistInfo, torch.device]:
-    """Initialise the process group when launched by torchrun; pick this process's device."""
-    info = env_info()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not info.enabled:
-        return info, torch.device(device)
-    import torch.distributed as dist
-
-    if device.startswith("cuda"):
-        torch.cuda.set_device(info.local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl")
-        return info, torch.device("cuda", info.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return info, torch.device(device)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def teardown(info: DistInfo) -> None:
-    if info.enabled:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def sync_batchnorm(model: nn.Module, *, device: torch.device) -> nn.Module:
@@ -111,15 +75,6 @@ def sync_batchnorm(model: nn.Module, *, device: torch.device) -> nn.Module:
             ", ".join(skipped[:5]),
         )
     return model
-
-
-def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``tensor`` over ranks in place (no gradient); returns it. A no-op in one process."""
-    if info.enabled:
-        import torch.distributed as dist
-
-        dist.all_reduce(tensor)
-    return tensor
 
 
 def pad_to_global(images: torch.Tensor, shard: tuple[int, int, int]) -> torch.Tensor:
@@ -148,20 +103,3 @@ def global_denominator(
     count = torch.full((1,), float(len(targets)), device=targets.device)
     weights = weight[targets].sum().view(1) if weight is not None else count.clone()
     return all_reduce_sum(torch.cat([weights.float(), count]), info)
-
-
-def gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate every rank's ``tensor`` along dim 0, in rank order (lengths may differ)."""
-    if not info.enabled:
-        return tensor
-    import torch.distributed as dist
-
-    length = torch.tensor([len(tensor)], device=tensor.device)
-    lengths = [torch.zeros_like(length) for _ in range(info.world_size)]
-    dist.all_gather(lengths, length)
-    longest = int(max(int(n) for n in lengths))
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[: len(tensor)] = tensor
-    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[: int(n)] for part, n in zip(parts, lengths, strict=True)])

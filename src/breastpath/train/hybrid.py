@@ -25,41 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import TrainConfig, dump_yaml
-from breastpath.data.augment import to_model_input
 from breastpath.data.cache import PreparedData, open_prepared
-from breastpath.data.loader import BatchLoader
 from breastpath.errors import ConfigError
-from breastpath.evaluate.metrics import binary_metrics, choose_threshold
-from breastpath.evaluate.predict import predict_rows
+from breastpath.inference.batches import embed_rows, predict_rows
 from breastpath.models import model_normalization
-from breastpath.models.hybrid import SVMHybrid, embed
+from breastpath.models.hybrid import SVMHybrid
 from breastpath.models.svm import RBFSVMHead
-from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-@torch.inference_mode()
-def embed_rows(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    rows: np.ndarray,
-    *,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
-) -> np.ndarray:
-    """Embeddings ``(len(rows), D)`` (float32) of cache rows, in the order of ``rows``."""
-    model.eval()
-    loader = BatchLoader(images, np.zeros(len(images), np.int64), rows, batch_size=batch_size)
-    mean, std = mean.to(device), std.to(device)
-    out = [
-        embed(model, to_model_input(batch, mean=mean, std=std, device=device)).float().cpu()
-        for batch, _, _ in loader
-    ]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def _score(svc: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -153,10 +128,10 @@ def _backbone(config: TrainConfig, data: PreparedData) -> tuple[torch.nn.Module,
         model = build_model(checkpoint, tta="none")
         init = {
             "source": f"breastpath checkpoint {checkpoint.path}",
-            "sha256": checkpoint.meta.get("weights_sha256"),
+            "sha256": checkpoint.meta.weights_sha256,
         }
-        norm = (checkpoint.meta["mean"], checkpoint.meta["std"])
-        return model, dict(checkpoint.meta["model"]), init, norm
+        norm = (list(checkpoint.meta.mean), list(checkpoint.meta.std))
+        return model, checkpoint.meta.model.to_dict(), init, norm
     from breastpath.train.loop import create_initial_model
 
     num_classes = len(data.class_names)
@@ -175,7 +150,7 @@ def train_svm_hybrid(
 
     Returns a summary like :func:`breastpath.train.loop.train`'s.
     """
-    from breastpath.train.loop import checkpoint_meta
+    from breastpath.train.loop import checkpoint_meta, choose_cancer_threshold
 
     data = open_prepared(data_dir)
     run = Path(run_dir)
@@ -219,19 +194,27 @@ def train_svm_hybrid(
     model.svm = head
     report["seconds"] = round(time.perf_counter() - started, 2)
 
-    meta = checkpoint_meta(config, data, args, mean=mean, std=std, tta=config.tta, init=init)
-    meta["model"] = {"name": "svm_hybrid", "num_classes": len(data.class_names), "args": args}
-    meta["svm"] = report
-    if hasattr(model, "data_config"):
-        meta["data_config"] = model.data_config
+    meta = checkpoint_meta(
+        config,
+        data,
+        args,
+        model_name="svm_hybrid",
+        mean=mean,
+        std=std,
+        tta=config.tta,
+        init=init,
+        svm=report,
+        data_config=getattr(model, "data_config", None),
+    )
     scored = build_model_from(model, config.tta).to(device)
     probs = predict_rows(scored, data.images, val_rows, **options)
-    positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
-    threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
-    val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)
-    meta.update(
-        threshold=float(threshold),
-        threshold_rule=f"maximises {config.threshold_metric} on the validation split",
+    threshold, val_metrics = choose_cancer_threshold(
+        probs, data.labels[val_rows], meta.cancer_classes, criterion=config.threshold_metric
+    )
+    meta = meta.replace(
+        threshold=threshold,
+        threshold_rule=f"maximises {config.threshold_metric} of the cancer score on the "
+        "validation split",
         metrics={"val_at_threshold": val_metrics},
         epoch=0,
     )

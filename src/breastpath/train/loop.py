@@ -11,6 +11,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,27 @@ import torch
 from torch import nn
 
 import breastpath
+from breastpath.checkpoint import (
+    FORMAT,
+    CheckpointMeta,
+    default_cancer_classes,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    parse_meta,
+    save_checkpoint,
+)
 from breastpath.config import TrainConfig, dump_yaml
 from breastpath.data.augment import augment_batch, to_model_input
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.data.loader import BatchLoader
 from breastpath.errors import CheckpointError, ConfigError
 from breastpath.evaluate.metrics import choose_threshold
-from breastpath.evaluate.predict import predict_rows
-from breastpath.io import read_json, remove_stale_temps, write_csv
+from breastpath.inference.batches import predict_rows
+from breastpath.inference.score import cancer_score, cancer_truth
+from breastpath.io import remove_stale_temps, write_csv
 from breastpath.models import create_model, model_normalization
 from breastpath.train import distributed, finetune
-from breastpath.train.checkpoint import (
-    load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
-)
 from breastpath.train.validate import validate
 
 log = logging.getLogger(__name__)
@@ -108,16 +114,26 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def checkpoint_meta(
-    config: TrainConfig, data: PreparedData, model_args: dict[str, Any], **extra: Any
-) -> dict[str, Any]:
-    """The JSON half of a checkpoint: all that is needed to use the weights."""
-    return {
-        "model": {"name": config.model, "num_classes": len(data.class_names), "args": model_args},
+    config: TrainConfig,
+    data: PreparedData,
+    model_args: dict[str, Any],
+    *,
+    model_name: str | None = None,
+    **extra: Any,
+) -> CheckpointMeta:
+    """The JSON half of a checkpoint: all that is needed to use the weights.
+
+    ``model_name`` (default ``config.model``) is the registered model the weights belong to.
+    """
+    name = model_name or config.model
+    raw = {
+        "format": FORMAT,
+        "model": {"name": name, "num_classes": len(data.class_names), "args": model_args},
         "input_size": list(data.image_size),
         "mean": data.meta["mean"],
         "std": data.meta["std"],
         "class_names": data.class_names,
-        "positive_index": len(data.class_names) - 1,
+        "cancer_classes": list(default_cancer_classes(data.class_names)),
         "threshold": 0.5,
         "data": {
             "dataset": data.meta["dataset"],
@@ -131,6 +147,7 @@ def checkpoint_meta(
         **({"stain": data.meta["stain"]} if data.meta.get("stain") else {}),
         **extra,
     }
+    return parse_meta(raw, source="new checkpoint")
 
 
 def create_initial_model(config: TrainConfig, *, num_classes: int) -> tuple[nn.Module, dict]:
@@ -201,10 +218,12 @@ def train(
         if info.is_main:  # a killed run may have left atomic-write temp files (history.csv, ...)
             remove_stale_temps(run)
         state = load_checkpoint(run / "last.json")
-        resume_info = state.meta["resume"]
-        if state.meta["model"]["name"] != config.model:
+        resume_info = state.meta.resume
+        if resume_info is None:
+            raise CheckpointError(f"{run}: last checkpoint holds no resume state")
+        if state.meta.model.name != config.model:
             raise CheckpointError(
-                f"{run}: last checkpoint is a {state.meta['model']['name']}, not a {config.model}"
+                f"{run}: last checkpoint is a {state.meta.model.name}, not a {config.model}"
             )
         model.load_state_dict(state.model_state())
         optimizer.load_state_dict(
@@ -248,10 +267,16 @@ def train(
         world_size=info.world_size,
     )
     meta = checkpoint_meta(
-        config, data, model_args, mean=norm_mean, std=norm_std, tta=config.tta, init=init
+        config,
+        data,
+        model_args,
+        mean=norm_mean,
+        std=norm_std,
+        tta=config.tta,
+        init=init,
+        data_config=getattr(model, "data_config", None),
     )
-    if hasattr(model, "data_config"):
-        meta["data_config"] = model.data_config
+    cancer_classes = meta.cancer_classes
 
     for epoch in range(start_epoch, config.epochs):
         lr = finetune.set_learning_rates(optimizer, epoch, config)
@@ -321,7 +346,9 @@ def train(
             "train_acc": correct_total / max(seen, 1),
             "val_loss": val_loss,
             "val_acc": float((probs.argmax(1) == val_labels).mean()),
-            "val_auc": _auc((val_labels == num_classes - 1).astype(int), probs[:, -1]),
+            "val_auc": _auc(
+                cancer_truth(val_labels, cancer_classes), cancer_score(probs, cancer_classes)
+            ),
             "seconds": round(elapsed, 3),
             "patches_per_s": round(seen / elapsed, 1),
         }
@@ -340,7 +367,7 @@ def train(
                 save_checkpoint(
                     run / "best",
                     tensors=_prefixed("model.", model.state_dict()),
-                    meta={**meta, "epoch": epoch + 1, "metrics": {"val": row}},
+                    meta=meta.replace(epoch=epoch + 1, metrics={"val": row}),
                 )
             opt_tensors, opt_plain = optimizer_to_tensors(optimizer.state_dict())
             save_checkpoint(
@@ -351,11 +378,10 @@ def train(
                     "rng.augment": generator.get_state(),
                     "rng.torch": torch.get_rng_state(),
                 },
-                meta={
-                    **meta,
-                    "epoch": epoch + 1,
-                    "metrics": {"val": row},
-                    "resume": {
+                meta=meta.replace(
+                    epoch=epoch + 1,
+                    metrics={"val": row},
+                    resume={
                         "epoch": epoch,
                         "history": history,
                         "best_loss": best_loss,
@@ -363,7 +389,7 @@ def train(
                         "best_epoch": best_epoch,
                         "optimizer": opt_plain,
                     },
-                },
+                ),
             )
         distributed.barrier(info)
         if bad_epochs >= config.patience:
@@ -386,13 +412,12 @@ def _finalise_best(
     device: torch.device,
 ) -> dict[str, Any]:
     """Reload the best weights, choose the threshold on validation, rewrite ``best.json``."""
-    from breastpath.evaluate.metrics import binary_metrics
-    from breastpath.train.checkpoint import build_model
+    from breastpath.checkpoint import build_model
 
     best = load_checkpoint(run / "best.json")
     model = build_model(best).to(device).to(memory_format=torch.channels_last)
-    mean = torch.tensor(best.meta["mean"], dtype=torch.float32)
-    std = torch.tensor(best.meta["std"], dtype=torch.float32)
+    mean = torch.tensor(best.meta.mean, dtype=torch.float32)
+    std = torch.tensor(best.meta.std, dtype=torch.float32)
     probs = predict_rows(
         model,
         data.images,
@@ -402,17 +427,33 @@ def _finalise_best(
         device=device,
         batch_size=config.eval_batch_size,
     )
-    positive = (data.labels[val_rows] == len(data.class_names) - 1).astype(int)
-    threshold = choose_threshold(positive, probs[:, -1], criterion=config.threshold_metric)
-    val_metrics = binary_metrics(positive, probs[:, -1], threshold=threshold)
-    meta = {
-        k: v for k, v in best.meta.items() if k not in ("weights_sha256", "weights_file", "format")
-    }
-    meta["threshold"] = float(threshold)
-    meta["threshold_rule"] = f"maximises {config.threshold_metric} on the validation split"
-    meta["metrics"] = {**meta.get("metrics", {}), "val_at_threshold": val_metrics}
+    threshold, val_metrics = choose_cancer_threshold(
+        probs, data.labels[val_rows], best.meta.cancer_classes, criterion=config.threshold_metric
+    )
+    meta = best.meta.replace(
+        threshold=threshold,
+        threshold_rule=f"maximises {config.threshold_metric} of the cancer score on the "
+        "validation split",
+        metrics={**best.meta.metrics, "val_at_threshold": val_metrics},
+    )
     save_checkpoint(run / "best", tensors=best.tensors, meta=meta)
     return {"threshold": float(threshold), "val": val_metrics}
+
+
+def choose_cancer_threshold(
+    probs: np.ndarray, labels: np.ndarray, cancer_classes: Sequence[int], *, criterion: str
+) -> tuple[float, dict[str, Any]]:
+    """The threshold on the cancer score (:func:`~breastpath.inference.score.cancer_score`)
+    that maximises ``criterion`` for these class ``labels``, and the metrics at it.
+
+    The threshold is chosen on the very score it is later applied to: for a subtype model,
+    the summed probability of the malignant subtypes against "is malignant".
+    """
+    from breastpath.evaluate.metrics import binary_metrics
+
+    truth, score = cancer_truth(labels, cancer_classes), cancer_score(probs, cancer_classes)
+    threshold = float(choose_threshold(truth, score, criterion=criterion))
+    return threshold, binary_metrics(truth, score, threshold=threshold)
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -435,9 +476,3 @@ def _progress(loader: BatchLoader, epoch: int, config: TrainConfig, *, enabled: 
         leave=False,
         dynamic_ncols=True,
     )
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch history of a run (from its ``last.json``)."""
-    meta = read_json(Path(run_dir) / "last.json")
-    return list(meta.get("resume", {}).get("history", []))

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from breastpath.data.augment import to_model_input
-from breastpath.data.index import BENIGN_SUBTYPES, SUBTYPE_NAMES
-from breastpath.data.transforms import fit_to_size
-from breastpath.errors import CheckpointError, InvalidImageError
+from breastpath.checkpoint import Checkpoint, CheckpointMeta, build_model, load_checkpoint
+from breastpath.data.transforms import fit_to_size, to_model_input
+from breastpath.errors import CheckpointError, ExplanationUnavailableError, InvalidImageError
 from breastpath.imaging import ImageSource, decode_image
-from breastpath.train.checkpoint import Checkpoint, build_model, load_checkpoint
+from breastpath.inference.device import select_device
+from breastpath.inference.score import cancer_score
 
 
 @dataclass(frozen=True)
@@ -60,67 +60,76 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 64,
         compile: bool = False,
-        runtime: str = "torch",
+        runtime: str | None = None,
     ) -> None:
         self.checkpoint = checkpoint
-        self.meta = checkpoint.meta
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.meta: CheckpointMeta = checkpoint.meta
+        self.device = select_device(device)
         self.batch_size = batch_size
-        model = build_model(checkpoint).to(self.device).eval()
-        self.model = model.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.model) if compile else self.model
-        #: what scores images: ``torch`` or ``onnx`` (onnxruntime, CPU). Grad-CAM always runs on
-        #: ``self.model`` (torch, the same weights): onnxruntime computes no gradients.
-        self.runtime = runtime
-        if runtime == "onnx":
-            import copy
-
-            from breastpath.export.onnx import OnnxForward, export_onnx_bytes
-
-            data = export_onnx_bytes(
-                copy.deepcopy(model), input_size=tuple(self.meta["input_size"])
-            )
-            self._forward = OnnxForward(data, threads=torch.get_num_threads())
-        elif runtime != "torch":
-            raise CheckpointError(f"unknown runtime {runtime!r}; use torch or onnx")
-        self.mean = torch.tensor(self.meta["mean"], dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(self.meta["std"], dtype=torch.float32, device=self.device)
-        self.class_names: list[str] = list(self.meta["class_names"])
-        self.input_size: tuple[int, int] = tuple(self.meta["input_size"])  # type: ignore[assignment]
-        self.threshold = float(self.meta.get("threshold", 0.5))
-        self.cancer_classes = self._cancer_classes(self.class_names)
+        #: what scores images: ``torch`` or ``onnx`` (onnxruntime, CPU); default: the
+        #: checkpoint's own (``onnx`` for an exported pair).
+        self.runtime = runtime or self.meta.runtime
+        #: the torch model (Grad-CAM runs on it); ``None`` for an exported ONNX pair
+        self.model: torch.nn.Module | None = None
+        self._forward = self._build_forward(compile=compile)
+        self.mean = torch.tensor(self.meta.mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(self.meta.std, dtype=torch.float32, device=self.device)
+        self.class_names: list[str] = list(self.meta.class_names)
+        self.input_size: tuple[int, int] = self.meta.input_size
+        self.threshold = self.meta.threshold
+        self.cancer_classes: list[int] = list(self.meta.cancer_classes)
         self.stain = stain_normalizer(self.meta, device=self.device)
         self._lock = threading.Lock()
+
+    def _build_forward(self, *, compile: bool) -> Any:
+        """What maps a normalized NCHW batch to logits, for ``self.runtime``."""
+        from breastpath.inference.onnx import OnnxForward, export_onnx_bytes
+
+        if self.runtime not in ("torch", "onnx"):
+            raise CheckpointError(f"unknown runtime {self.runtime!r}; use torch or onnx")
+        if self.checkpoint.onnx is not None:  # an exported pair: no torch weights at all
+            if self.runtime != "onnx":
+                raise CheckpointError(
+                    f"{self.checkpoint.path}: an exported ONNX model runs with runtime onnx only"
+                )
+            return OnnxForward(self.checkpoint.onnx, threads=torch.get_num_threads())
+        model = build_model(self.checkpoint).to(self.device).eval()
+        self.model = model.to(memory_format=torch.channels_last)
+        if self.runtime == "onnx":
+            import copy
+
+            data = export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
+            return OnnxForward(data, threads=torch.get_num_threads())
+        return torch.compile(self.model) if compile else self.model
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str | Path, **options: Any) -> Predictor:
         """Load a bundled name (``default``), a run folder or a checkpoint file."""
         return cls(load_checkpoint(name_or_path), **options)
 
-    @staticmethod
-    def _cancer_classes(class_names: list[str]) -> list[int]:
-        if set(class_names) <= set(SUBTYPE_NAMES):
-            return [i for i, n in enumerate(class_names) if n not in BENIGN_SUBTYPES]
-        return [len(class_names) - 1]
-
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.meta["model"]["name"])
+        return self.meta.display_name
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether Grad-CAM is available: it needs the torch model (not an ONNX-only pair)."""
+        return self.model is not None
 
     def describe(self) -> dict[str, Any]:
         """Model name, version, classes, input size and threshold (for APIs and reports)."""
         return {
             "name": self.name,
-            "model": self.meta["model"]["name"],
-            "version": self.meta.get("version"),
+            "model": self.meta.model.name,
+            "version": self.meta.version or None,
             "classes": self.class_names,
+            "cancer_classes": [self.class_names[i] for i in self.cancer_classes],
             "input_size": list(self.input_size),
             "threshold": self.threshold,
             "runtime": self.runtime,
+            "explanations": self.can_explain,
             "checkpoint": str(self.checkpoint.path.name),
-            "dataset": self.meta.get("data", {}).get("dataset"),
+            "dataset": self.meta.data.get("dataset"),
         }
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -156,7 +165,7 @@ class Predictor:
         :class:`~breastpath.errors.CheckpointError`, as is a normalized cache for a checkpoint
         trained on raw images.
         """
-        ours, theirs = self.meta.get("stain"), cache_meta.get("stain")
+        ours, theirs = self.meta.stain, cache_meta.get("stain")
         if theirs is not None and theirs != ours:
             raise CheckpointError(_STAIN_MISMATCH)
         if tuple(block.shape[1:3]) != self.input_size:
@@ -200,6 +209,10 @@ class Predictor:
         """
         from breastpath.models.gradcam import grad_cam
 
+        if self.model is None:
+            raise ExplanationUnavailableError(
+                "Grad-CAM needs the torch weights; this model is an exported ONNX file"
+            )
         targets = np.broadcast_to(np.asarray(target_class, dtype=np.int64), (len(batch),))
         maps = []
         with self._lock:
@@ -219,8 +232,8 @@ class Predictor:
         return np.concatenate(maps)
 
     def cancer_probability(self, probs: np.ndarray) -> np.ndarray:
-        """Probability of cancer per row: the positive class, or the sum of malignant subtypes."""
-        return probs[:, self.cancer_classes].sum(axis=1)
+        """The cancer score per row (:func:`~breastpath.inference.score.cancer_score`)."""
+        return cancer_score(probs, self.meta)
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
         cancer = self.cancer_probability(probs)
@@ -265,12 +278,12 @@ _STAIN_MISMATCH = (
 )
 
 
-def stain_normalizer(meta: dict[str, Any], *, device: torch.device | None = None) -> Any:
-    """The fitted stain normalizer a checkpoint carries (``meta["stain"]``), or ``None``.
+def stain_normalizer(meta: CheckpointMeta, *, device: torch.device | None = None) -> Any:
+    """The fitted stain normalizer a checkpoint carries (``meta.stain``), or ``None``.
 
     Raises :class:`~breastpath.errors.CheckpointError` when the stored target is unreadable.
     """
-    data = meta.get("stain")
+    data = meta.stain
     if not data:
         return None
     from breastpath.errors import StainError

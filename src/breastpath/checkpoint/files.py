@@ -11,6 +11,10 @@ renamed to ``<stem>.safetensors``. A process killed at any moment leaves a pair 
 old one, or the new JSON whose weights are still under the staging name (the loader finds them by
 their hash). The next save removes what a killed save left behind.
 
+An exported ONNX pair (``<stem>.onnx`` + ``<stem>.json``, see :mod:`breastpath.export.onnx`) loads
+the same way: its JSON says ``runtime: onnx`` and holds the sha256 of the ``.onnx`` file, which is
+checked like the weights' (the :class:`Checkpoint` then has ``onnx`` bytes and no tensors).
+
 Named checkpoints ship inside the package (``default``, ``breakhis``): see :data:`BUNDLED`.
 """
 
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,10 +32,11 @@ from typing import Any
 
 import torch
 
+from breastpath.checkpoint.meta import FORMAT, CheckpointMeta, parse_meta
 from breastpath.errors import CheckpointError
 from breastpath.io import atomic_write_bytes, remove_stale_temps, write_json
 
-FORMAT = "breastpath-checkpoint/1"
+MAX_METADATA_BYTES = 16 * 2**20  # a checkpoint's JSON is a few KB; refuse to parse a huge one
 
 #: Checkpoints bundled in ``breastpath/assets``: name -> file stem. ``default`` scores 50x50 IDC
 #: patches; ``breakhis`` scores 200X BreakHis images (benign vs malignant).
@@ -63,11 +69,13 @@ def bundled_name(path: str | Path) -> str | None:
 
 @dataclass
 class Checkpoint:
-    """Loaded checkpoint: metadata plus tensors (``model.*``, and for resumable ones more)."""
+    """Loaded checkpoint: metadata plus tensors (``model.*``, and for resumable ones more), or
+    the model bytes of an exported ONNX pair."""
 
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     tensors: dict[str, torch.Tensor]
     path: Path
+    onnx: bytes | None = None
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
@@ -85,10 +93,18 @@ def _sha256(data: bytes) -> str:
 
 
 def save_checkpoint(
-    stem: str | Path, *, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+    stem: str | Path,
+    *,
+    tensors: dict[str, torch.Tensor],
+    meta: CheckpointMeta | Mapping[str, Any],
 ) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically, as a pair (see the module
-    docstring); return the JSON path. One process at a time may save a given ``stem``."""
+    docstring); return the JSON path. One process at a time may save a given ``stem``.
+
+    ``meta`` may be a plain mapping: it is validated like a loaded one (:func:`parse_meta`).
+    """
+    if not isinstance(meta, CheckpointMeta):
+        meta = parse_meta({**meta, "format": FORMAT}, source=f"{stem}: new checkpoint")
     from safetensors.torch import save
 
     stem = Path(stem)
@@ -96,12 +112,15 @@ def save_checkpoint(
     data = save(flat)
     digest = _sha256(data)
     weights = stem.with_suffix(".safetensors")
-    meta = {**meta, "format": FORMAT, "weights_file": weights.name, "weights_sha256": digest}
+    plain = meta.to_dict()
+    plain.update(runtime="torch", weights_file=weights.name, weights_sha256=digest)
+    for key in ("onnx_file", "onnx_sha256", "onnx_opset"):
+        plain.pop(key, None)
     staged = _staged(weights, digest)
     weights.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(weights)  # of a save that was killed part-way
     atomic_write_bytes(staged, data)
-    write_json(stem.with_suffix(".json"), meta)  # the commit point
+    write_json(stem.with_suffix(".json"), plain)  # the commit point
     os.replace(staged, weights)
     return stem.with_suffix(".json")
 
@@ -148,94 +167,66 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
             if (path / candidate).is_file():
                 return path / candidate
         raise CheckpointError(f"{path}: no best.json or last.json in this folder")
-    if path.suffix in (".safetensors", ".json", ""):
+    if path.suffix in (".safetensors", ".json", ".onnx", ""):
         json_path = path.with_suffix(".json")
         if json_path.is_file():
             return json_path
     names = ", ".join(sorted(BUNDLED))
     raise CheckpointError(
-        f"{text}: no such checkpoint (give a run folder, a .json/.safetensors "
+        f"{text}: no such checkpoint (give a run folder, a .json/.safetensors/.onnx "
         f"file, or one of: {names})"
     )
 
 
 def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     """Load and verify a checkpoint; raise :class:`CheckpointError` on any problem."""
+    json_path = resolve_checkpoint(name_or_path)
+    meta = read_meta(json_path)
+    if meta.runtime == "onnx":
+        onnx = _verified_bytes(json_path, meta.onnx_file, meta.onnx_sha256, what="ONNX model")
+        return Checkpoint(meta=meta, tensors={}, path=json_path, onnx=onnx)
+    data = _verified_bytes(json_path, meta.weights_file, meta.weights_sha256, what="weights")
+    return Checkpoint(meta=meta, tensors=_tensors(data, json_path), path=json_path)
+
+
+def read_meta(json_path: Path) -> CheckpointMeta:
+    """The validated metadata of the checkpoint whose JSON is ``json_path``."""
+    try:
+        if json_path.stat().st_size > MAX_METADATA_BYTES:
+            raise CheckpointError(f"{json_path}: checkpoint metadata larger than 16 MiB")
+        raw = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{json_path}: unreadable checkpoint metadata ({exc})") from None
+    return parse_meta(raw, source=str(json_path))
+
+
+def _verified_bytes(json_path: Path, name: str, digest: str, *, what: str) -> bytes:
+    """The bytes of the file ``name`` beside ``json_path``, checked against ``digest``."""
+    target = json_path.parent / name
+    data = None
+    if name and target.parent == json_path.parent:
+        data = _read_weights(target, digest) if what == "weights" else _read_plain(target)
+    if data is None:
+        raise CheckpointError(f"{json_path}: {what} file {name!r} is missing")
+    if _sha256(data) != digest:
+        raise CheckpointError(
+            f"{target}: sha256 does not match the checkpoint metadata (truncated or modified file)"
+        )
+    return data
+
+
+def _read_plain(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror})") from None
+
+
+def _tensors(data: bytes, json_path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    json_path = resolve_checkpoint(name_or_path)
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{json_path}: unreadable checkpoint metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: not a breastpath checkpoint")
-    weights = json_path.parent / str(meta.get("weights_file", ""))
-    data = None
-    if weights.parent == json_path.parent and weights.name:
-        data = _read_weights(weights, meta.get("weights_sha256"))
-    if data is None:
-        raise CheckpointError(f"{json_path}: weights file {meta.get('weights_file')!r} is missing")
-    if _sha256(data) != meta.get("weights_sha256"):
-        raise CheckpointError(
-            f"{weights}: sha256 does not match the checkpoint metadata (truncated or modified file)"
-        )
-    try:
-        tensors = load(data)
+        return load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{weights}: unreadable weights ({exc})") from None
-    return Checkpoint(meta=meta, tensors=tensors, path=json_path)
-
-
-def build_model(checkpoint: Checkpoint, *, tta: str | None = None) -> torch.nn.Module:
-    """Create the checkpoint's model and load its weights (strictly).
-
-    ``tta`` (``"none"``, ``"flips"``, ``"dihedral"``; default: the checkpoint's ``tta`` entry,
-    else none) wraps the model in :class:`~breastpath.models.tta.TestTimeAugmentation`.
-    Nothing is downloaded: zoo models are built from the stored weights alone.
-    """
-    from breastpath.models import create_model
-    from breastpath.models.tta import TTA_MODES, TestTimeAugmentation
-
-    spec = checkpoint.meta.get("model", {})
-    try:
-        model = create_model(
-            spec["name"], num_classes=int(spec["num_classes"]), **spec.get("args", {})
-        )
-    except KeyError as exc:
-        raise CheckpointError(f"{checkpoint.path}: model description lacks {exc}") from None
-    try:
-        model.load_state_dict(checkpoint.model_state(), strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(
-            f"{checkpoint.path}: weights do not match the model ({first})"
-        ) from None
-    mode = tta if tta is not None else str(checkpoint.meta.get("tta") or "none")
-    if mode not in TTA_MODES:
-        raise CheckpointError(f"{checkpoint.path}: unknown test-time augmentation {mode!r}")
-    return model if mode == "none" else TestTimeAugmentation(model, mode=mode)
-
-
-def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer ``state_dict`` into tensors and a JSON-able remainder."""
-    tensors: dict[str, torch.Tensor] = {}
-    plain_state: dict[str, dict[str, Any]] = {}
-    for index, values in state["state"].items():
-        plain_state[str(index)] = {}
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value
-            else:
-                plain_state[str(index)][name] = value
-    return tensors, {"state": plain_state, "param_groups": state["param_groups"]}
-
-
-def optimizer_from_tensors(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict:
-    """Inverse of :func:`optimizer_to_tensors`."""
-    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in plain["state"].items()}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": plain["param_groups"]}
+        raise CheckpointError(f"{json_path}: unreadable weights ({exc})") from None

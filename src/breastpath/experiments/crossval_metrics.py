@@ -209,7 +209,7 @@ def _with_ci(block: dict[str, Any], metric: str) -> str:
 
 
 def format_markdown(result: dict[str, Any]) -> str:
-    """The Markdown report of :func:`breastpath.evaluate.crossval.cross_validate`."""
+    """The Markdown report of :func:`breastpath.experiments.crossval.cross_validate`."""
     data, train = result["data"], result["train"]
     binary = len(data["class_names"]) == 2
     threshold = (

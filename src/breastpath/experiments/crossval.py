@@ -12,7 +12,7 @@ out a test split worth the name.
 3. The fold's best checkpoint scores its test patients: out-of-fold (OOF) predictions. Every
    patient is scored exactly once, by a model that never saw it.
 4. Metrics per fold and pooled over all OOF predictions, at image and patient level
-   (:mod:`breastpath.evaluate.crossval_metrics`), with patient-cluster bootstrap 95% CIs.
+   (:mod:`breastpath.experiments.crossval_metrics`), with patient-cluster bootstrap 95% CIs.
 
 ``cross_validate`` writes ``crossval.json``, ``crossval.md`` and ``oof_predictions.csv`` to
 ``out_dir`` and keeps each fold's view and run under ``out_dir/fold<k>/``.
@@ -33,7 +33,7 @@ from breastpath.config import TrainConfig
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.data.splits import split_patients
 from breastpath.errors import ConfigError
-from breastpath.evaluate.crossval_metrics import format_markdown, summarise
+from breastpath.experiments.crossval_metrics import format_markdown, summarise
 from breastpath.io import atomic_write_text, read_csv, read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -284,20 +284,20 @@ def _score(
     """Class probabilities of ``rows`` from a fold's best checkpoint, and its threshold."""
     import torch
 
-    from breastpath.evaluate.predict import predict_rows
-    from breastpath.train.checkpoint import build_model, load_checkpoint
+    from breastpath.checkpoint import build_model, load_checkpoint
+    from breastpath.inference.batches import predict_rows
+    from breastpath.inference.device import select_device
 
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if config.device == "auto" else config.device)
+    device = select_device(config.device)
     checkpoint = load_checkpoint(checkpoint_path)
     model = build_model(checkpoint).to(device)
     probs = predict_rows(
         model,
         data.images,
         rows,
-        mean=torch.tensor(checkpoint.meta["mean"], dtype=torch.float32),
-        std=torch.tensor(checkpoint.meta["std"], dtype=torch.float32),
+        mean=torch.tensor(checkpoint.meta.mean, dtype=torch.float32),
+        std=torch.tensor(checkpoint.meta.std, dtype=torch.float32),
         device=device,
         batch_size=config.eval_batch_size,
     )
-    return probs, float(checkpoint.meta.get("threshold", 0.5))
+    return probs, checkpoint.meta.threshold

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from breastpath.data.loader import shard_bounds
-from breastpath.train.distributed import DistInfo
+from breastpath.inference.device import DistInfo
 
 #: Columns of a prediction CSV.
 HEADER = ["path", "probability", "label", "threshold", "error"]

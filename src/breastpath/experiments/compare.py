@@ -7,7 +7,7 @@ same comparison (``cancernet,svm:cancernet``).
 Every model trains on the same prepared folder (so the same patient-level split) with the same
 number of epochs and steps, its own optimizer preset (:mod:`breastpath.train.presets`) and, for
 timm backbones, offline ImageNet weights where installed (else from scratch, said in the table).
-Each is then scored on the test split through the same :class:`~breastpath.serve.predictor.
+Each is then scored on the test split through the same :class:`~breastpath.inference.predictor.
 Predictor` the CLI and the web app use: patch and patient balanced accuracy, F1 and ROC-AUC
 (patient-cluster bootstrap 95% intervals at patch level), parameters, training time and
 inference throughput. ``comparison.json`` and ``comparison.md`` are written to the output folder.
@@ -32,15 +32,16 @@ import numpy as np
 import torch
 
 import breastpath
+from breastpath.checkpoint import CheckpointMeta, load_checkpoint
 from breastpath.config import TrainConfig
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.errors import ConfigError
 from breastpath.evaluate.aggregate import patient_scores
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, multiclass_metrics
+from breastpath.inference.score import cancer_score, cancer_truth
 from breastpath.io import write_json
 from breastpath.models import list_models
 from breastpath.models.pretrained import has_offline_weights
-from breastpath.train.checkpoint import load_checkpoint
 from breastpath.train.presets import preset
 
 log = logging.getLogger(__name__)
@@ -126,17 +127,15 @@ def evaluate_split(
     Returns the metrics, the :class:`Predictor` and the rows scored.
     """
     from breastpath.evaluate.pipeline import score_rows
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     if predictor.class_names != data.class_names:
         raise ConfigError(f"{checkpoint} predicts {predictor.class_names}, not {data.class_names}")
     rows = data.indices(split)
     probs = score_rows(predictor, data, rows)
-    cancer = predictor.cancer_probability(probs)
-    is_cancer = np.zeros(len(data.class_names), dtype=bool)
-    is_cancer[predictor.cancer_classes] = True
-    truth = is_cancer[data.labels[rows]].astype(int)
+    cancer = cancer_score(probs, predictor.meta)
+    truth = cancer_truth(data.labels[rows], predictor.meta)
     patients = data.patients[rows]
     threshold = predictor.threshold
     per_patient = patient_scores(patients, truth, cancer, reduce="mean")
@@ -206,10 +205,10 @@ def measure_throughput(
     }
 
 
-def _describe_init(meta: dict[str, Any]) -> str:
-    source = str(meta.get("init", {}).get("source", "not recorded"))
-    if meta["model"]["name"] == "svm_hybrid":
-        return f"SVM on {meta['model']['args']['backbone']['name']} ({source})"
+def _describe_init(meta: CheckpointMeta) -> str:
+    source = str(meta.init.get("source", "not recorded"))
+    if meta.model.name == "svm_hybrid":
+        return f"SVM on {meta.model.args['backbone']['name']} ({source})"
     return source
 
 
@@ -218,9 +217,10 @@ def _row(
 ) -> dict[str, Any]:
     metrics, predictor, rows = evaluate_split(checkpoint, data, n_boot=n_boot)
     meta = load_checkpoint(checkpoint).meta
-    params = sum(p.numel() for p in predictor.model.parameters())
-    buffers = sum(b.numel() for b in predictor.model.buffers())
-    model_input = meta.get("data_config", {}).get("input_size", [3, *meta["input_size"]])
+    model = predictor.model
+    params = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    buffers = sum(b.numel() for b in model.buffers()) if model is not None else 0
+    model_input = meta.working_size or meta.input_size
     return {
         "model": label,
         "checkpoint": str(checkpoint),
@@ -230,7 +230,7 @@ def _row(
         "stored_values": int(params + buffers),
         "train_seconds": None if seconds is None else round(seconds, 1),
         "threshold": predictor.threshold,
-        "tta": meta.get("tta", "none"),
+        "tta": meta.tta,
         "throughput": measure_throughput(predictor, data, rows),
         **metrics,
     }
@@ -302,7 +302,7 @@ def compare_models(
 
 
 def _resolve(name: str) -> Path:
-    from breastpath.train.checkpoint import resolve_checkpoint
+    from breastpath.checkpoint import resolve_checkpoint
 
     return resolve_checkpoint(name)
 

@@ -1,0 +1,49 @@
+"""Every set of allowed values, defined once.
+
+Each set is a ``Literal`` type (what mypy checks) and the tuple of its values (what validation,
+``click.Choice`` and error messages use), derived from the type so the two cannot drift apart.
+
+Examples
+--------
+>>> TTA_MODES
+('none', 'flips', 'dihedral')
+>>> check_choice("adam", OPTIMIZERS, what="optimizer")
+'adam'
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from breastpath.errors import ConfigError
+
+TTAMode = Literal["none", "flips", "dihedral"]
+StainMethod = Literal["none", "reinhard", "macenko", "vahadane"]
+#: Tellez H&E augmentation with each image's stains found by Macenko or Vahadane, the fixed
+#: Ruifrok vectors, or ``hed``: a simple HED jitter.
+StainAugment = Literal["none", "hed", "ruifrok", "macenko", "vahadane"]
+Optimizer = Literal["adagrad", "adam", "adamw", "sgd"]
+Schedule = Literal["cosine", "step", "none"]
+Monitor = Literal["val_loss", "val_auc"]
+ThresholdMetric = Literal["balanced_accuracy", "f1", "youden"]
+Head = Literal["linear", "svm"]
+Runtime = Literal["torch", "onnx"]
+PatientReduce = Literal["mean", "max", "fraction"]
+
+TTA_MODES: tuple[str, ...] = get_args(TTAMode)
+STAIN_METHODS: tuple[str, ...] = get_args(StainMethod)
+STAIN_AUGMENTS: tuple[str, ...] = get_args(StainAugment)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+MONITORS: tuple[str, ...] = get_args(Monitor)
+THRESHOLD_METRICS: tuple[str, ...] = get_args(ThresholdMetric)
+HEADS: tuple[str, ...] = get_args(Head)
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
+
+
+def check_choice(value: object, allowed: tuple[str, ...], *, what: str) -> str:
+    """``value`` when it is one of ``allowed``, else :class:`ConfigError` naming ``what``."""
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
+    return str(value)
