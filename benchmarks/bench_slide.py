@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from breastpath.serve.predictor import Predictor
+from breastpath.inference.predictor import Predictor
 from breastpath.slide.reader import open_slide
 from breastpath.slide.synthetic import Blob, default_blobs, write_synthetic_slide
 from breastpath.slide.tiling import iter_tiles, make_grid, resolve_resolution, score_grid

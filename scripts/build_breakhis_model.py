@@ -31,10 +31,10 @@ import torch
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
-from breastpath.evaluate.crossval import cross_validate
-from breastpath.evaluate.predict import predict_rows
+from breastpath.experiments.crossval import cross_validate
+from breastpath.inference.batches import predict_rows
 from breastpath.io import atomic_write_text, read_json
-from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -144,7 +144,7 @@ def score_outside(root: Path, tiles: str) -> list[dict[str, Any]]:
     """Scores of the bundled model on the 200X BreakHis images under ``root`` whose patients
     are not among the training tiles'."""
     from breastpath.data.index import scan_source
-    from breastpath.serve.predictor import Predictor
+    from breastpath.inference.predictor import Predictor
 
     known = {r.patient for r in scan_source(tiles, dataset="breakhis-tiles").records}
     records = [

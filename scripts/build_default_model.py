@@ -23,7 +23,7 @@ from breastpath.data.prepare import prepare
 from breastpath.evaluate.metrics import bootstrap_ci
 from breastpath.evaluate.pipeline import evaluate_checkpoint
 from breastpath.io import atomic_write_text, read_csv
-from breastpath.train.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
