@@ -25,15 +25,16 @@ from breastpath.train import distributed
 TINY = {"widths": [8, 16, 16], "hidden": 32, "dropout": 0.0, "head_dropout": 0.0}
 
 
-def _torchrun(*args: str, port: int) -> subprocess.CompletedProcess:
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two processes under torchrun; ``--standalone`` makes it pick a free rendezvous port, so
+    concurrent test runs cannot collide on a fixed one."""
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc-per-node",
         "2",
-        "--master-port",
-        str(port),
         "-m",
         "breastpath",
         *args,
@@ -191,7 +192,6 @@ def test_torchrun_two_processes_train_what_one_process_trains(prepared_idc, tmp_
         str(tmp_path / "ddp"),
         "--config",
         str(tmp_path / "train.yaml"),
-        port=29533,
     )
     config = TrainConfig.from_dict(options)
     loop.train(prepared_idc, tmp_path / "plain", config)
@@ -242,13 +242,20 @@ def test_torchrun_two_processes_predict_a_folder_like_one_process(tmp_path):
         save_png(folder / f"p{i % 3}" / f"patch_{i:02d}.png", synthetic_patch(rng, i % 2))
     (folder / "p0" / "broken.png").write_bytes(b"not a png")
     assert main(["predict", "default", str(folder), "--out", str(tmp_path / "one.csv")]) == 0
-    _torchrun("predict", "default", str(folder), "--out", str(tmp_path / "two.csv"), port=29534)
+    _torchrun("predict", "default", str(folder), "--out", str(tmp_path / "two.csv"))
 
     one, two = _read_csv(tmp_path / "one.csv"), _read_csv(tmp_path / "two.csv")
     assert len(one) == 12
     assert [r["path"] for r in two] == [r["path"] for r in one]  # same (sorted) order
+    # What is guaranteed: each image is scored by the same float32 model in both runs, but torch's
+    # CPU kernels sum in an order that depends on the thread count (about 1e-7 relative), and the
+    # CSV rounds to 6 decimals (up to 5e-7 per value). 1e-5 bounds both with margin; a sharding
+    # bug (a wrong image, a wrong order) moves a probability by far more than 1e-3.
+    tolerance = 1e-5
     for a, b in zip(two, one, strict=True):
-        assert (a["label"], a["threshold"], a["error"]) == (b["label"], b["threshold"], b["error"])
+        assert (a["threshold"], a["error"]) == (b["threshold"], b["error"])
         if b["probability"]:
-            assert float(a["probability"]) == pytest.approx(float(b["probability"]), abs=1e-6)
+            assert float(a["probability"]) == pytest.approx(float(b["probability"]), abs=tolerance)
+            if abs(float(b["probability"]) - float(b["threshold"])) > tolerance:
+                assert a["label"] == b["label"]
     assert sum(bool(r["error"]) for r in two) == 1

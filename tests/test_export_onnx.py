@@ -45,3 +45,88 @@ def test_predictor_onnx_runtime_matches_torch():
     expected = Predictor.from_checkpoint("default").predict_proba(batch)
     got = Predictor.from_checkpoint("default", runtime="onnx").predict_proba(batch)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+# -- the tool consumes its own export ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    assert main(["export", "default", "--out", str(out)]) == 0
+    return out
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.data
+def test_predict_with_the_exported_pair_matches_the_torch_model(exported, shared_data, tmp_path):
+    patches = sorted((shared_data / "idc").rglob("*.png"))[:64]
+    folder = tmp_path / "patches"
+    folder.mkdir()
+    for path in patches:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert main(["predict", "default", str(folder), "--out", str(tmp_path / "torch.csv")]) == 0
+    assert main(["predict", str(exported), str(folder), "--out", str(tmp_path / "onnx.csv")]) == 0
+    torch_rows, onnx_rows = _csv_rows(tmp_path / "torch.csv"), _csv_rows(tmp_path / "onnx.csv")
+    assert [r["path"] for r in onnx_rows] == [r["path"] for r in torch_rows]
+    scored = [(a, b) for a, b in zip(onnx_rows, torch_rows, strict=True) if b["probability"]]
+    assert len(scored) > 32
+    for a, b in scored:
+        assert float(a["probability"]) == pytest.approx(float(b["probability"]), abs=1e-4)
+
+
+def test_an_exported_pair_loads_without_torch_weights_and_cannot_explain(exported):
+    from breastpath.errors import CheckpointError, ExplanationUnavailableError
+    from breastpath.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(exported)
+    assert predictor.runtime == "onnx" and predictor.model is None
+    assert predictor.describe()["explanations"] is False
+    batch = np.zeros((2, 50, 50, 3), np.uint8)
+    assert predictor.predict_proba(batch).shape == (2, 2)
+    with pytest.raises(ExplanationUnavailableError):
+        predictor.grad_cam(batch, target_class=1)
+    with pytest.raises(CheckpointError, match="runtime onnx"):
+        Predictor.from_checkpoint(exported, runtime="torch")
+
+
+def test_a_modified_onnx_file_is_refused(exported, tmp_path):
+    from breastpath.errors import CheckpointError
+
+    for suffix in (".onnx", ".json"):
+        (tmp_path / f"m{suffix}").write_bytes(exported.with_suffix(suffix).read_bytes())
+    data = bytearray((tmp_path / "m.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "m.onnx").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path / "m.onnx")
+
+
+def test_serve_answers_explain_with_unavailable_for_an_onnx_model(exported):
+    from fastapi.testclient import TestClient
+
+    from breastpath.inference.predictor import Predictor
+    from breastpath.serve.app import create_app
+
+    patch = np.full((50, 50, 3), (200, 120, 170), np.uint8)
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(patch).save(buffer, format="PNG")
+    with TestClient(create_app(Predictor.from_checkpoint(exported))) as client:
+        response = client.post(
+            "/api/predict?explain=true", files={"file": ("p.png", buffer.getvalue(), "image/png")}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["probability"] is not None
+    assert body["explain"]["available"] is False
+    assert "unavailable" in body["explain"]["reason"]

@@ -26,6 +26,7 @@ def build_model(checkpoint: Checkpoint, *, tta: str | None = None) -> torch.nn.M
             f"{checkpoint.path}: an exported ONNX model has no torch weights (use runtime onnx)"
         )
     spec = checkpoint.meta.model
+    _check_layout(checkpoint)  # before allocating: absurd arguments never reach real memory
     try:
         model = create_model(spec.name, num_classes=spec.num_classes, **spec.args)
     except (TypeError, ValueError) as exc:
@@ -41,6 +42,35 @@ def build_model(checkpoint: Checkpoint, *, tta: str | None = None) -> torch.nn.M
     if mode not in TTA_MODES:
         raise CheckpointError(f"{checkpoint.path}: unknown test-time augmentation {mode!r}")
     return model if mode == "none" else TestTimeAugmentation(model, mode=mode)
+
+
+def _check_layout(checkpoint: Checkpoint) -> None:
+    """Build the model on the meta device (no memory) and compare its tensor names and shapes
+    with the stored weights; a mismatch is a one-line :class:`CheckpointError`."""
+    from breastpath.models import create_model
+
+    spec = checkpoint.meta.model
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(spec.name, num_classes=spec.num_classes, **spec.args)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint.path}: field 'model.args': {exc}") from None
+    except (RuntimeError, NotImplementedError):  # a builder that needs real values: load decides
+        return
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in checkpoint.model_state().items()}
+    problems = [f"missing {k}" for k in expected if k not in stored]
+    problems += [f"unexpected {k}" for k in stored if k not in expected]
+    problems += [
+        f"{k}: stored {stored[k]}, model {shape}"
+        for k, shape in expected.items()
+        if k in stored and stored[k] != shape
+    ]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"{checkpoint.path}: weights do not match the model ({'; '.join(problems[:3])}{more})"
+        )
 
 
 def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

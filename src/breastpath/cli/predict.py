@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from breastpath.cli.options import runtime_option
+
 
 @click.command("predict")
 @click.argument("checkpoint")
@@ -26,13 +28,7 @@ import click
     is_flag=True,
     help="torch.compile the model first (about 30 s once; faster for large folders).",
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(["torch", "onnx"]),
-    default="torch",
-    show_default=True,
-    help="onnx runs the model with onnxruntime (needs the `onnx` extra).",
-)
+@runtime_option
 def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> None:
     """Score image files or folders with CHECKPOINT (a run, a file, or `default`).
 

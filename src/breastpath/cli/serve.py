@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from breastpath.cli.options import checkpoint_option
+from breastpath.cli.options import checkpoint_option, runtime_option
 
 _STAIN_METHODS = ("macenko", "reinhard", "vahadane")
 
@@ -88,14 +88,7 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
     "--threads", type=int, default=None, help="Model threads [default: CPU cores - 1, at least 1]."
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
-@click.option(
-    "--runtime",
-    type=click.Choice(["torch", "onnx"]),
-    default="torch",
-    show_default=True,
-    help="onnx scores with onnxruntime on the CPU (needs the `onnx` extra); Grad-CAM "
-    "explanations still run on torch with the same weights.",
-)
+@runtime_option
 @click.option(
     "--stain-target",
     "stain_targets",

@@ -194,6 +194,12 @@ class PredictionService:
         self, item: Decoded, probs: np.ndarray, tiles: dict[str, Any] | None
     ) -> dict[str, Any]:
         predictor = self.predictor
+        if not predictor.can_explain:
+            return {
+                "available": False,
+                "reason": "explanation unavailable: Grad-CAM needs the torch weights and this "
+                "model is an exported ONNX file",
+            }
         target = predictor.explain_target(probs[:1])[0]
         batch = item.grid.tiles if item.grid is not None else item.model_input[None]
         cams = await self.engine.run(

@@ -1,0 +1,190 @@
+"""The checkpoint contract: typed metadata validated on load, old files still load, one score."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breastpath.checkpoint import (
+    CheckpointMeta,
+    assets_dir,
+    build_model,
+    load_checkpoint,
+    parse_meta,
+    resolve_checkpoint,
+)
+from breastpath.cli.main import main
+from breastpath.config import DataConfig, TrainConfig
+from breastpath.data.cache import open_prepared
+from breastpath.data.prepare import prepare
+from breastpath.errors import CheckpointError
+from breastpath.evaluate.metrics import choose_threshold
+from breastpath.inference.batches import predict_rows
+from breastpath.inference.predictor import Predictor
+from breastpath.inference.score import cancer_score, cancer_truth
+from breastpath.train.loop import train
+from conftest import save_png, synthetic_patch
+
+
+def test_bundled_checkpoints_written_by_0_1_still_load():
+    idc = load_checkpoint("default").meta
+    assert isinstance(idc, CheckpointMeta)
+    assert idc.cancer_classes == (1,) and idc.class_names == ("non-IDC", "IDC")
+    assert "positive_index" not in idc.to_dict()  # dropped: cancer_classes says it
+    breakhis = load_checkpoint("breakhis").meta
+    # three meanings of "input size" become two named fields
+    assert breakhis.input_size == (224, 224) and breakhis.working_size == (160, 160)
+    assert breakhis.extra["crossval"]["folds"] >= 3  # unknown keys are kept verbatim
+
+
+def _copy_default(tmp_path: Path) -> Path:
+    source = resolve_checkpoint("default")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(source.with_suffix(suffix), tmp_path / f"cancernet_idc{suffix}")
+    return tmp_path / "cancernet_idc.json"
+
+
+def _with(path: Path, key: str, value: object) -> Path:
+    raw = json.loads(path.read_text())
+    target = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        target = target[part]
+    target[leaf] = value
+    path.write_text(json.dumps(raw))
+    return path
+
+
+BAD_FIELDS = [
+    ("threshold", float("nan")),
+    ("threshold", "0.5"),
+    ("threshold", 1.5),
+    ("input_size", [10**9, 50]),
+    ("input_size", "50x50"),
+    ("mean", [0.5, 0.5]),
+    ("std", [0.2, 0.0, 0.2]),
+    ("class_names", ["only-one"]),
+    ("class_names", ["IDC", "IDC"]),
+    ("cancer_classes", [5]),
+    ("cancer_classes", [0, 1]),
+    ("model.name", "no_such_net"),
+    ("model.num_classes", 3),
+    ("model.args", {"bogus": 1}),
+    ("model.args", ["widths"]),
+    ("tta", "sideways"),
+    ("runtime", "tensorrt"),
+    ("epoch", -1),
+    ("stain", "vahadane"),
+    ("mpp", -0.25),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_FIELDS, ids=[f"{k}={v!r}" for k, v in BAD_FIELDS])
+def test_a_wrong_field_is_a_checkpoint_error_naming_it(tmp_path, key, value):
+    path = _with(_copy_default(tmp_path), key, value)
+    with pytest.raises(CheckpointError, match=f"field '{key.split('.')[0]}"):
+        load_checkpoint(path)
+
+
+def test_absurd_model_arguments_fail_before_any_allocation(tmp_path):
+    # 10^6 channels would need terabytes: the layout check on the meta device refuses it first
+    path = _with(_copy_default(tmp_path), "model.args", {"widths": [10**6, 10**6, 10**6]})
+    with pytest.raises(CheckpointError, match="do not match"):
+        build_model(load_checkpoint(path))
+
+
+def test_the_cli_answers_a_bad_field_in_one_line(tmp_path, capsys):
+    path = _with(_copy_default(tmp_path), "threshold", float("nan"))
+    save_png(tmp_path / "patch.png", synthetic_patch(np.random.default_rng(0), 1))
+    assert main(["predict", str(path), str(tmp_path / "patch.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "field 'threshold'" in err and "Traceback" not in err
+
+
+def test_metadata_round_trips_and_replace_validates():
+    meta = load_checkpoint("default").meta
+    assert parse_meta(meta.to_dict(), source="copy") == meta
+    assert meta.replace(threshold=0.25).threshold == 0.25
+    with pytest.raises(CheckpointError, match="threshold"):
+        meta.replace(threshold=float("inf"))
+
+
+# -- one cancer score: the threshold is chosen on the score it is applied to ---------------------
+
+TINY_NET = {"widths": [8, 16, 16], "hidden": 32}
+SUBTYPES = [  # two benign and three malignant subtypes
+    ("benign", "fibroadenoma", 0),
+    ("benign", "tubular_adenoma", 0),
+    ("malignant", "ductal_carcinoma", 1),
+    ("malignant", "lobular_carcinoma", 1),
+    ("malignant", "papillary_carcinoma", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def subtype_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("subtypes")
+    rng = np.random.default_rng(0)
+    for c, (cls, subtype, label) in enumerate(SUBTYPES):
+        for slide in range(4):
+            slide_id = f"{1000 * (c + 1) + slide}AB"
+            for tile in range(4):
+                image = synthetic_patch(rng, label, size=(48, 48))
+                channel = image[..., c % 3].astype(int) + 25 * (1 + c // 3)
+                image[..., c % 3] = np.clip(channel, 0, 255).astype(np.uint8)
+                name = f"{slide_id}-200X-tile{tile:02d}.png"
+                save_png(root / "tiles" / cls / subtype / slide_id / name, image)
+    prepare(
+        [root / "tiles"],
+        root / "prep",
+        config=DataConfig(task="subtype", image_size=32, test_frac=0.2, val_frac=0.5),
+    )
+    config = TrainConfig.from_dict(
+        {"epochs": 2, "batch_size": 8, "progress": False, "model_args": TINY_NET}
+    )
+    train(root / "prep", root / "run", config)
+    return root / "prep", root / "run"
+
+
+def test_a_three_malignant_subtype_model_thresholds_the_malignant_sum(subtype_run):
+    import torch
+
+    prep, run = subtype_run
+    data = open_prepared(prep)
+    checkpoint = load_checkpoint(run)
+    meta = checkpoint.meta
+    assert [meta.class_names[i] for i in meta.cancer_classes] == [
+        "ductal_carcinoma",
+        "lobular_carcinoma",
+        "papillary_carcinoma",
+    ]
+    rows = data.indices("val")
+    probs = predict_rows(
+        build_model(checkpoint),
+        data.images,
+        rows,
+        mean=torch.tensor(meta.mean),
+        std=torch.tensor(meta.std),
+    )
+    truth, score = cancer_truth(data.labels[rows], meta), cancer_score(probs, meta)
+    assert truth.sum() > 0 and (1 - truth).sum() > 0
+    expected = choose_threshold(truth, score, criterion="balanced_accuracy")
+    assert meta.threshold == pytest.approx(expected, abs=1e-6)
+    # the Predictor applies the threshold to that same score
+    predictor = Predictor(checkpoint)
+    decided = [p.is_cancer for p in predictor.to_predictions(probs)]
+    assert decided == [bool(s >= meta.threshold) for s in score]
+
+
+def test_cancer_score_is_the_sum_of_the_cancer_classes():
+    probs = np.array([[0.1, 0.1, 0.2, 0.3, 0.3], [0.6, 0.3, 0.0, 0.0, 0.1]])
+    assert cancer_score(probs, [2, 3, 4]).round(6).tolist() == [0.8, 0.1]
+    assert cancer_truth(np.array([0, 1, 2, 3, 4]), [2, 3, 4]).tolist() == [0, 0, 1, 1, 1]
+
+
+def test_assets_are_where_the_bundled_names_point():
+    assert resolve_checkpoint("default").parent == assets_dir()
