@@ -8,6 +8,7 @@ batch and giving results back in the caller's form (:func:`as_batch`).
 
 from __future__ import annotations
 
+import builtins
 import functools
 import math
 import sys
@@ -59,50 +60,56 @@ class NumpyOps:
     def to_uint8(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
-    def zeros(self, shape: tuple[int, ...], dtype: str = "float") -> np.ndarray:
+    def zeros(self, shape: tuple[builtins.int, ...], dtype: str = "float") -> np.ndarray:
         return np.zeros(shape, dtype={"float": np.float32, "bool": bool, "int": np.int64}[dtype])
 
-    def full(self, shape: tuple[int, ...], value: float) -> np.ndarray:
+    def full(self, shape: tuple[builtins.int, ...], value: builtins.float) -> np.ndarray:
         return np.full(shape, value, dtype=np.float32)
 
-    def ones_bool(self, shape: tuple[int, ...]) -> np.ndarray:
+    def ones_bool(self, shape: tuple[builtins.int, ...]) -> np.ndarray:
         return np.ones(shape, dtype=bool)
 
-    def amax(self, x: np.ndarray, axis: int) -> np.ndarray:
+    def amax(self, x: np.ndarray, axis: builtins.int) -> np.ndarray:
         return np.max(x, axis=axis)
 
-    def arange(self, n: int) -> np.ndarray:
+    def arange(self, n: builtins.int) -> np.ndarray:
         return np.arange(n)
 
-    exp = staticmethod(np.exp)
-    sqrt = staticmethod(np.sqrt)
-    cos = staticmethod(np.cos)
-    sin = staticmethod(np.sin)
-    floor = staticmethod(np.floor)
-    cbrt = staticmethod(np.cbrt)
-    arctan2 = staticmethod(np.arctan2)
-    where = staticmethod(np.where)
-    isfinite = staticmethod(np.isfinite)
-    minimum = staticmethod(np.minimum)
+    # the numpy functions themselves (no wrapper call), typed as numpy types them for arrays
+    # (a ufunc of an array gives Any); listed so that array-or-tensor arguments check
+    exp: staticmethod[[Any], Any] = staticmethod(np.exp)
+    sqrt: staticmethod[[Any], Any] = staticmethod(np.sqrt)
+    cos: staticmethod[[Any], Any] = staticmethod(np.cos)
+    sin: staticmethod[[Any], Any] = staticmethod(np.sin)
+    floor: staticmethod[[Any], Any] = staticmethod(np.floor)
+    cbrt: staticmethod[[Any], Any] = staticmethod(np.cbrt)
+    arctan2: staticmethod[[Any, Any], Any] = staticmethod(np.arctan2)
+    where: staticmethod[[Any, Any, Any], np.ndarray] = staticmethod(np.where)
+    isfinite: staticmethod[[Any], Any] = staticmethod(np.isfinite)
+    minimum: staticmethod[[Any, Any], Any] = staticmethod(np.minimum)
 
-    def clip(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    def clip(
+        self, x: np.ndarray, lo: builtins.float | None = None, hi: builtins.float | None = None
+    ) -> np.ndarray:
         if hi is None:  # np.maximum / np.minimum: much less overhead than np.clip
+            if lo is None:
+                raise TypeError("clip needs lo or hi")
             return np.maximum(x, lo)
         return np.minimum(x, hi) if lo is None else np.clip(x, lo, hi)
 
-    def stack(self, xs: list[np.ndarray], axis: int = 0) -> np.ndarray:
+    def stack(self, xs: list[np.ndarray], axis: builtins.int = 0) -> np.ndarray:
         return np.stack(xs, axis=axis)
 
-    def concat(self, xs: list[np.ndarray], axis: int = 0) -> np.ndarray:
+    def concat(self, xs: list[np.ndarray], axis: builtins.int = 0) -> np.ndarray:
         return np.concatenate(xs, axis=axis)
 
-    def sort(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+    def sort(self, x: np.ndarray, axis: builtins.int = -1) -> np.ndarray:
         return np.sort(x, axis=axis)
 
-    def cumsum(self, x: np.ndarray, axis: int) -> np.ndarray:
+    def cumsum(self, x: np.ndarray, axis: builtins.int) -> np.ndarray:
         return np.cumsum(x, axis=axis)
 
-    def take_along(self, x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    def take_along(self, x: np.ndarray, index: np.ndarray, axis: builtins.int) -> np.ndarray:
         return np.take_along_axis(x, index, axis=axis)
 
     def nonzero(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -114,7 +121,7 @@ class NumpyOps:
     def eigvalsh(self, x: np.ndarray) -> np.ndarray:
         return np.linalg.eigvalsh(x)
 
-    def percentile_all(self, x: np.ndarray, q: float, axis: int) -> np.ndarray:
+    def percentile_all(self, x: np.ndarray, q: builtins.float, axis: builtins.int) -> np.ndarray:
         return np.percentile(x, q, axis=axis).astype(np.float32)
 
 
@@ -161,21 +168,21 @@ class TorchOps:
     def to_uint8(self, x: Any) -> Any:
         return self.torch.round(x).clamp_(0, 255).to(self.torch.uint8)
 
-    def zeros(self, shape: tuple[int, ...], dtype: str = "float") -> Any:
+    def zeros(self, shape: tuple[builtins.int, ...], dtype: str = "float") -> Any:
         t = self.torch
         kind = {"float": t.float32, "bool": t.bool, "int": t.int64}[dtype]
         return t.zeros(shape, dtype=kind, device=self.device)
 
-    def full(self, shape: tuple[int, ...], value: float) -> Any:
+    def full(self, shape: tuple[builtins.int, ...], value: builtins.float) -> Any:
         return self.torch.full(shape, value, dtype=self.torch.float32, device=self.device)
 
-    def ones_bool(self, shape: tuple[int, ...]) -> Any:
+    def ones_bool(self, shape: tuple[builtins.int, ...]) -> Any:
         return self.torch.ones(shape, dtype=self.torch.bool, device=self.device)
 
-    def amax(self, x: Any, axis: int) -> Any:
+    def amax(self, x: Any, axis: builtins.int) -> Any:
         return self.torch.amax(x, dim=axis)
 
-    def arange(self, n: int) -> Any:
+    def arange(self, n: builtins.int) -> Any:
         return self.torch.arange(n, device=self.device)
 
     def cbrt(self, x: Any) -> Any:
@@ -184,22 +191,24 @@ class TorchOps:
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         return self.torch.where(cond, a, b)
 
-    def clip(self, x: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    def clip(
+        self, x: Any, lo: builtins.float | None = None, hi: builtins.float | None = None
+    ) -> Any:
         return self.torch.clamp(x, lo, hi)
 
-    def stack(self, xs: list[Any], axis: int = 0) -> Any:
+    def stack(self, xs: list[Any], axis: builtins.int = 0) -> Any:
         return self.torch.stack(xs, dim=axis)
 
-    def concat(self, xs: list[Any], axis: int = 0) -> Any:
+    def concat(self, xs: list[Any], axis: builtins.int = 0) -> Any:
         return self.torch.cat(xs, dim=axis)
 
-    def sort(self, x: Any, axis: int = -1) -> Any:
+    def sort(self, x: Any, axis: builtins.int = -1) -> Any:
         return self.torch.sort(x, dim=axis).values
 
-    def cumsum(self, x: Any, axis: int) -> Any:
+    def cumsum(self, x: Any, axis: builtins.int) -> Any:
         return self.torch.cumsum(x, dim=axis)
 
-    def take_along(self, x: Any, index: Any, axis: int) -> Any:
+    def take_along(self, x: Any, index: Any, axis: builtins.int) -> Any:
         return self.torch.take_along_dim(x, index, dim=axis)
 
     def nonzero(self, x: Any) -> tuple[Any, ...]:
@@ -211,7 +220,7 @@ class TorchOps:
     def eigvalsh(self, x: Any) -> Any:
         return self.torch.linalg.eigvalsh(x)
 
-    def percentile_all(self, x: Any, q: float, axis: int) -> Any:
+    def percentile_all(self, x: Any, q: builtins.float, axis: builtins.int) -> Any:
         n = x.shape[axis]
         pos = q / 100.0 * (n - 1)
         lo = math.floor(pos)
@@ -274,7 +283,7 @@ def as_batch(images: Any, *, device: Any = None) -> tuple[Any, Callable[[Any], A
                 warnings.filterwarnings("ignore", "The given NumPy array is not writable")
                 source = torch.from_numpy(np.ascontiguousarray(batch))
         batch = source.to(device).contiguous()
-    elif tensor and home.type == "cpu":
+    elif home is not None and home.type == "cpu":  # a CPU tensor (home is set for tensors)
         batch = np.ascontiguousarray(batch.detach().numpy())
     elif tensor:
         batch = batch.contiguous()

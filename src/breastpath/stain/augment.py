@@ -126,11 +126,12 @@ def stain_augment(
         ok = xp.ones_bool((count,))
         if method != "ruifrok":
             from breastpath.stain import get_normalizer
-            from breastpath.stain.separation import usable
+            from breastpath.stain.separation import StainMatrixNormalizer, usable
 
             normalizer = get_normalizer(
                 method, luminosity_threshold=luminosity_threshold, **extractor_options
             )
+            assert isinstance(normalizer, StainMatrixNormalizer)  # vahadane and macenko are
             _, _, valid, sample = normalizer._analyse(xp, rgb, tissue, normalizer.n_samples)
             ok = usable(xp, sample, valid)
             stains, ok = normalizer._fallback(xp, normalizer._stain_matrices(xp, sample, valid), ok)

@@ -158,7 +158,9 @@ class StainNormalizer(ABC):
         if isinstance(images, (list, tuple)):
             pairs = [self._transform_any(item) for item in images]
             outputs, statuses = [p[0] for p in pairs], [p[1] for p in pairs]
-            flat = np.concatenate([np.atleast_1d(s) for s in statuses]) if statuses else []
+            flat: np.ndarray | list[bool] = (
+                np.concatenate([np.atleast_1d(s) for s in statuses]) if statuses else []
+            )
         else:
             outputs, statuses = self._transform_any(images)
             flat = np.atleast_1d(statuses)

@@ -144,6 +144,7 @@ class StainMatrixNormalizer(StainNormalizer):
         self.max_concentrations = max_conc.astype(np.float64)
 
     def _transform(self, rgb: Any, tissue: Any, xp: Ops) -> tuple[Any, Any]:
+        assert self.stain_matrix is not None  # transform() checks is_fitted first
         od, index, valid, sample = self._analyse(xp, rgb, tissue, self.n_samples)
         ok = usable(xp, sample, valid)
         stains, ok = self._fallback(xp, self._stain_matrices(xp, sample, valid), ok)
