@@ -33,6 +33,8 @@ test: $(STAMP)-dev
 lint: $(STAMP)-dev
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy src/breastpath
+	$(BIN)/lint-imports
 
 format: $(STAMP)-dev
 	$(BIN)/ruff format src tests benchmarks scripts
