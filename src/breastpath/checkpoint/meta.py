@@ -74,6 +74,9 @@ class CheckpointMeta:
     cancer_classes: tuple[int, ...]
     threshold: float = 0.5
     threshold_rule: str = ""
+    #: temperature of the stored probabilities: ``softmax(logits / temperature)``; the threshold
+    #: applies to the cancer score at this temperature (1.0: the network's own softmax)
+    temperature: float = 1.0
     working_size: tuple[int, int] | None = None
     name: str = ""
     version: str = ""
@@ -108,8 +111,14 @@ class CheckpointMeta:
         return len(self.class_names) == 2
 
     def replace(self, **changes: Any) -> CheckpointMeta:
-        """A copy with ``changes`` applied and validated."""
-        return parse_meta({**self.to_dict(), **_plain(changes)}, source="checkpoint metadata")
+        """A copy with ``changes`` applied and validated (``extra=`` replaces the extra keys)."""
+        raw = self.to_dict()
+        if "extra" in changes:
+            for key in self.extra:
+                raw.pop(key, None)
+            raw.update(changes.pop("extra"))
+        raw.update(_plain(changes))
+        return parse_meta(raw, source="checkpoint metadata")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what ``<stem>.json`` holds); unset optional fields are left out."""
@@ -172,6 +181,7 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "std": check.triple("std", raw.get("std"), positive=True),
         "cancer_classes": check.cancer_classes(raw.get("cancer_classes"), class_names),
         "threshold": check.unit("threshold", raw.get("threshold", 0.5)),
+        "temperature": check.bounded("temperature", raw.get("temperature", 1.0), 0.05, 20.0),
         "working_size": check.working_size(raw, model),
         "tta": check.choice("tta", raw.get("tta") or "none", TTA_MODES),
         "runtime": check.choice("runtime", raw.get("runtime") or "torch", RUNTIMES),
@@ -216,6 +226,12 @@ class _Checker:
         if not ok or not math.isfinite(value) or not 0 <= value <= 1:  # type: ignore[arg-type]
             raise self.fail(name, f"must be a finite number in [0, 1], got {value!r}")
         return float(value)  # type: ignore[arg-type]
+
+    def bounded(self, name: str, value: object, low: float, high: float) -> float:
+        number = self.number(name, value)
+        if not low <= number <= high:
+            raise self.fail(name, f"must be in [{low}, {high}], got {value!r}")
+        return number
 
     def optional_positive(self, name: str, value: object) -> float | None:
         if value is None:

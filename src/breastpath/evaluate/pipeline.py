@@ -19,6 +19,7 @@ from breastpath.config import DataConfig
 from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read_rows
 from breastpath.errors import CheckpointError
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
+from breastpath.evaluate.calibration import calibration_summary
 from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.score import cancer_score, cancer_truth
@@ -132,6 +133,10 @@ def _metrics_and_files(
     }
     if len(predictor.class_names) > 2:
         result["classes"] = multiclass_metrics(labels, probs, class_names=predictor.class_names)
+    result["calibration"] = {
+        **calibration_summary(truth, cancer),
+        "temperature": predictor.meta.temperature,
+    }
 
     predicted = cancer >= threshold
     write_csv(
@@ -203,6 +208,13 @@ def _grid_sample(
     return np.sort(np.concatenate(picks)).astype(np.int64), totals
 
 
+def _calibration_line(calibration: dict[str, Any]) -> str:
+    return (
+        f"ECE {calibration['ece']:.3f} ({calibration['bins']} equal-width bins), "
+        f"Brier {calibration['brier']:.3f}, temperature {calibration['temperature']:g}"
+    )
+
+
 def _number(value: str) -> float | str:
     try:
         return float(value)
@@ -228,6 +240,7 @@ def _write_report(
             "split": split,
             "threshold": predictor.threshold,
             "threshold rule": predictor.meta.threshold_rule or "default 0.5",
+            "calibration (patch)": _calibration_line(result["calibration"]),
             "breastpath version": breastpath.__version__,
         },
         notes=[
