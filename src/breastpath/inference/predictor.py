@@ -187,7 +187,8 @@ class Predictor:
                     np.ascontiguousarray(batch[start : start + self.batch_size])
                 )
                 x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
-                outputs.append(torch.softmax(self._forward(x).float(), dim=1).cpu().numpy())
+                logits = self._forward(x).float() / self.meta.temperature
+                outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
         if not outputs:
             return np.zeros((0, len(self.class_names)))
         return np.concatenate(outputs).astype(np.float64)
