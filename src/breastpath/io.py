@@ -12,7 +12,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -103,3 +103,38 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read a CSV file into a list of dicts (all values are strings)."""
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def markdown_table(
+    header: Sequence[Any],
+    rows: Iterable[Sequence[Any]],
+    *,
+    align: str | None = None,
+) -> str:
+    """A Markdown (GitHub) table as text, one line per row, without a trailing newline.
+
+    Cells are written with ``str``; ``None`` becomes an en dash, ``|`` is escaped and newlines
+    become spaces. ``align`` holds one letter per column: ``l`` left, ``r`` right, ``c`` centre,
+    ``-`` unspecified (default: every column unspecified).
+
+    Examples
+    --------
+    >>> print(markdown_table(["set", "n"], [["IDC", 7488], ["a|b", None]], align="lr"))
+    | set | n |
+    | :--- | ---: |
+    | IDC | 7488 |
+    | a\\|b | – |
+    """
+    width = len(header)
+    align = align or "-" * width
+    if len(align) != width:
+        raise ValueError(f"align has {len(align)} letters for {width} columns")
+    marks = {"l": ":---", "r": "---:", "c": ":---:", "-": "---"}
+    lines = [_markdown_row(header), "| " + " | ".join(marks[a] for a in align) + " |"]
+    lines += [_markdown_row(row) for row in rows]
+    return "\n".join(lines)
+
+
+def _markdown_row(cells: Sequence[Any]) -> str:
+    text = ("–" if c is None else str(c).replace("|", "\\|").replace("\n", " ") for c in cells)
+    return "| " + " | ".join(text) + " |"

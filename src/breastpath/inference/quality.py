@@ -1,0 +1,232 @@
+"""The input-quality gate: is this image H&E tissue at all? Only what passes gets a cancer label.
+
+For every image or tile the gate reports ``tissue_fraction``, ``is_tissue``, ``looks_like_he``
+and a plain ``reason`` (:class:`Quality`). It runs on the pixels as given (before resizing or
+padding), vectorised over a batch of tiles.
+
+Rules, in order (the first that fails is the reason)
+----------------------------------------------------
+1. **Too dark**: at least ``max_dark_fraction`` of the pixels have luminosity below
+   ``min_luminosity`` (a black frame, a fluorescence scan's background, a lens cap).
+2. **Background**: less than ``min_tissue_fraction`` of the pixels are tissue by the one tissue
+   definition (:mod:`breastpath.tissue`, luminosity in ``[min_luminosity, max_luminosity)``):
+   blank glass, white, fat without stroma.
+3. **Not H&E**: more than ``max_foreign_fraction`` of the tissue pixels are *coloured outside
+   the haematoxylin/eosin range*. A pixel's stain colour is the direction of its optical
+   density (OD) vector: its chromaticity ``od / od.sum()`` as a hue angle and a chroma (distance
+   from neutral grey) in the chromaticity plane. Haematoxylin (blue-purple) and eosin (pink) both
+   absorb green most, so H&E pixels have hues in ``hue_range`` (degrees; calibrated on IDC,
+   BreakHis and an Aperio scan). A pixel is *foreign* when its chroma is at least
+   ``min_chroma`` and its hue lies outside that range, or when one channel's OD exceeds
+   ``max_od`` (a saturated colour no stained section transmits, such as a fluorescent nucleus on
+   black). Neutral grey pixels count as neither. Photos (skin, fur, sky), fluorescence, IHC
+   (DAB brown) and uniform noise are mostly foreign; tissue marking ink on an H&E section is
+   foreign only where it covers the tissue.
+
+The thresholds are keyword options of :func:`assess`; the defaults below were chosen with
+``scripts/calibrate_quality.py`` (its table is in ``docs/reliability.md``).
+
+Examples
+--------
+>>> import numpy as np
+>>> glass = np.full((50, 50, 3), (241, 235, 238), np.uint8)
+>>> assess([glass])[0].reason
+'blank glass / background'
+>>> assess([np.zeros((50, 50, 3), np.uint8)])[0].reason
+'too dark / black frame'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from breastpath.errors import InvalidImageError
+from breastpath.tissue import luminance, luminance_threshold, od_table
+
+#: Default thresholds (see the module docstring; calibrated by ``scripts/calibrate_quality.py``).
+MAX_LUMINOSITY = 0.88
+MIN_LUMINOSITY = 0.1
+MIN_TISSUE_FRACTION = 0.02
+MAX_DARK_FRACTION = 0.9
+HUE_RANGE = (70.0, 215.0)
+MIN_CHROMA = 0.04
+MAX_OD = 3.0
+MAX_FOREIGN_FRACTION = 0.6
+#: Images larger than this many pixels are assessed on a regular subsample of this size.
+MAX_PIXELS = 512 * 512
+
+REASON_OK = "ok"
+REASON_EMPTY = "empty image"
+REASON_DARK = "too dark / black frame"
+REASON_BACKGROUND = "blank glass / background"
+REASON_NOT_HE = (
+    "not H&E: colours outside the haematoxylin/eosin range (photo, fluorescence, IHC?)"
+)
+
+_SQRT_HALF = np.float32(np.sqrt(0.5))
+_SQRT_SIXTH = np.float32(np.sqrt(1.0 / 6.0))
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The gate's verdict on one image or tile.
+
+    ``assessed`` is True when the image may be given a cancer label (``is_tissue`` and
+    ``looks_like_he``); ``dark_fraction`` and ``foreign_fraction`` are the measured shares
+    behind the verdict.
+    """
+
+    tissue_fraction: float
+    is_tissue: bool
+    looks_like_he: bool
+    reason: str
+    dark_fraction: float = 0.0
+    foreign_fraction: float = 0.0
+
+    @property
+    def assessed(self) -> bool:
+        return self.is_tissue and self.looks_like_he
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("tissue_fraction", "dark_fraction", "foreign_fraction"):
+            out[key] = round(float(out[key]), 4)
+        return out
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The thresholds of :func:`assess` (defaults: the module constants)."""
+
+    max_luminosity: float = MAX_LUMINOSITY
+    min_luminosity: float = MIN_LUMINOSITY
+    min_tissue_fraction: float = MIN_TISSUE_FRACTION
+    max_dark_fraction: float = MAX_DARK_FRACTION
+    hue_range: tuple[float, float] = HUE_RANGE
+    min_chroma: float = MIN_CHROMA
+    max_od: float = MAX_OD
+    max_foreign_fraction: float = MAX_FOREIGN_FRACTION
+
+
+def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.ndarray]:
+    """Per-image shares ``(N,)`` of a batch of pixel rows ``(N, P, 3)`` uint8.
+
+    Returns ``dark``, ``tissue`` (shares of all pixels) and ``foreign`` (share of the tissue
+    pixels; 0 without tissue).
+    """
+    y = luminance(pixels)
+    y_dark = luminance_threshold(options.min_luminosity)
+    dark = y < y_dark
+    tissue = (y < luminance_threshold(options.max_luminosity)) & ~dark
+    od = od_table(256.0)[pixels]  # (N, P, 3) float32
+    total = od.sum(axis=-1)
+    scale = 1.0 / np.maximum(total, np.float32(1e-6))
+    red, green, blue = od[..., 0] * scale, od[..., 1] * scale, od[..., 2] * scale
+    x = (red - green) * _SQRT_HALF  # chromaticity-plane axes perpendicular to grey
+    z = (red + green - 2.0 * blue) * _SQRT_SIXTH
+    hue = np.degrees(np.arctan2(z, x)) % 360.0
+    low, high = options.hue_range
+    coloured = np.hypot(x, z) >= options.min_chroma
+    off_hue = coloured & ((hue < low) | (hue > high))
+    foreign = tissue & (off_hue | (od.max(axis=-1) > options.max_od))
+    n_tissue = tissue.sum(axis=1)
+    count = max(pixels.shape[1], 1)
+    return {
+        "dark": dark.sum(axis=1) / count,
+        "tissue": n_tissue / count,
+        "foreign": np.where(n_tissue > 0, foreign.sum(axis=1) / np.maximum(n_tissue, 1), 0.0),
+    }
+
+
+def verdicts(measures: dict[str, np.ndarray], options: GateOptions) -> list[Quality]:
+    """Turn :func:`pixel_measures` into one :class:`Quality` per image."""
+    out = []
+    for dark, tissue, foreign in zip(
+        measures["dark"], measures["tissue"], measures["foreign"], strict=True
+    ):
+        too_dark = dark >= options.max_dark_fraction
+        is_tissue = bool(not too_dark and tissue >= options.min_tissue_fraction)
+        looks = bool(is_tissue and foreign <= options.max_foreign_fraction)
+        if too_dark:
+            reason = REASON_DARK
+        elif not is_tissue:
+            reason = REASON_BACKGROUND
+        elif not looks:
+            reason = REASON_NOT_HE
+        else:
+            reason = REASON_OK
+        out.append(
+            Quality(float(tissue), is_tissue, looks, reason, float(dark), float(foreign))
+        )
+    return out
+
+
+def _pixel_rows(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """``(P, 3)`` pixels of an ``(H, W, 3)`` image, a regular subsample when it is large."""
+    height, width = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    return np.ascontiguousarray(image[::step, ::step]).reshape(-1, 3)
+
+
+def _check(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidImageError(
+            f"quality gate: expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+        )
+    return image
+
+
+def assess(
+    images: Sequence[np.ndarray] | np.ndarray,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    **thresholds: Any,
+) -> list[Quality]:
+    """The gate's verdict for each RGB uint8 image (any sizes) or each tile of a batch.
+
+    Parameters
+    ----------
+    images
+        A sequence of ``(H, W, 3)`` images or one ``(N, H, W, 3)`` batch (assessed in one
+        vectorised pass).
+    max_pixels
+        Larger images are assessed on a regular subsample of about this many pixels.
+    **thresholds
+        Any field of :class:`GateOptions`: ``max_luminosity`` (0.88), ``min_luminosity`` (0.1),
+        ``min_tissue_fraction`` (0.02), ``max_dark_fraction`` (0.9), ``hue_range``
+        ((70, 215) degrees), ``min_chroma`` (0.04), ``max_od`` (3.0),
+        ``max_foreign_fraction`` (0.6).
+    """
+    try:
+        options = GateOptions(**thresholds)
+    except TypeError:
+        raise InvalidImageError(
+            f"unknown quality threshold(s): {', '.join(sorted(thresholds))}"
+        ) from None
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        if images.dtype != np.uint8 or images.shape[-1] != 3:
+            raise InvalidImageError(f"expected (N, H, W, 3) uint8 tiles, got {images.shape}")
+        if images.shape[1] * images.shape[2] > max_pixels:
+            return [q for image in images for q in assess([image], max_pixels=max_pixels)]
+        if images.shape[1] * images.shape[2] == 0:
+            return [_empty()] * len(images)
+        rows = images.reshape(len(images), -1, 3)
+        return verdicts(pixel_measures(rows, options), options)
+    out: list[Quality] = []
+    for image in images:
+        image = _check(image)
+        if image.size == 0:
+            out.append(_empty())
+            continue
+        rows = _pixel_rows(image, max_pixels)[None]
+        out.extend(verdicts(pixel_measures(rows, options), options))
+    return out
+
+
+def _empty() -> Quality:
+    return Quality(0.0, False, False, REASON_EMPTY)
