@@ -441,7 +441,7 @@ def plot_prediction_grid(
     ]
 
     fig = _new_figure(prediction_grid_size(n_per_group))
-    subfigs = fig.subfigures(4, 1)
+    subfigs = fig.subfigures(4, 1, squeeze=False)[:, 0]  # one row per group
     sizes = list(totals) if totals is not None else [int(g[2].sum()) for g in groups]
     for subfig, (name, what, mask, right), size in zip(subfigs, groups, sizes, strict=True):
         idx = np.flatnonzero(mask)

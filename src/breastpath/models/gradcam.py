@@ -12,12 +12,25 @@ CancerNet`, timm models) use the output of ``forward_features`` by default; any 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, TypeGuard
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["grad_cam", "last_conv_layer"]
+
+
+class _SplitModel(Protocol):
+    """A model run in two steps: feature map, then head (CancerNet, timm models)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+def _is_split(model: nn.Module) -> TypeGuard[_SplitModel]:
+    return hasattr(model, "forward_features") and hasattr(model, "forward_head")
 
 
 def last_conv_layer(model: nn.Module) -> nn.Module:
@@ -60,8 +73,7 @@ def _features_and_logits(
     model: nn.Module, x: torch.Tensor, layer: nn.Module | str | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the model once, keeping the feature map that the gradient is taken against."""
-    split = layer is None and hasattr(model, "forward_features") and hasattr(model, "forward_head")
-    if split:
+    if layer is None and _is_split(model):
         features = model.forward_features(x)
         return features, model.forward_head(features)
     module = _resolve_layer(model, layer) if layer is not None else last_conv_layer(model)

@@ -9,7 +9,7 @@ softmax gives the SVM's calibrated probabilities back).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeGuard, cast
 
 import torch
 from torch import nn
@@ -17,9 +17,25 @@ from torch import nn
 from breastpath.models.svm import RBFSVMHead
 
 
+class _Embedder(Protocol):
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class _Backbone(_Embedder, Protocol):
+    """What the hybrid calls on its backbone (CancerNet and the zoo models have all of it)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor: ...
+
+
+def _has_embedding(model: nn.Module) -> TypeGuard[_Embedder]:
+    return hasattr(model, "forward_embedding")
+
+
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Embeddings of a batch: ``model.forward_embedding(x)``, flattened to ``(N, D)``."""
-    if not hasattr(model, "forward_embedding"):
+    if not _has_embedding(model):
         raise TypeError(f"{type(model).__name__} has no forward_embedding(); cannot embed")
     return model.forward_embedding(x).flatten(1)
 
@@ -65,13 +81,18 @@ class SVMHybrid(nn.Module):
         if config:
             self.data_config = config
 
+    @property
+    def _net(self) -> _Backbone:
+        """The backbone, typed as what these methods call on it (unchecked, as before)."""
+        return cast(_Backbone, self.backbone)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's last convolutional feature map."""
-        return self.backbone.forward_features(x)
+        return self._net.forward_features(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Log-probabilities from the backbone's feature map (lets Grad-CAM see the SVM)."""
-        return self.svm(self.backbone.forward_head(features, pre_logits=True).flatten(1))
+        return self.svm(self._net.forward_head(features, pre_logits=True).flatten(1))
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         return embed(self.backbone, x)

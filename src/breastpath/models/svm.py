@@ -54,6 +54,16 @@ class RBFSVMHead(nn.Module):
     Computation runs in float64 for parity with scikit-learn.
     """
 
+    # buffers (registered in __init__), declared for the type checker
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+    support_vectors: torch.Tensor
+    pair_coef: torch.Tensor
+    intercept: torch.Tensor
+    gamma: torch.Tensor
+    platt_a: torch.Tensor
+    platt_b: torch.Tensor
+
     def __init__(self, *, num_classes: int, feature_dim: int, n_support: int) -> None:
         super().__init__()
         if num_classes < 2:
