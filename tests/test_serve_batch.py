@@ -55,6 +55,7 @@ def test_several_files_in_order(client, predictor):
         "ok": 5,
         "failed": 0,
         "cancer": sum(r["is_cancer"] for r in body["results"]),
+        "ignored": 0,
     }
     assert [r["filename"] for r in body["results"]] == [name for name, _ in files]
     assert [r["index"] for r in body["results"]] == list(range(5))
@@ -100,12 +101,13 @@ def test_zip_of_images(client, predictor):
     }
     body = _batch(client, [("set.zip", _zip(members))]).json()
     names = [r["filename"] for r in body["results"]]
-    assert names == ["a.png", "b.png", "readme.txt", "broken.png"]
+    assert names == ["a.png", "b.png", ".hidden.png", "readme.txt", "broken.png"]
+    assert body["summary"]["ignored"] == 1  # the __MACOSX resource fork
     ok = [r for r in body["results"] if r["ok"]]
     expected = predictor.predict_images([decode_image(members["slides/a.png"])])[0]
     assert ok[0]["probability"] == pytest.approx(expected.probability, abs=1e-6)
     errors = {r["filename"]: r["error"]["status"] for r in body["results"] if not r["ok"]}
-    assert errors == {"readme.txt": 415, "broken.png": 415}
+    assert errors == {".hidden.png": 400, "readme.txt": 415, "broken.png": 415}
 
 
 def test_zip_and_files_together(client):
@@ -139,7 +141,10 @@ def test_zip_bombs_are_bounded(predictor):
         assert first["ok"] is False and first["error"]["status"] == 413
         assert body["results"][1]["ok"] is True
         many = _zip({f"{i}.png": flat[:45_000] for i in range(4)})  # 180 kB expanded
-        assert "expands to more than" in _client_error(_batch(small, [("m.zip", many)]), 413)
+        results = _batch(small, [("m.zip", many)]).json()["results"]
+        assert [r["ok"] for r in results[:2]] == [True, True]  # 90 kB of the 120 kB budget
+        for late in results[2:]:
+            assert late["error"]["status"] == 413 and "per request" in late["error"]["detail"]
 
 
 def test_bad_zips_and_requests(client):

@@ -10,6 +10,7 @@ import io
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +23,16 @@ DEFAULT_MAX_PIXELS = 16_384 * 16_384
 
 #: File extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+#: The only formats Pillow may open (its format names): PNG (and APNG), JPEG (a camera's
+#: multi-picture JPEG comes out as MPO), TIFF and BMP. Anything else (GIF, WebP, PCX, TGA, PPM,
+#: ICO, EPS, ...) is refused as "not a readable image" before a decoder for it is reached.
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+
+#: Refuse images more elongated than this (longer side / shorter side): such an image keeps a
+#: sliver of itself after the center crop to a square input, and a 1 x 60,000,000 PNG of 100
+#: bytes would otherwise be decoded to 180 MB to score one pixel column.
+MAX_ASPECT_RATIO = 100
 
 ImageSource = str | os.PathLike | bytes | BinaryIO
 
@@ -60,27 +71,26 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", "<stream>")
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded by :func:`decode_image_info`: its pixels and what was left out."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    format: str  # Pillow's format name: PNG, JPEG (or MPO), TIFF or BMP
+    frames: int  # frames (pages) in the file; only the first is decoded
+
+    @property
+    def note(self) -> str | None:
+        """A plain sentence when only the first of several frames was decoded, else ``None``."""
+        if self.frames <= 1:
+            return None
+        return f"{self.format} with {self.frames} frames: only the first frame was scored"
+
+
 def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image into an ``(H, W, 3)`` uint8 RGB array.
 
-    Parameters
-    ----------
-    source
-        A path, the file's bytes, or a binary file object.
-    max_pixels
-        Images with more pixels are refused before their pixels are decoded.
-
-    Returns
-    -------
-    numpy.ndarray
-        RGB pixels, ``uint8``, shape ``(H, W, 3)``. Grayscale is replicated to three channels,
-        alpha is composited onto white, palette and CMYK images are converted, 16-bit images are
-        scaled to 8 bits and EXIF orientation is applied.
-
-    Raises
-    ------
-    InvalidImageError
-        The input is missing, empty, not an image, truncated, or too large.
+    The pixels of :func:`decode_image_info`; see there for what is accepted.
 
     Examples
     --------
@@ -89,48 +99,132 @@ def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
     >>> rgb.shape, rgb.dtype  # doctest: +SKIP
     ((50, 50, 3), dtype('uint8'))
     """
+    return decode_image_info(source, max_pixels=max_pixels).pixels
+
+
+def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode an image into RGB pixels, with its format and frame count.
+
+    Parameters
+    ----------
+    source
+        A path, the file's bytes, or a binary file object.
+    max_pixels
+        Images with more pixels are refused before their pixels are decoded, and so are images
+        more elongated than :data:`MAX_ASPECT_RATIO`.
+
+    Returns
+    -------
+    DecodedImage
+        RGB pixels, ``uint8``, shape ``(H, W, 3)``, of the first frame. Grayscale is replicated
+        to three channels, alpha is composited onto white, palette and CMYK images are
+        converted, 16-bit images are scaled to 8 bits and EXIF orientation is applied. Only the
+        formats in :data:`IMAGE_FORMATS` are opened.
+
+    Raises
+    ------
+    InvalidImageError
+        The input is missing, empty, not an image (or not one of the accepted formats),
+        unreadable, truncated, too large or too elongated.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    >>> buffer = io.BytesIO()
+    >>> frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    >>> decoded = decode_image_info(buffer.getvalue())
+    >>> decoded.pixels.shape, decoded.frames, decoded.note
+    ((8, 8, 3), 2, 'TIFF with 2 frames: only the first frame was scored')
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = _describe(source)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidImageError(f"{name}: no such file")
-        if path.stat().st_size == 0:
-            raise InvalidImageError(f"{name}: file is empty")
-        stream: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
-    elif isinstance(source, bytes):
-        if not source:
-            raise InvalidImageError(f"{name}: empty buffer")
-        stream = io.BytesIO(source)
-    else:
-        stream = source
+    stream = _open_stream(source, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise InvalidImageError(f"{name}: image has no pixels ({width}x{height})")
-            if width * height > max_pixels:
-                raise InvalidImageError(
-                    f"{name}: image is {width}x{height} pixels, more than the limit of "
-                    f"{max_pixels} pixels"
-                )
+            image = Image.open(stream, formats=IMAGE_FORMATS)
+            check_size(image.size, max_pixels=max_pixels, name=name)
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            fmt = str(image.format)
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _to_rgb_array(image, name)
+            return DecodedImage(_to_rgb_array(image, name), fmt, frames)
     except InvalidImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(f"{name}: image is too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
-        raise InvalidImageError(f"{name}: not a readable image") from None
+        raise InvalidImageError(
+            f"{name}: not a readable image (accepted: {', '.join(IMAGE_FORMATS)})"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
     finally:
         if stream is not source:
             stream.close()
+
+
+def _open_stream(source: ImageSource, name: str) -> BinaryIO:
+    """A binary stream for ``source``; files that cannot be opened are an InvalidImageError."""
+    if isinstance(source, bytes):
+        if not source:
+            raise InvalidImageError(f"{name}: empty buffer")
+        return io.BytesIO(source)
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    path = Path(source)
+    try:
+        if not path.is_file():
+            raise InvalidImageError(f"{name}: no such file")
+        if path.stat().st_size == 0:
+            raise InvalidImageError(f"{name}: file is empty")
+        return open(path, "rb")
+    except PermissionError:
+        raise InvalidImageError(f"{name}: permission denied (the file is not readable)") from None
+    except OSError as exc:
+        raise InvalidImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+
+
+def check_size(size: tuple[int, int], *, max_pixels: int, name: str) -> None:
+    """Refuse a ``(width, height)`` with no pixels, over ``max_pixels`` or too elongated.
+
+    Examples
+    --------
+    >>> check_size((700, 460), max_pixels=10**6, name="a.png")
+    >>> check_size((1, 60_000_000), max_pixels=10**9, name="thin.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    breastpath.errors.InvalidImageError: thin.png: image is 1x60000000 pixels, more elongated ...
+    """
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"{name}: image is {width}x{height} pixels, more than the limit of {max_pixels} pixels"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InvalidImageError(
+            f"{name}: image is {width}x{height} pixels, more elongated than the limit of "
+            f"{MAX_ASPECT_RATIO}:1"
+        )
+
+
+def probe_size(data: bytes, *, name: str = "image") -> tuple[int, int] | None:
+    """``(width, height)`` from an image's header (no pixels decoded), or ``None`` when the
+    bytes are not an accepted image (decoding then says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as probe:
+                return int(probe.size[0]), int(probe.size[1])
+    except Exception:
+        return None
 
 
 def _to_rgb_array(image, name: str) -> np.ndarray:
@@ -149,7 +243,8 @@ def _to_rgb_array(image, name: str) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    # an RGB image is read as it is: converting first would hold a second full-size copy
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InvalidImageError(f"{name}: could not convert mode {mode!r} to RGB")
     return np.ascontiguousarray(rgb)

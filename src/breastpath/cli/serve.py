@@ -29,63 +29,91 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
         raise click.ClickException(f"stain normalization is not available ({exc})") from None
 
 
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_COUNT = click.IntRange(min=1)
+
+
+def _limit_options(command):
+    """The request and connection limits (see :class:`breastpath.serve.limits.ServeLimits`)."""
+    options = [
+        ("--max-upload-mb", _POSITIVE, 20.0, "Largest image file."),
+        (
+            "--max-batch-mb",
+            _POSITIVE,
+            100.0,
+            "Largest batch request, and most all images of one request may expand to "
+            "(files plus zip members, all zips together).",
+        ),
+        (
+            "--max-megapixels",
+            _POSITIVE,
+            None,
+            "Largest image (decompression-bomb guard) [default: 8192x8192 pixels].",
+        ),
+        (
+            "--max-request-megapixels",
+            _POSITIVE,
+            None,
+            "Most pixels decoded per request, all images together [default: 4 x 8192x8192].",
+        ),
+        ("--max-files", _COUNT, 64, "Most images per batch (files or zip members)."),
+        ("--max-tiles", _COUNT, 1024, "Most input-size tiles per image for the tile map."),
+        ("--max-request-tiles", _COUNT, 8192, "Most tiles scored per request."),
+        ("--batch-size", _COUNT, 64, "Most images per model call (shared fairly by requests)."),
+        ("--max-pending", _COUNT, 256, "Most model jobs waiting; more get 503."),
+        ("--timeout", _POSITIVE, 30.0, "Seconds a model job may wait; then 504."),
+        ("--header-timeout", _POSITIVE, 10.0, "Seconds a client may take to send its headers."),
+        ("--body-timeout", _POSITIVE, 120.0, "Seconds a client may take to send its body; 408."),
+        ("--keep-alive", _POSITIVE, 5.0, "Seconds an idle keep-alive connection stays open."),
+        ("--max-connections", _COUNT, 512, "Most connections at once; more get 503."),
+    ]
+    for name, kind, default, text in reversed(options):
+        command = click.option(
+            name, type=kind, default=default, show_default=default is not None, help=text
+        )(command)
+    return command
+
+
+def _limits(options: dict):
+    from breastpath.serve.limits import ServeLimits
+
+    base = ServeLimits()
+    pixels = options["max_megapixels"]
+    request_pixels = options["max_request_megapixels"]
+    return ServeLimits(
+        max_upload_bytes=int(options["max_upload_mb"] * 2**20),
+        max_batch_bytes=int(options["max_batch_mb"] * 2**20),
+        max_pixels=int(pixels * 1e6) if pixels else base.max_pixels,
+        max_request_pixels=int(request_pixels * 1e6) if request_pixels else base.max_request_pixels,
+        max_files=options["max_files"],
+        max_tiles=options["max_tiles"],
+        max_request_tiles=options["max_request_tiles"],
+        max_batch_size=options["batch_size"],
+        max_pending=options["max_pending"],
+        timeout_s=options["timeout"],
+        header_timeout_s=options["header_timeout"],
+        body_timeout_s=options["body_timeout"],
+        keep_alive_s=options["keep_alive"],
+        max_connections=options["max_connections"],
+    )
+
+
 @click.command("serve")
 @checkpoint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
 @click.option(
-    "--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest image file."
-)
-@click.option(
-    "--max-batch-mb",
-    type=float,
-    default=100.0,
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
     show_default=True,
-    help="Largest batch request, and most a zip may expand to.",
+    help="TCP port; 0 picks a free one (printed at start).",
 )
+@_limit_options
 @click.option(
-    "--max-megapixels",
-    type=float,
+    "--threads",
+    type=_COUNT,
     default=None,
-    help="Largest image (decompression-bomb guard) [default: 8192x8192 pixels].",
-)
-@click.option(
-    "--max-files",
-    type=int,
-    default=64,
-    show_default=True,
-    help="Most images per batch (files or zip members).",
-)
-@click.option(
-    "--max-tiles",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="Most input-size tiles per image for the tile map.",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=64,
-    show_default=True,
-    help="Most images per model call (concurrent requests are batched).",
-)
-@click.option(
-    "--max-pending",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Most requests waiting for the model; more get 503.",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds a request may wait for the model; then 504.",
-)
-@click.option(
-    "--threads", type=int, default=None, help="Model threads [default: CPU cores - 1, at least 1]."
+    help="Model threads [default: CPU cores - 1, at least 1].",
 )
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @runtime_option
@@ -105,46 +133,37 @@ def command(
     checkpoint,
     host,
     port,
-    max_upload_mb,
-    max_batch_mb,
-    max_megapixels,
-    max_files,
-    max_tiles,
-    batch_size,
-    max_pending,
-    timeout,
     threads,
     device,
     runtime,
     stain_targets,
     stain_method,
     access_log,
+    **limit_options,
 ) -> None:
     """Serve the upload page and the HTTP API on HOST:PORT."""
     import torch
-    import uvicorn
 
+    from breastpath.errors import ConfigError
     from breastpath.inference.predictor import Predictor
-    from breastpath.serve.app import ServeLimits, create_app
+    from breastpath.serve.app import create_app
+    from breastpath.serve.memory import tune_allocator
+    from breastpath.serve.server import bind, make_server
 
     torch.set_num_threads(threads or default_threads())
-    pixels = int(max_megapixels * 1e6) if max_megapixels else ServeLimits().max_pixels
-    limits = ServeLimits(
-        max_upload_bytes=int(max_upload_mb * 2**20),
-        max_batch_bytes=int(max_batch_mb * 2**20),
-        max_pixels=pixels,
-        max_files=max_files,
-        max_tiles=max_tiles,
-        max_batch_size=batch_size,
-        max_pending=max_pending,
-        timeout_s=timeout,
-    )
+    limits = _limits(limit_options)
     predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, batch_size=batch_size, runtime=runtime
+        checkpoint, device=device, batch_size=limits.max_batch_size, runtime=runtime
     )
     stain = _fit_stain(stain_method, stain_targets) if stain_targets else None
     app = create_app(predictor, limits=limits, stain=stain)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    tune_allocator()
+    bound = sock.getsockname()[1]
     click.echo(
-        f"serving {predictor.name} ({predictor.runtime}) on http://{host}:{port} (Ctrl+C to stop)"
+        f"serving {predictor.name} ({predictor.runtime}) on http://{host}:{bound} (Ctrl+C to stop)"
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    make_server(app, limits=limits, access_log=access_log).run(sockets=[sock])

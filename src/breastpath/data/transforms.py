@@ -60,19 +60,40 @@ def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
     return _resize_and_crop(image, target_h, target_w), "resized"
 
 
+#: Largest intermediate (pixels) of resize-then-crop; beyond it only the kept region is resampled.
+MAX_RESIZE_PIXELS = 1 << 22
+
+
 def _resize_and_crop(image: np.ndarray, target_h: int, target_w: int) -> np.ndarray:
+    """Resize so the shorter side fits, then center-crop.
+
+    An elongated image would make a huge intermediate (a 1 x 100,000 strip: 50 x 5,000,000
+    pixels, 750 MB; 1 x 60,000,000: an overflow). When the resized image would have more than
+    :data:`MAX_RESIZE_PIXELS` pixels, only the region that survives the crop is resampled
+    (Pillow's ``box``), so the work is ``target_h x target_w`` pixels whatever the shape. The
+    two paths agree up to where a source pixel sits exactly on a box edge.
+
+    Examples
+    --------
+    >>> _resize_and_crop(np.zeros((1, 1_000_000, 3), np.uint8), 50, 50).shape
+    (50, 50, 3)
+    """
     from PIL import Image
 
     height, width = image.shape[:2]
     scale = max(target_h / height, target_w / width)
     new_h = max(target_h, round(height * scale))
     new_w = max(target_w, round(width * scale))
-    resized = np.asarray(
-        Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BOX), dtype=np.uint8
-    )
     top = (new_h - target_h) // 2
     left = (new_w - target_w) // 2
-    return np.ascontiguousarray(resized[top : top + target_h, left : left + target_w])
+    source = Image.fromarray(image)
+    if new_h * new_w <= MAX_RESIZE_PIXELS:
+        resized = np.asarray(source.resize((new_w, new_h), Image.Resampling.BOX), dtype=np.uint8)
+        return np.ascontiguousarray(resized[top : top + target_h, left : left + target_w])
+    step_y, step_x = height / new_h, width / new_w
+    box = (left * step_x, top * step_y, (left + target_w) * step_x, (top + target_h) * step_y)
+    cropped = source.resize((target_w, target_h), Image.Resampling.BOX, box=box)
+    return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8))
 
 
 def to_model_input(

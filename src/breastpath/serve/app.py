@@ -7,10 +7,12 @@
   CSV download. Its script and style are served from ``/static``; nothing is fetched elsewhere.
 * ``GET /model-card`` (HTML) and ``GET /api/model-card`` (Markdown).
 * ``POST /api/predict[?explain=true]``, ``POST /api/predict/batch``, ``GET /api/models``,
-  ``GET /api/health`` (see :mod:`breastpath.serve.routes`); OpenAPI at ``/docs``.
+  ``GET|HEAD /api/health`` (see :mod:`breastpath.serve.routes`); the OpenAPI document at
+  ``/openapi.json``. There is no ``/docs`` page: FastAPI's would load Swagger UI from a CDN.
 
-Request bodies over the limits are refused with 413 before or while they are read
-(:class:`~breastpath.serve.middleware.BodyLimitMiddleware`). Uploads are never saved under a
+Request bodies over the limits are refused with 413 before or while they are read, bodies
+slower than ``body_timeout_s`` with 408, and a request whose client leaves is cancelled
+(:class:`~breastpath.serve.middleware.RequestGuard`). Uploads are never saved under a
 user-supplied name: the multipart parser keeps them in memory, or above 1 MB in an anonymous
 temporary file. All errors are JSON; bad input is a 4xx, never a 500 or a stack trace.
 """
@@ -25,7 +27,7 @@ from typing import Any
 from breastpath.inference.predictor import Predictor
 from breastpath.serve.errors import install_error_handlers
 from breastpath.serve.limits import ServeLimits
-from breastpath.serve.middleware import MULTIPART_OVERHEAD, BodyLimitMiddleware
+from breastpath.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
 
 __all__ = ["ServeLimits", "create_app"]
 
@@ -90,6 +92,8 @@ def create_app(
             "Research use only; not a diagnostic device."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     install_error_handlers(app)
@@ -104,7 +108,12 @@ def create_app(
             return f"batch larger than {limits.max_batch_bytes} bytes"
         return f"upload larger than {limits.max_upload_bytes} bytes"
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit, describe=describe)
+    app.add_middleware(
+        RequestGuard,
+        limit_for=body_limit,
+        describe=describe,
+        body_timeout_s=limits.body_timeout_s,
+    )
     app.include_router(api_router(service))
     app.mount("/static", StaticFiles(directory=_package_dir("static")), name="static")
 

@@ -32,7 +32,7 @@ class ApiError(Exception):
 def image_error(exc: InvalidImageError, name: str) -> ApiError:
     """Turn a decoding error into a 4xx: 413 too large, 415 not an image or mode, 400 otherwise."""
     message = str(exc).split(": ", 1)[-1]
-    if "more than the limit" in message or "too large to decode" in message:
+    if any(s in message for s in ("more than the limit", "too large to decode", "elongated")):
         status = 413
     elif "not a readable image" in message or "not supported" in message or "mode" in message:
         status = 415
@@ -41,8 +41,45 @@ def image_error(exc: InvalidImageError, name: str) -> ApiError:
     return ApiError(status, f"{name}: {message}", name=name)
 
 
+#: Longest echo of a client's input in a 422 body.
+MAX_ECHO = 200
+
+
+def _short(value: Any) -> Any:
+    """``value`` as sent back in a 422: short strings and numbers as they are, anything else
+    cut to :data:`MAX_ECHO` characters of its text."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
+
+
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation errors with the echoed input cut short (a 1 MB field must not
+    come back as a 6 MB answer).
+
+    Examples
+    --------
+    >>> validation_details([{"loc": ["query", "explain"], "msg": "bad", "input": "x" * 10**6}])
+    ... # doctest: +ELLIPSIS
+    [{'loc': ['query', 'explain'], 'msg': 'bad', 'input': 'xxx...x... (1000000 characters)'}]
+    """
+    out = []
+    for error in list(errors)[:20]:
+        item = {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        item["loc"] = [_short(part) for part in item.get("loc", [])]
+        if "msg" in item:
+            item["msg"] = _short(item["msg"])
+        if "input" in error:
+            item["input"] = _short(error["input"])
+        out.append(item)
+    return out
+
+
 def install_error_handlers(app: Any) -> None:
-    """JSON bodies for :class:`ApiError`, HTTP errors and anything unexpected (logged, no trace)."""
+    """JSON bodies for :class:`ApiError`, HTTP errors, validation errors (input cut short) and
+    anything unexpected (logged, no trace)."""
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
@@ -53,10 +90,14 @@ def install_error_handlers(app: Any) -> None:
         headers = getattr(exc, "headers", None)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    async def invalid(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_details(exc.errors())}, status_code=422)
+
     async def unexpected(request: Any, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)

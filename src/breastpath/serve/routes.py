@@ -1,21 +1,26 @@
 """The JSON API: ``/api/predict``, ``/api/predict/batch``, ``/api/models``, ``/api/health``.
 
 Every error is a JSON ``{"detail": ...}`` with a 4xx status (413 too large, 415 not an image or
-an unsupported mode, 400 corrupt or empty, 422 missing field, 503 busy, 504 timeout).
+an unsupported mode, 400 corrupt or empty, 408 body too slow, 422 missing field, 503 busy,
+504 timeout). Nothing here blocks the event loop: zips are opened, members read and images
+decoded in worker threads, and large answers are rendered to JSON there too.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real ``UploadFile`` annotations.
 
-import time
+import json
 from typing import Any
 
 from fastapi import APIRouter, File, Query, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
-from breastpath.serve.errors import ApiError
+from breastpath.serve.batch import predict_batch as run_batch
+from breastpath.serve.memory import LARGE_REQUEST_BYTES, LARGE_REQUEST_PIXELS, release_memory
 from breastpath.serve.modelcard import model_card_markdown
 from breastpath.serve.service import PredictionService
-from breastpath.serve.uploads import Upload, expand_zip, is_zip, read_upload
+from breastpath.serve.uploads import read_upload
 
 
 class MarkdownResponse(PlainTextResponse):
@@ -28,6 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
     for code, text in (
         (400, "empty, corrupt or truncated upload"),
+        (408, "the request body did not arrive in time"),
         (413, "upload, image or batch over a limit"),
         (415, "not an image, or an unsupported image mode"),
         (503, "server busy: too many requests waiting for the model"),
@@ -41,8 +47,10 @@ def api_router(service: PredictionService) -> APIRouter:
     router = APIRouter(prefix="/api")
     predictor, limits = service.predictor, service.limits
 
+    # async: answered on the event loop itself, so its latency is the loop's responsiveness
+    @router.head("/health", include_in_schema=False)
     @router.get("/health", summary="Liveness")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "model": predictor.name}
 
     @router.get("/models", summary="The loaded model, the limits and the explanation options")
@@ -75,9 +83,12 @@ def api_router(service: PredictionService) -> APIRouter:
         explain: bool = Query(
             False, description="add a Grad-CAM overlay, a tile map and a stain-normalized view"
         ),
-    ) -> JSONResponse:
+    ) -> Response:
         upload = await read_upload(file, limit=limits.max_upload_bytes)
-        return JSONResponse(await service.predict_one(upload, explain=explain))
+        result = await service.predict_one(upload, explain=explain)
+        size = result.get("image") or {}
+        large = size.get("width", 0) * size.get("height", 0) >= LARGE_REQUEST_PIXELS
+        return JSONResponse(result, background=BackgroundTask(release_memory) if large else None)
 
     @router.post(
         "/predict/batch",
@@ -87,46 +98,22 @@ def api_router(service: PredictionService) -> APIRouter:
     )
     async def predict_batch(
         files: list[UploadFile] = File(..., description="images and/or zip archives"),  # noqa: B008
-    ) -> JSONResponse:
-        started = time.perf_counter()
-        if len(files) > limits.max_files:
-            raise ApiError(413, f"{len(files)} files, more than the limit of {limits.max_files}")
-        uploads: list[Upload | ApiError] = []
-        for number, file in enumerate(files, start=1):
-            try:
-                upload = await read_upload(
-                    file, limit=limits.max_batch_bytes, fallback=f"file {number}"
-                )
-            except ApiError as exc:
-                uploads.append(exc)
-                continue
-            if is_zip(upload.data):
-                uploads.extend(expand_zip(upload, limits))
-            elif len(upload.data) > limits.max_upload_bytes:
-                detail = f"{upload.name}: upload larger than {limits.max_upload_bytes} bytes"
-                uploads.append(ApiError(413, detail, name=upload.name))
-            else:
-                uploads.append(upload)
-        if len(uploads) > limits.max_files:
-            raise ApiError(
-                413,
-                f"{len(uploads)} images in this batch, more than the limit of {limits.max_files}",
-            )
-        results = await service.predict_many(uploads)
-        good = [r for r in results if r["ok"]]
-        return JSONResponse(
-            {
-                "results": results,
-                "summary": {
-                    "files": len(results),
-                    "ok": len(good),
-                    "failed": len(results) - len(good),
-                    "cancer": sum(bool(r["is_cancer"]) for r in good),
-                },
-                "threshold": predictor.threshold,
-                "model": predictor.describe(),
-                "seconds": round(time.perf_counter() - started, 4),
-            }
+    ) -> Response:
+        payload = await run_batch(service, files)
+        body = await run_in_threadpool(_render, payload)
+        used = payload["used"]
+        large = used["pixels"] >= LARGE_REQUEST_PIXELS or used["bytes"] >= LARGE_REQUEST_BYTES
+        return Response(
+            body,
+            media_type="application/json",
+            background=BackgroundTask(release_memory) if large else None,
         )
 
     return router
+
+
+def _render(payload: dict[str, Any]) -> bytes:
+    """JSON bytes of an answer, as Starlette's ``JSONResponse`` renders them."""
+    return json.dumps(
+        payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")

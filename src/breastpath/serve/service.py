@@ -6,23 +6,21 @@ CPU work on pixels runs in worker threads and model work on the inference thread
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from breastpath.data.transforms import fit_to_size
+from breastpath.imaging import probe_size
 from breastpath.inference.predictor import Predictor
 from breastpath.serve import explain as explaining
-from breastpath.serve.engine import InferenceEngine
-from breastpath.serve.errors import ApiError
+from breastpath.serve.engine import InferenceEngine, PixelGate
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.tiling import TileGrid, aggregate, make_tiles, needs_tiling, tile_count
-from breastpath.serve.uploads import Upload, decode_upload
+from breastpath.serve.uploads import Upload, decode_upload_info
 
 #: Uploads up to this size whose header says at most ``INLINE_PIXELS`` pixels are decoded on the
 #: event loop (a 50x50 PNG takes well under a millisecond; a thread hop costs more than that).
@@ -35,7 +33,7 @@ class Decoded:
     """An upload ready for the model."""
 
     name: str
-    image: np.ndarray  # (H, W, 3) uint8 as uploaded
+    image: np.ndarray  # (H, W, 3) uint8 as uploaded; shape only once released (batch items)
     model_input: np.ndarray  # (h, w, 3) uint8 at the input size (fit_to_size)
     action: str  # what fit_to_size did
     grid: TileGrid | None
@@ -43,16 +41,20 @@ class Decoded:
     seconds: float
 
 
+def release_pixels(item: Decoded) -> None:
+    """Drop an item's full-size pixels once it is reduced (model input and tiles made): its
+    ``image`` keeps its shape as a one-pixel broadcast view (a batch holds reduced items
+    only)."""
+    first = np.array(item.image[:1, :1])
+    item.image = np.broadcast_to(first, item.image.shape)
+
+
 def _small(data: bytes) -> bool:
     """Whether an upload is small enough to decode on the event loop (header says so)."""
     if len(data) > INLINE_BYTES:
         return False
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-    except Exception:
-        return True  # not an image: decoding fails fast and says why
-    return width * height <= INLINE_PIXELS
+    size = probe_size(data)
+    return size is None or size[0] * size[1] <= INLINE_PIXELS  # None: fails fast, says why
 
 
 class PredictionService:
@@ -72,36 +74,54 @@ class PredictionService:
         self.predictor = predictor
         self.limits = limits
         self.engine = InferenceEngine(predictor, limits)
+        #: pixels decoded at once, server-wide (one image of the largest size at a time)
+        self.decode_gate = PixelGate(limits.max_pixels)
         self.stain, self.stain_note = explaining.resolve_stain(predictor.meta, stain)
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, upload: Upload) -> Decoded:
-        """Decode and prepare one upload (raises a 4xx :class:`ApiError`)."""
+    def decode(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
+        """Decode and prepare one upload (raises a 4xx :class:`ApiError`).
+
+        ``tiles_left``: what is left of the request's tile budget (``max_request_tiles``); an
+        image that needs more tiles is scored whole, with a note.
+        """
         started = time.perf_counter()
-        image = decode_upload(upload, max_pixels=self.limits.max_pixels)
+        decoded = decode_upload_info(upload, max_pixels=self.limits.max_pixels)
+        image = decoded.pixels
         model_input, action = fit_to_size(image, self.predictor.input_size)
         # the checkpoint's stain normalization, if it carries one (what the model was trained on)
         model_input = self.predictor.normalize_stain(model_input[None])[0]
-        grid, note = None, None
+        grid, notes = None, [decoded.note] if decoded.note else []
         if needs_tiling(image.shape, self.predictor.input_size):
             count = tile_count(image.shape, self.predictor.input_size)
-            if count <= self.limits.max_tiles:
-                grid = make_tiles(image, self.predictor.input_size)
-                grid.tiles = self.predictor.normalize_stain(grid.tiles)
-            else:
-                note = (
-                    f"no tile map: the image would need {count} tiles of "
-                    f"{self.predictor.input_size[1]}x{self.predictor.input_size[0]}, "
+            th, tw = self.predictor.input_size
+            if count > self.limits.max_tiles:
+                notes.append(
+                    f"no tile map: the image would need {count} tiles of {tw}x{th}, "
                     f"more than the limit of {self.limits.max_tiles}"
                 )
+            elif tiles_left is not None and count > tiles_left:
+                notes.append(
+                    f"no tile map: the image would need {count} tiles of {tw}x{th} and this "
+                    f"request has {max(tiles_left, 0)} left of its limit of "
+                    f"{self.limits.max_request_tiles}"
+                )
+            else:
+                grid = make_tiles(image, self.predictor.input_size)
+                grid.tiles = self.predictor.normalize_stain(grid.tiles)
+        note = "; ".join(notes) or None
         return Decoded(
             upload.name, image, model_input, action, grid, note, time.perf_counter() - started
         )
 
-    async def decode_async(self, upload: Upload) -> Decoded:
+    async def decode_async(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
+        """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`
+        (small uploads on the event loop: cheaper than a thread hop)."""
         if _small(upload.data):
-            return self.decode(upload)
-        return await run_in_threadpool(self.decode, upload)
+            return self.decode(upload, tiles_left=tiles_left)
+        size = probe_size(upload.data)
+        async with self.decode_gate.hold(size[0] * size[1] if size else 0):
+            return await run_in_threadpool(self.decode, upload, tiles_left=tiles_left)
 
     # ------------------------------------------------------------------ results
     def _result(self, item: Decoded, probs: np.ndarray) -> dict[str, Any]:
@@ -160,35 +180,6 @@ class PredictionService:
         result["seconds"] = round(time.perf_counter() - started, 4)
         result["timing"] = {k: round(v, 4) for k, v in timing.items()}
         return result
-
-    async def predict_many(self, uploads: list[Upload | ApiError]) -> list[dict[str, Any]]:
-        """Results for several uploads, in order; a bad file gets its error in its place."""
-
-        def decode_all() -> list[Decoded | ApiError]:
-            out: list[Decoded | ApiError] = []
-            for upload in uploads:
-                if isinstance(upload, ApiError):
-                    out.append(upload)
-                    continue
-                try:
-                    out.append(self.decode(upload))
-                except ApiError as exc:
-                    out.append(exc)
-            return out
-
-        decoded = await run_in_threadpool(decode_all)
-        good = [d for d in decoded if isinstance(d, Decoded)]
-        scored = iter(await self._score(good)) if good else iter(())
-        results = []
-        for index, entry in enumerate(decoded):
-            if isinstance(entry, Decoded):
-                results.append({"index": index, "ok": True, **self._result(entry, next(scored))})
-            else:
-                name = entry.name or f"file {index + 1}"
-                results.append(
-                    {"index": index, "ok": False, "filename": name, "error": entry.to_dict()}
-                )
-        return results
 
     async def _explain(
         self, item: Decoded, probs: np.ndarray, tiles: dict[str, Any] | None
