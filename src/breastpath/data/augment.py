@@ -10,7 +10,18 @@ import torch
 
 from breastpath.data.transforms import to_model_input
 
-__all__ = ["augment_batch", "color_jitter", "random_dihedral", "to_model_input"]
+__all__ = [
+    "BACKGROUND_KINDS",
+    "GLASS_RGB",
+    "add_background",
+    "augment_batch",
+    "background_frames",
+    "color_jitter",
+    "negative_class_of",
+    "random_dihedral",
+    "to_model_input",
+    "white_bands",
+]
 
 
 def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -99,3 +110,125 @@ def augment_batch(
     x = color_jitter(x, generator, strength=jitter)
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+#: RGB of blank glass in the IDC scans: the slide background around the tissue.
+GLASS_RGB = (241, 235, 238)
+#: Kinds of synthetic background frame, in the order :func:`background_frames` draws them.
+BACKGROUND_KINDS = ("glass", "white", "black", "uniform")
+
+
+def _uniform(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand((n,), generator=generator, device="cpu")
+
+
+def background_frames(n: int, *, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """``n`` synthetic frames without tissue: a uint8 NHWC batch of shape ``(n, *size, 3)``.
+
+    Each frame is one of :data:`BACKGROUND_KINDS`, drawn with equal chance: blank ``glass``
+    (:data:`GLASS_RGB` shifted by up to 12 grey levels per channel), ``white`` (245–255),
+    ``black`` (0–20), or ``uniform`` (any colour); then pixel noise of a random strength
+    (standard deviation 0–6 grey levels) is added. All randomness comes from ``generator``.
+
+    Examples
+    --------
+    >>> frames = background_frames(4, size=(50, 50), generator=torch.Generator().manual_seed(0))
+    >>> tuple(frames.shape), frames.dtype
+    ((4, 50, 50, 3), torch.uint8)
+    """
+    height, width = size
+    kind = torch.randint(0, len(BACKGROUND_KINDS), (n,), generator=generator, device="cpu")
+    shift = (torch.rand((n, 3), generator=generator) * 2.0 - 1.0) * 12.0
+    glass = torch.tensor(GLASS_RGB, dtype=torch.float32) + shift
+    white = 245.0 + _uniform(n, generator)[:, None] * 10.0
+    black = _uniform(n, generator)[:, None] * 20.0
+    colour = torch.rand((n, 3), generator=generator) * 255.0
+    base = torch.where((kind == 0)[:, None], glass, colour)
+    base = torch.where((kind == 1)[:, None], white.expand(n, 3), base)
+    base = torch.where((kind == 2)[:, None], black.expand(n, 3), base)
+    sigma = _uniform(n, generator).view(n, 1, 1, 1) * 6.0
+    noise = torch.randn((n, height, width, 3), generator=generator) * sigma
+    frames = base.view(n, 1, 1, 3) + noise
+    return frames.round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def white_bands(
+    images: torch.Tensor, *, fraction: float, generator: torch.Generator
+) -> torch.Tensor:
+    """White bands at the bottom of a random ``fraction`` of a uint8 NHWC batch, as where
+    an IDC patch was cut at the edge of the slide and padded (one draw per row).
+
+    A band covers 2 to half of the image's rows, so the rest still shows the tissue that
+    decides the label; the dihedral augmentation that follows moves it to any side.
+
+    Examples
+    --------
+    >>> batch = torch.zeros((8, 50, 50, 3), dtype=torch.uint8)
+    >>> out = white_bands(batch, fraction=1.0, generator=torch.Generator().manual_seed(0))
+    >>> bool((out[:, -2:] == 255).all()), bool((out[:, :25] == 0).all())
+    (True, True)
+    """
+    n, height = images.shape[0], images.shape[1]
+    chosen = _uniform(n, generator) < fraction
+    rows = 2 + (_uniform(n, generator) * max(height // 2 - 1, 1)).long()
+    if not bool(chosen.any()):
+        return images
+    covered = torch.arange(height).view(1, height) >= (height - rows).view(n, 1)
+    mask = (covered & chosen.view(n, 1)).to(images.device).view(n, height, 1, 1)
+    return torch.where(mask, torch.full_like(images, 255), images)
+
+
+def add_background(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    rows: slice,
+    fraction: float,
+    negative_class: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background augmentation of a training batch: teach the model that no tissue is no cancer.
+
+    Each row of the uint8 NHWC ``images`` is, with chance ``fraction``, replaced by a
+    synthetic frame without tissue (:func:`background_frames`) labelled ``negative_class``;
+    independently, with chance ``fraction``, it gets a white edge band (:func:`white_bands`,
+    label kept, both classes: in the IDC sample, padded edge patches are almost all non-IDC,
+    a cue the model should not learn). ``images`` may be the global batch of a DDP step, in
+    which case ``targets`` are this process's rows ``rows`` of it; the draws are one per row
+    of ``images``, in order, so every process draws the same.
+
+    Returns
+    -------
+    (images, targets)
+        The augmented batch (all of it) and this process's targets.
+    """
+    if fraction <= 0:
+        return images, targets
+    n = images.shape[0]
+    blank = _uniform(n, generator) < fraction
+    frames = background_frames(n, size=(images.shape[1], images.shape[2]), generator=generator)
+    images = white_bands(images, fraction=fraction, generator=generator)
+    images = torch.where(blank.to(images.device).view(n, 1, 1, 1), frames.to(images.device), images)
+    ours = blank[rows].to(targets.device)
+    return images, torch.where(ours, torch.full_like(targets, negative_class), targets)
+
+
+def negative_class_of(class_names: list[str], cancer_classes: list[int]) -> int:
+    """The one class that is not cancer, which background frames are labelled with.
+
+    Raises :class:`~breastpath.errors.ConfigError` when the task has none or several.
+
+    Examples
+    --------
+    >>> negative_class_of(["non-IDC", "IDC"], [1])
+    0
+    """
+    from breastpath.errors import ConfigError
+
+    others = [i for i in range(len(class_names)) if i not in set(cancer_classes)]
+    if len(others) != 1:
+        raise ConfigError(
+            "background augmentation needs a task with exactly one non-cancer class, "
+            f"got {len(others)} ({', '.join(class_names[i] for i in others) or 'none'})"
+        )
+    return others[0]

@@ -24,8 +24,10 @@ from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, multiclass
 
 __all__ = ["centre_scores", "format_markdown", "summarise"]
 
-#: Metrics given with a 95% interval.
+#: Metrics given with a 95% interval (and a fold mean and sd).
 CI_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
+#: Binary metrics also given with a 95% interval.
+BINARY_CI_EXTRA = ("f1", "sensitivity", "specificity")
 BINARY_EXTRA = ("sensitivity", "specificity", "f1")
 
 
@@ -65,11 +67,11 @@ def _binary_levels(y, raw, centred, patients, *, reduce, n_boot, seed, with_ci):
             m: bootstrap_ci(
                 y, raw if m == "roc_auc" else centred, metric=m, groups=patients, **options
             )
-            for m in (*CI_METRICS, "sensitivity", "specificity")
+            for m in (*CI_METRICS, *BINARY_CI_EXTRA)
         }
         patient["ci95"] = {
             m: bootstrap_ci(agg["y_true"], agg["scores"], metric=m, **options)
-            for m in (*CI_METRICS, "sensitivity", "specificity")
+            for m in (*CI_METRICS, *BINARY_CI_EXTRA)
         }
     return {"image": image, "patient": patient}
 
@@ -208,6 +210,12 @@ def _with_ci(block: dict[str, Any], metric: str) -> str:
     return f"{_fmt(block.get(metric))}{interval}"
 
 
+def _model_name(train: dict[str, Any]) -> str:
+    """The model of a train config, nested (``{"model": {"name": ...}}``) or flat (earlier)."""
+    model = train.get("model")
+    return str(model.get("name") if isinstance(model, dict) else model)
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The Markdown report of :func:`breastpath.experiments.crossval.cross_validate`."""
     data, train = result["data"], result["train"]
@@ -218,7 +226,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         else f"a fixed threshold of {result['threshold']}"
     )
     lines = [
-        f"# Patient-level {result['folds']}-fold cross-validation: {train['model']}",
+        f"# Patient-level {result['folds']}-fold cross-validation: {_model_name(train)}",
         "",
         f"Data: `{data['prepared']}` ({data['dataset']}, task {data['task']}): "
         f"{data['images']} images of {data['patients']} patients, classes "
@@ -243,7 +251,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     for level in ("image", "patient"):
         block = result["pooled"][level]
         cells = [level, str(block["n"]), *(_with_ci(block, m) for m in CI_METRICS)]
-        cells += [_fmt(block.get(m)) for m in extra]
+        cells += [_with_ci(block, m) for m in extra]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

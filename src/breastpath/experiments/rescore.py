@@ -1,0 +1,212 @@
+"""Score finished cross-validation folds again: other test-time augmentation, the last epoch
+instead of the best, or an ensemble of several runs over the same folds, without training.
+
+For every fold ``k`` of the cross-validation folder(s) written by
+:func:`~breastpath.experiments.crossval.cross_validate`, each member's fold checkpoint
+(``fold<k>/run/best.json`` or ``last.json``) scores the fold's **validation** patients and its
+**test** patients. Members' class probabilities are averaged; the decision threshold is then
+chosen on the validation patients alone (as :func:`breastpath.train.loop.train` does), and
+applied to the test patients: the held-out patients still decide nothing. Metrics pool the
+out-of-fold predictions exactly as ``crossval`` does
+(:func:`breastpath.experiments.crossval_metrics.summarise`).
+
+Ensemble members must share folds (same data, ``--folds`` and ``--split-seed``); they differ
+in training seed or recipe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastpath.choices import TTA_MODES, check_choice
+from breastpath.data.cache import PreparedData, open_prepared
+from breastpath.errors import ConfigError
+from breastpath.experiments.crossval_metrics import format_markdown, summarise
+from breastpath.io import atomic_write_text, read_json, write_csv, write_json
+
+__all__ = ["CHECKPOINTS", "fold_probabilities", "rescore_crossval"]
+
+#: Which checkpoint of a fold run is scored.
+CHECKPOINTS = ("best", "last")
+
+
+def _load_runs(cv_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """``crossval.json`` of each member; refuse members whose folds differ."""
+    if not cv_dirs:
+        raise ConfigError("give at least one cross-validation folder")
+    runs = []
+    for cv_dir in cv_dirs:
+        path = Path(cv_dir) / "crossval.json"
+        if not path.is_file():
+            raise ConfigError(f"{cv_dir}: no crossval.json (not a finished cross-validation)")
+        runs.append({**read_json(path), "dir": Path(cv_dir)})
+    first = runs[0]
+    for run in runs[1:]:
+        if (
+            run["fold_of_patient"] != first["fold_of_patient"]
+            or run["val_frac"] != first["val_frac"]
+        ):
+            raise ConfigError(f"{run['dir']}: its folds differ from {first['dir']}'s")
+    return runs
+
+
+def fold_probabilities(
+    fold_dir: Path,
+    data: PreparedData,
+    rows: np.ndarray,
+    *,
+    checkpoint: str = "best",
+    tta: str = "none",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Class probabilities of ``rows`` from one fold's ``checkpoint`` with ``tta`` (CPU)."""
+    import torch
+
+    from breastpath.checkpoint import build_model, load_checkpoint
+    from breastpath.inference.batches import predict_rows
+
+    state = load_checkpoint(fold_dir / "run" / f"{checkpoint}.json")
+    model = build_model(state, tta=tta)
+    return predict_rows(
+        model,
+        data.images,
+        rows,
+        mean=torch.tensor(state.meta.mean, dtype=torch.float32),
+        std=torch.tensor(state.meta.std, dtype=torch.float32),
+        device="cpu",
+        batch_size=batch_size,
+    )
+
+
+def _rescore_fold(
+    runs: list[dict[str, Any]],
+    fold: int,
+    *,
+    checkpoint: str,
+    tta: str,
+    threshold_metric: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from breastpath.checkpoint import default_cancer_classes
+    from breastpath.train.loop import choose_cancer_threshold
+
+    view = open_prepared(runs[0]["dir"] / f"fold{fold}" / "data")
+    val_rows, test_rows = view.indices("val"), view.indices("test")
+    rows = np.concatenate([val_rows, test_rows])
+    probs = np.mean(
+        [
+            fold_probabilities(
+                run["dir"] / f"fold{fold}", view, rows, checkpoint=checkpoint, tta=tta
+            )
+            for run in runs
+        ],
+        axis=0,
+    )
+    val_probs, test_probs = probs[: len(val_rows)], probs[len(val_rows) :]
+    cancer = list(default_cancer_classes(view.class_names))
+    threshold, _ = choose_cancer_threshold(
+        val_probs, view.labels[val_rows], cancer, criterion=threshold_metric
+    )
+    predictions = [
+        {
+            "row": int(row),
+            "path": view.rows[row]["path"],
+            "patient": str(view.patients[row]),
+            "label": int(view.labels[row]),
+            "fold": fold,
+            "threshold": threshold,
+            **{f"p_{name}": float(p) for name, p in zip(view.class_names, prob, strict=True)},
+        }
+        for row, prob in zip(test_rows, test_probs, strict=True)
+    ]
+    previous = runs[0]["per_fold"][fold]
+    result = {
+        "fold": fold,
+        "test_patients": previous["test_patients"],
+        "val_patients": previous["val_patients"],
+        "train_patients": previous["train_patients"],
+        "best_epoch": previous["best_epoch"] if checkpoint == "best" else previous["epochs_run"],
+        "epochs_run": previous["epochs_run"],
+        "threshold": threshold,
+        "seconds": 0.0,
+    }
+    return result, predictions
+
+
+def rescore_crossval(
+    cv_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    checkpoint: str = "best",
+    tta: str = "none",
+    threshold_metric: str = "balanced_accuracy",
+    reduce: str = "mean",
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Score the folds of ``cv_dirs`` again (see the module docstring); write to ``out_dir``.
+
+    Parameters
+    ----------
+    cv_dirs
+        One or more finished ``breastpath crossval`` folders over the same folds; more than
+        one is an ensemble (mean of the members' probabilities).
+    out_dir
+        Where ``crossval.json``, ``crossval.md`` and ``oof_predictions.csv`` go.
+    checkpoint
+        ``"best"`` (each fold's early-stopping choice) or ``"last"`` (its final epoch: the
+        estimate for a model trained a fixed number of epochs without validation).
+    tta
+        Test-time augmentation of every member: ``none``, ``flips`` or ``dihedral``.
+    threshold_metric
+        What each fold's validation-chosen threshold maximises.
+    reduce, n_boot
+        As for :func:`~breastpath.experiments.crossval.cross_validate`.
+
+    Returns
+    -------
+    dict
+        What ``crossval.json`` holds, with ``members``, ``checkpoint`` and ``tta`` added.
+    """
+    check_choice(checkpoint, CHECKPOINTS, what="checkpoint")
+    check_choice(tta, TTA_MODES, what="tta")
+    runs = _load_runs(cv_dirs)
+    started = time.perf_counter()
+    folds, predictions = [], []
+    for fold in range(int(runs[0]["folds"])):
+        result, rows = _rescore_fold(
+            runs, fold, checkpoint=checkpoint, tta=tta, threshold_metric=threshold_metric
+        )
+        folds.append(result)
+        predictions.extend(rows)
+    predictions.sort(key=lambda r: int(r["row"]))
+    class_names = runs[0]["data"]["class_names"]
+    report = summarise(
+        predictions, folds, class_names=class_names, reduce=reduce, n_boot=n_boot, seed=0
+    )
+    result = {
+        **{k: runs[0][k] for k in ("data", "folds", "seed", "val_frac", "train")},
+        "members": [str(run["dir"]) for run in runs],
+        "checkpoint": checkpoint,
+        "tta": tta,
+        "threshold": "fold",
+        "reduce": reduce,
+        "n_boot": n_boot,
+        "fold_of_patient": runs[0]["fold_of_patient"],
+        **report,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["row", "path", "patient", "label", "fold", "threshold"]
+    write_csv(out / "oof_predictions.csv", predictions, fields + [f"p_{c}" for c in class_names])
+    write_json(out / "crossval.json", result)
+    note = (
+        f"\nRescored: {len(runs)} member(s), checkpoint `{checkpoint}`, TTA `{tta}`; "
+        "thresholds chosen again on each fold's validation patients.\n"
+    )
+    atomic_write_text(out / "crossval.md", format_markdown(result) + note)
+    return result
