@@ -77,9 +77,8 @@ def read_level(path: Path, level: int) -> tuple[np.ndarray, str]:
 def cut(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Full tiles ``(N, size, size, 3)`` and their top-left corners ``(N, 2)`` (y, x)."""
     height, width = image.shape[:2]
-    corners = np.array(
-        [(y, x) for y in range(0, height - size + 1, size) for x in range(0, width - size + 1, size)]
-    )
+    ys, xs = range(0, height - size + 1, size), range(0, width - size + 1, size)
+    corners = np.array([(y, x) for y in ys for x in xs])
     tiles = np.stack([image[y : y + size, x : x + size] for y, x in corners])
     return tiles, corners
 
@@ -112,7 +111,7 @@ def negatives() -> dict[str, list[np.ndarray]]:
 
 def row(name: str, images, *, expect_pass: bool) -> list[str]:
     """One table row: counts per verdict and the smallest margin to each threshold."""
-    verdicts = quality.assess(images) if isinstance(images, np.ndarray) else quality.assess(images)
+    verdicts = quality.assess(images)
     n = len(verdicts)
     flagged = [q for q in verdicts if not q.assessed]
     reasons: dict[str, int] = {}
@@ -121,6 +120,7 @@ def row(name: str, images, *, expect_pass: bool) -> list[str]:
     tf = np.array([q.tissue_fraction for q in verdicts])
     dark = np.array([q.dark_fraction for q in verdicts])
     foreign = np.array([q.foreign_fraction for q in verdicts if q.is_tissue] or [np.nan])
+    low_foreign = f"{np.nanmin(foreign):.3f}" if np.isfinite(foreign).any() else "-"
     rate = (len(flagged) / n) if n else float("nan")
     return [
         name,
@@ -130,9 +130,7 @@ def row(name: str, images, *, expect_pass: bool) -> list[str]:
         "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "-",
         f"{tf.min() - quality.MIN_TISSUE_FRACTION:+.3f}" if expect_pass else f"{tf.max():.3f}",
         f"{quality.MAX_DARK_FRACTION - dark.max():+.3f}" if expect_pass else f"{dark.max():.3f}",
-        f"{quality.MAX_FOREIGN_FRACTION - np.nanmax(foreign):+.3f}"
-        if expect_pass
-        else f"{np.nanmin(foreign):.3f}",
+        f"{quality.MAX_FOREIGN_FRACTION - np.nanmax(foreign):+.3f}" if expect_pass else low_foreign,
     ]
 
 

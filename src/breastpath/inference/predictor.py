@@ -22,25 +22,46 @@ from breastpath.data.transforms import fit_to_size, to_model_input
 from breastpath.errors import CheckpointError, ExplanationUnavailableError, InvalidImageError
 from breastpath.imaging import ImageSource, decode_image
 from breastpath.inference.device import select_device
+from breastpath.inference.quality import Quality
+from breastpath.inference.quality import assess as assess_quality
 from breastpath.inference.score import cancer_score
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's answer for one image."""
+    """The model's answer for one image.
 
-    probability: float  # probability of cancer (IDC / malignant)
-    label: str  # class name of the decision
-    is_cancer: bool
+    ``quality`` is the input-quality gate's verdict (:mod:`breastpath.inference.quality`). An
+    image that fails it is **not assessed**: ``label`` and ``is_cancer`` are ``None``;
+    ``probability`` and ``probabilities`` still hold the model's raw output, which is not a
+    cancer probability for something that is not H&E tissue (``assessed`` says so). With
+    ``allow_non_tissue=True`` (research only) every image gets a label and ``forced`` is True.
+    """
+
+    probability: float  # the model's cancer score (IDC / malignant); see ``assessed``
+    label: str | None  # class name of the decision; None when not assessed
+    is_cancer: bool | None
     probabilities: dict[str, float]  # per class
+    quality: dict[str, Any] | None = None
+    forced: bool = False
+
+    @property
+    def assessed(self) -> bool:
+        """Whether a cancer label was given (the gate passed, or it was overridden)."""
+        return self.label is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "probability": self.probability,
             "label": self.label,
             "is_cancer": self.is_cancer,
+            "assessed": self.assessed,
             "probabilities": self.probabilities,
+            "quality": self.quality,
         }
+        if self.forced:
+            out["forced"] = True
+        return out
 
 
 class Predictor:
@@ -236,30 +257,57 @@ class Predictor:
         """The cancer score per row (:func:`~breastpath.inference.score.cancer_score`)."""
         return cancer_score(probs, self.meta)
 
-    def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
+    def to_predictions(
+        self,
+        probs: np.ndarray,
+        quality: Sequence[Quality] | None = None,
+        *,
+        allow_non_tissue: bool = False,
+    ) -> list[Prediction]:
+        """Predictions from class probabilities; rows whose ``quality`` fails the gate get no
+        label unless ``allow_non_tissue`` (research only)."""
         cancer = self.cancer_probability(probs)
+        verdicts: Sequence[Quality | None] = quality if quality is not None else [None] * len(probs)
         results = []
-        for row, p in zip(probs, cancer, strict=True):
+        for row, p, verdict in zip(probs, cancer, verdicts, strict=True):
             if len(self.class_names) == 2:
                 label = self.class_names[-1] if p >= self.threshold else self.class_names[0]
             else:
                 label = self.class_names[int(row.argmax())]
+            passed = verdict is None or verdict.assessed
+            keep = passed or allow_non_tissue
             results.append(
                 Prediction(
                     probability=float(p),
-                    label=label,
-                    is_cancer=bool(p >= self.threshold),
+                    label=label if keep else None,
+                    is_cancer=bool(p >= self.threshold) if keep else None,
                     probabilities={n: float(v) for n, v in zip(self.class_names, row, strict=True)},
+                    quality=None if verdict is None else verdict.to_dict(),
+                    forced=not passed and allow_non_tissue,
                 )
             )
         return results
 
-    def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Predictions for decoded RGB images of any size."""
-        return self.to_predictions(self.predict_proba(self.prepare(images)))
+    def assess(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Quality]:
+        """The quality gate's verdict per image (:func:`~breastpath.inference.quality.assess`)."""
+        return assess_quality(images)
+
+    def predict_images(
+        self, images: Sequence[np.ndarray], *, allow_non_tissue: bool = False
+    ) -> list[Prediction]:
+        """Predictions for decoded RGB images of any size, each passed through the quality gate.
+
+        ``allow_non_tissue=True`` labels images the gate flags too (research only; they are
+        marked ``forced``).
+        """
+        return self.to_predictions(
+            self.predict_proba(self.prepare(images)),
+            self.assess(images),
+            allow_non_tissue=allow_non_tissue,
+        )
 
     def predict_sources(
-        self, sources: Sequence[ImageSource]
+        self, sources: Sequence[ImageSource], *, allow_non_tissue: bool = False
     ) -> list[Prediction | InvalidImageError]:
         """Decode and score files or buffers; a bad one yields its error in its place."""
         decoded: list[np.ndarray | InvalidImageError] = []
@@ -269,7 +317,9 @@ class Predictor:
             except InvalidImageError as exc:
                 decoded.append(exc)
         good = [d for d in decoded if isinstance(d, np.ndarray)]
-        predictions = iter(self.predict_images(good)) if good else iter(())
+        predictions = (
+            iter(self.predict_images(good, allow_non_tissue=allow_non_tissue)) if good else iter(())
+        )
         return [next(predictions) if isinstance(d, np.ndarray) else d for d in decoded]
 
 

@@ -63,9 +63,7 @@ REASON_OK = "ok"
 REASON_EMPTY = "empty image"
 REASON_DARK = "too dark / black frame"
 REASON_BACKGROUND = "blank glass / background"
-REASON_NOT_HE = (
-    "not H&E: colours outside the haematoxylin/eosin range (photo, fluorescence, IHC?)"
-)
+REASON_NOT_HE = "not H&E: colours outside the haematoxylin/eosin range (photo, fluorescence, IHC?)"
 
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 _SQRT_SIXTH = np.float32(np.sqrt(1.0 / 6.0))
@@ -159,9 +157,7 @@ def verdicts(measures: dict[str, np.ndarray], options: GateOptions) -> list[Qual
             reason = REASON_NOT_HE
         else:
             reason = REASON_OK
-        out.append(
-            Quality(float(tissue), is_tissue, looks, reason, float(dark), float(foreign))
-        )
+        out.append(Quality(float(tissue), is_tissue, looks, reason, float(dark), float(foreign)))
     return out
 
 

@@ -15,29 +15,68 @@ from typing import Any
 from breastpath.data.loader import shard_bounds
 from breastpath.inference.device import DistInfo
 
-#: Columns of a prediction CSV.
-HEADER = ["path", "probability", "label", "threshold", "error"]
+#: Columns of a prediction CSV. ``assessed`` is 1 when the image passed the input-quality gate
+#: (:mod:`breastpath.inference.quality`) and got a label; 0 leaves ``label`` empty (``reason``
+#: says why; ``probability`` is then the model's raw output, not a cancer probability).
+HEADER = [
+    "path",
+    "probability",
+    "label",
+    "assessed",
+    "tissue_fraction",
+    "looks_like_he",
+    "reason",
+    "threshold",
+    "error",
+]
 
 
-def score_files(predictor: Any, files: Sequence[Path], *, chunk: int = 1024) -> list[list[Any]]:
+def prediction_row(path: Any, result: Any, threshold: float) -> list[Any]:
+    """The :data:`HEADER` row of one file: a Prediction or the error it raised."""
+    if isinstance(result, Exception):
+        return [path, "", "", "", "", "", "", threshold, str(result)]
+    quality = result.quality or {}
+    return [
+        path,
+        f"{result.probability:.6f}",
+        result.label or "",
+        int(result.assessed),
+        "" if not quality else f"{quality['tissue_fraction']:.4f}",
+        "" if not quality else int(quality["looks_like_he"]),
+        ("forced: " if result.forced else "") + str(quality.get("reason", "")),
+        threshold,
+        "",
+    ]
+
+
+def score_files(
+    predictor: Any,
+    files: Sequence[Path],
+    *,
+    chunk: int = 1024,
+    allow_non_tissue: bool = False,
+) -> list[list[Any]]:
     """One CSV row per file (:data:`HEADER`); an unreadable file gets its error in its row.
 
-    Files are decoded and scored ``chunk`` at a time, so memory stays bounded.
+    Files are decoded and scored ``chunk`` at a time, so memory stays bounded. Images the
+    quality gate flags get no label unless ``allow_non_tissue`` (research only).
     """
     rows: list[list[Any]] = []
     for start in range(0, len(files), chunk):
         part = list(files[start : start + chunk])
-        threshold = predictor.threshold
-        for path, result in zip(part, predictor.predict_sources(part), strict=True):
-            if isinstance(result, Exception):
-                rows.append([path, "", "", threshold, str(result)])
-            else:
-                rows.append([path, f"{result.probability:.6f}", result.label, threshold, ""])
+        results = predictor.predict_sources(part, allow_non_tissue=allow_non_tissue)
+        for path, result in zip(part, results, strict=True):
+            rows.append(prediction_row(path, result, predictor.threshold))
     return rows
 
 
 def score_files_sharded(
-    predictor: Any, files: Sequence[Path], *, info: DistInfo, chunk: int = 1024
+    predictor: Any,
+    files: Sequence[Path],
+    *,
+    info: DistInfo,
+    chunk: int = 1024,
+    allow_non_tissue: bool = False,
 ) -> list[list[Any]]:
     """Rows for all ``files`` (in their order) on every rank; each rank scores only its shard.
 
@@ -48,7 +87,7 @@ def score_files_sharded(
     >>> rows = score_files_sharded(predictor, files, info=distributed.env_info())  # doctest: +SKIP
     """
     start, stop = shard_bounds(len(files), info.rank, info.world_size)
-    rows = score_files(predictor, files[start:stop], chunk=chunk)
+    rows = score_files(predictor, files[start:stop], chunk=chunk, allow_non_tissue=allow_non_tissue)
     if not info.enabled:
         return rows
     import torch.distributed as dist

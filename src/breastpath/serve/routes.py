@@ -83,9 +83,14 @@ def api_router(service: PredictionService) -> APIRouter:
         explain: bool = Query(
             False, description="add a Grad-CAM overlay, a tile map and a stain-normalized view"
         ),
+        force: bool = Query(
+            False,
+            description="RESEARCH ONLY: give a label even when the input-quality gate says the "
+            "image is not H&E tissue (the result is marked forced)",
+        ),
     ) -> Response:
         upload = await read_upload(file, limit=limits.max_upload_bytes)
-        result = await service.predict_one(upload, explain=explain)
+        result = await service.predict_one(upload, explain=explain, force=force)
         size = result.get("image") or {}
         large = size.get("width", 0) * size.get("height", 0) >= LARGE_REQUEST_PIXELS
         return JSONResponse(result, background=BackgroundTask(release_memory) if large else None)

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from breastpath.data.transforms import fit_to_size
 from breastpath.imaging import probe_size
 from breastpath.inference.predictor import Predictor
+from breastpath.inference.quality import Quality
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
 from breastpath.serve.limits import ServeLimits
@@ -39,6 +40,8 @@ class Decoded:
     grid: TileGrid | None
     note: str | None
     seconds: float
+    quality: Quality | None = None  # the input-quality gate's verdict on the whole image
+    force: bool = False  # label it even when the gate flags it (research only)
 
 
 def release_pixels(item: Decoded) -> None:
@@ -88,6 +91,7 @@ class PredictionService:
         started = time.perf_counter()
         decoded = decode_upload_info(upload, max_pixels=self.limits.max_pixels)
         image = decoded.pixels
+        quality = self.predictor.assess([image])[0]
         model_input, action = fit_to_size(image, self.predictor.input_size)
         # the checkpoint's stain normalization, if it carries one (what the model was trained on)
         model_input = self.predictor.normalize_stain(model_input[None])[0]
@@ -108,11 +112,12 @@ class PredictionService:
                 )
             else:
                 grid = make_tiles(image, self.predictor.input_size)
+                passed = [q.assessed for q in self.predictor.assess(grid.tiles)]
+                grid.passed = np.array(passed, dtype=bool).reshape(grid.rows, grid.cols)
                 grid.tiles = self.predictor.normalize_stain(grid.tiles)
         note = "; ".join(notes) or None
-        return Decoded(
-            upload.name, image, model_input, action, grid, note, time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        return Decoded(upload.name, image, model_input, action, grid, note, seconds, quality)
 
     async def decode_async(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
         """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`
@@ -127,7 +132,8 @@ class PredictionService:
     def _result(self, item: Decoded, probs: np.ndarray) -> dict[str, Any]:
         """JSON result of one image from its rows of probabilities (whole image, then tiles)."""
         predictor = self.predictor
-        prediction = predictor.to_predictions(probs[:1])[0]
+        verdict = None if item.quality is None else [item.quality]
+        prediction = predictor.to_predictions(probs[:1], verdict, allow_non_tissue=item.force)[0]
         height, width = item.image.shape[:2]
         result: dict[str, Any] = {
             "filename": item.name,
@@ -141,7 +147,9 @@ class PredictionService:
             tiles = aggregate(
                 item.grid, predictor.cancer_probability(probs[1:]), threshold=predictor.threshold
             )
-            if len(predictor.class_names) == 2:
+            if not prediction.assessed:  # the image is not H&E tissue: no tile verdict either
+                tiles["is_cancer"] = None
+            elif len(predictor.class_names) == 2:
                 tiles["label"] = predictor.class_names[int(tiles["is_cancer"])]
             result["tiles"] = tiles
         if item.note:
@@ -164,10 +172,14 @@ class PredictionService:
         return out
 
     # ------------------------------------------------------------------ endpoints
-    async def predict_one(self, upload: Upload, *, explain: bool = False) -> dict[str, Any]:
-        """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view."""
+    async def predict_one(
+        self, upload: Upload, *, explain: bool = False, force: bool = False
+    ) -> dict[str, Any]:
+        """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view; ``force``
+        labels an image the quality gate flags (research only)."""
         started = time.perf_counter()
         item = await self.decode_async(upload)
+        item.force = force
         model_start = time.perf_counter()
         probs = (await self._score([item]))[0]
         result = self._result(item, probs)

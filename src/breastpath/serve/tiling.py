@@ -6,9 +6,11 @@ run past the image are padded with white by :func:`~breastpath.data.transforms.f
 same rule as for IDC edge patches.
 
 Image-level tile score: the **mean** of the tile probabilities over tissue tiles (tiles with at
-least ``MIN_TISSUE_FRACTION`` of their pixels darker than ``TISSUE_LUMINANCE``), the reduction the
-evaluation uses for patient scores; over all tiles when no tile holds tissue. The maximum tile
-probability and the fraction of tissue tiles at or above the threshold are reported alongside.
+least ``MIN_TISSUE_FRACTION`` of their pixels tissue by :mod:`breastpath.tissue`, luminosity below
+``TISSUE_LUMINOSITY``, and, when the input-quality gate has been run on them, passing it), the
+reduction the evaluation uses for patient scores; over all tiles when no tile holds tissue. The
+maximum tile probability and the fraction of tissue tiles at or above the threshold are
+reported alongside.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from breastpath import tissue as tissue_rule
 from breastpath.data.transforms import fit_to_size
 
-#: Pixels with luminance (0..255) below this count as tissue.
-TISSUE_LUMINANCE = 204.0
+#: Pixels with luminosity (CIE L* / 100) below this count as tissue.
+TISSUE_LUMINOSITY = tissue_rule.MAX_LUMINOSITY
 #: A tile is a tissue tile when at least this fraction of its pixels is tissue.
-MIN_TISSUE_FRACTION = 0.1
+MIN_TISSUE_FRACTION = tissue_rule.MIN_TISSUE_FRACTION
 #: How the image-level score is made from the tile scores (reported by the API).
 AGGREGATION = (
     f"mean tile probability over tissue tiles (>= {MIN_TISSUE_FRACTION:.0%} of pixels with "
-    f"luminance < {TISSUE_LUMINANCE / 255:.0%}); over all tiles when none holds tissue"
+    f"luminosity < {TISSUE_LUMINOSITY:.0%}, passing the quality gate); over all tiles when "
+    "none holds tissue"
 )
 
 
@@ -42,6 +46,8 @@ class TileGrid:
     image_size: tuple[int, int]  # (height, width)
     tiles: np.ndarray  # (rows * cols, th, tw, 3) uint8
     tissue_fraction: np.ndarray  # (rows, cols) float
+    #: (rows, cols) bool: tiles that pass the input-quality gate (None: not checked)
+    passed: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -49,8 +55,9 @@ class TileGrid:
 
     @property
     def tissue(self) -> np.ndarray:
-        """(rows, cols) bool: which tiles hold tissue."""
-        return self.tissue_fraction >= MIN_TISSUE_FRACTION
+        """(rows, cols) bool: which tiles hold tissue (and pass the gate, when it was run)."""
+        enough = self.tissue_fraction >= MIN_TISSUE_FRACTION
+        return enough if self.passed is None else enough & self.passed
 
 
 def needs_tiling(shape: tuple[int, ...], input_size: tuple[int, int]) -> bool:
@@ -64,11 +71,8 @@ def tile_count(shape: tuple[int, ...], input_size: tuple[int, int]) -> int:
 
 
 def tissue_fraction(pixels: np.ndarray) -> float:
-    """Fraction of ``(H, W, 3)`` uint8 pixels darker than :data:`TISSUE_LUMINANCE`."""
-    if pixels.size == 0:
-        return 0.0
-    luminance = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
-    return float(np.mean(luminance < TISSUE_LUMINANCE))
+    """Tissue share of ``(H, W, 3)`` uint8 pixels (:func:`breastpath.tissue.tissue_fraction`)."""
+    return float(tissue_rule.tissue_fraction(pixels, max_luminosity=TISSUE_LUMINOSITY))
 
 
 def make_tiles(image: np.ndarray, input_size: tuple[int, int]) -> TileGrid:

@@ -53,10 +53,21 @@ async function postForm(url, form) {
   return { ok: true, data };
 }
 
+function notAssessed(r) {
+  const reason = (r.quality && r.quality.reason) || "did not pass the input-quality check";
+  return `not assessed: ${reason}`;
+}
+
 function showVerdict(r) {
   const cancer = r.is_cancer;
-  $("label").textContent = `${r.label}: ${pct(r.probability)} probability of cancer`;
-  $("label").className = cancer ? "cancer" : "benign";
+  if (r.label === null) {  // the quality gate flagged the image: no cancer label
+    $("label").textContent = notAssessed(r);
+    $("label").className = "unassessed";
+  } else {
+    const forced = r.forced ? " (forced: not H&E tissue by the quality check; research only)" : "";
+    $("label").textContent = `${r.label}: ${pct(r.probability)} probability of cancer${forced}`;
+    $("label").className = cancer ? "cancer" : "benign";
+  }
   $("fill").style.width = pct(r.probability);
   $("fill").className = cancer ? "cancer" : "";
   $("mark").style.left = pct(r.threshold);
@@ -132,7 +143,10 @@ function renderTable(results) {
   for (const r of results) {
     const tr = document.createElement("tr");
     const cells = [String(r.index + 1), r.filename];
-    if (r.ok) {
+    if (r.ok && r.label === null) {
+      tr.className = "unassessed";
+      cells.push(notAssessed(r), "—", "—", "not assessed");
+    } else if (r.ok) {
       tr.className = r.is_cancer ? "positive" : "negative";
       cells.push(r.label, null, r.tiles ? `${pct(r.tiles.probability)} (${r.tiles.count} tiles)` : "—", "ok");
     } else {
@@ -141,7 +155,7 @@ function renderTable(results) {
     }
     cells.forEach((text, i) => {
       const td = document.createElement("td");
-      if (i === 3 && r.ok) {
+      if (i === 3 && r.ok && r.label !== null) {
         td.appendChild(miniBar(r.probability, r.is_cancer));
         td.appendChild(document.createTextNode(pct(r.probability)));
       } else {
@@ -190,14 +204,17 @@ function csvCell(value) {
 
 function downloadCsv() {
   const header = ["index", "filename", "ok", "label", "probability", "is_cancer", "threshold",
-    "tile_score", "tile_max", "tiles", "tissue_tiles", "width", "height", "error"];
+    "tile_score", "tile_max", "tiles", "tissue_tiles", "width", "height", "assessed",
+    "tissue_fraction", "looks_like_he", "reason", "error"];
   const lines = [header.join(",")];
   for (const r of state.rows) {
     const t = r.tiles || {};
+    const q = r.quality || {};
     lines.push([
       r.index + 1, r.filename, r.ok, r.label, r.probability, r.is_cancer, r.threshold,
       t.probability, t.max, t.count, t.tissue_count, r.image && r.image.width,
-      r.image && r.image.height, r.error && r.error.detail,
+      r.image && r.image.height, r.assessed, q.tissue_fraction, q.looks_like_he, q.reason,
+      r.error && r.error.detail,
     ].map(csvCell).join(","));
   }
   const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
