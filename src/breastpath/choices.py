@@ -29,6 +29,8 @@ ThresholdMetric = Literal["balanced_accuracy", "f1", "youden"]
 Head = Literal["linear", "svm"]
 Runtime = Literal["torch", "onnx"]
 PatientReduce = Literal["mean", "max", "fraction"]
+#: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
+SlideBackend = Literal["auto", "openslide", "wsidicom", "tifffile"]
 
 TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 STAIN_METHODS: tuple[str, ...] = get_args(StainMethod)
@@ -40,6 +42,7 @@ THRESHOLD_METRICS: tuple[str, ...] = get_args(ThresholdMetric)
 HEADS: tuple[str, ...] = get_args(Head)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
+SLIDE_BACKENDS: tuple[str, ...] = get_args(SlideBackend)
 
 
 def check_choice(value: object, allowed: tuple[str, ...], *, what: str) -> str:

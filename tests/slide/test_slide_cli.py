@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from breastpath.cli.main import main
+from breastpath.slide.geojson import read_tile_scores
 from breastpath.slide.synthetic import Blob, write_synthetic_slide
 
 pytest.importorskip("tifffile")
@@ -24,6 +25,7 @@ def slides(tmp_path_factory) -> dict[str, Path]:
     return {
         "slide": write_synthetic_slide(root / "s.ome.tif", blobs=BLOBS, **common),
         "no_mpp": write_synthetic_slide(root / "n.tif", blobs=BLOBS, mpp=None, **common),
+        "pages": write_synthetic_slide(root / "p.tif", blobs=BLOBS, pyramid="pages", **common),
         "blank": write_synthetic_slide(root / "blank.tif", blobs=[], **common),
     }
 
@@ -54,14 +56,30 @@ def test_slide_writes_heatmap_csv_and_score(slides, tmp_path, capsys):
     score = summary["score"]
     assert score["headline"] == "top_k_mean" and score["top_k"] == 5
     assert score["threshold"] == 0.9
+    assert summary["slide"]["backend"] == "tifffile"
     with open(out / "tiles.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == score["tiles"] == summary["tiling"]["tiles_scored"] > 10
-    probs = sorted(float(r["probability"]) for r in rows)
+    scored = [r for r in rows if not r["skipped"]]
+    assert len(scored) == score["tiles"] == summary["tiling"]["tiles_scored"] > 10
+    skipped = summary["tiling"]["tiles_skipped"]
+    assert len(rows) == len(scored) + sum(skipped.values()) and skipped["mask"] > 0
+    probs = sorted(float(r["probability"]) for r in scored)
     assert score["top_k_mean"] == pytest.approx(sum(probs[-5:]) / 5, abs=1e-5)
     above = [p for p in probs if p >= 0.9]
     assert score["tiles_above_threshold"] == len(above)
     assert {r["level"] for r in rows} == {"1"} and {r["size"] for r in rows} == {"200"}
+    # the GeoJSON for QuPath holds the same tiles and scores
+    tiles = read_tile_scores(out / "tiles.geojson")
+    read = [r for r in rows if r["skipped"] != "mask"]
+    assert [(t["x"], t["y"], t["size"]) for t in tiles] == [
+        (int(r["x"]), int(r["y"]), int(r["size"])) for r in read
+    ]
+    for tile, row in zip(tiles, read, strict=True):
+        if row["skipped"]:
+            assert tile["probability"] is None and tile["classification"] == "Ignore*"
+        else:
+            assert tile["probability"] == pytest.approx(float(row["probability"]))
+            assert tile["classification"] == ("Tumor" if tile["probability"] >= 0.9 else "Stroma")
     heatmap = Image.open(out / "heatmap.png")
     assert heatmap.width > 2 * 500  # thumbnail beside the overlay
     tissue = Image.open(out / "tissue.png")
@@ -72,8 +90,37 @@ def test_default_resolution_for_the_idc_model_is_4_mpp(slides, tmp_path, capsys)
     code, _, err = _run(capsys, "slide", slides["slide"], "--out", tmp_path, "--min-tissue", "0.1")
     assert code == 0, err
     tiling = json.loads((tmp_path / "slide.json").read_text())["tiling"]
-    assert tiling["requested_mpp"] == 4.0 and tiling["mpp"] == pytest.approx(4.0)
+    assert tiling["requested_mpp"] is None and tiling["target_mpp"] == 4.0
+    assert tiling["mpp"] == pytest.approx(4.0)
     assert tiling["level"] == 1 and tiling["read_size"] == 200 and tiling["tile_size"] == 50
+
+
+def test_a_slide_without_mpp_needs_slide_mpp_or_a_level(slides, tmp_path, capsys):
+    code, _, err = _run(capsys, "slide", slides["no_mpp"], "--out", tmp_path / "a")
+    _one_line_error(code, err, "records no microns per pixel")
+    assert "--slide-mpp" in err and "--level" in err and "4 µm/px" in err
+    code, _, err = _run(capsys, "slide", slides["no_mpp"], "--out", tmp_path / "b", "--slide-mpp",
+                        "0.25", "--min-tissue", "0.1")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((tmp_path / "b" / "slide.json").read_text())
+    assert summary["slide"]["mpp"] == 0.25 and summary["slide"]["mpp_source"] == "--slide-mpp"
+    assert summary["tiling"]["mpp"] == pytest.approx(4.0) and summary["model"]["mpp"] == 4.0
+    code, out, err = _run(capsys, "slide", slides["no_mpp"], "--out", tmp_path / "c",
+                          "--level", "1")  # fmt: skip
+    assert code == 0, err
+    assert "note: the slide records no microns per pixel" in out
+    summary = json.loads((tmp_path / "c" / "slide.json").read_text())
+    assert summary["tiling"]["mpp"] is None and summary["notes"]
+
+
+def test_backend_option_and_far_scale_note(slides, tmp_path, capsys):
+    pytest.importorskip("openslide", reason="openslide-python is not installed")
+    code, out, err = _run(capsys, "slide", slides["pages"], "--out", tmp_path, "--backend",
+                          "openslide", "--level", "0", "--min-tissue", "0.5")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((tmp_path / "slide.json").read_text())
+    assert summary["slide"]["backend"] == "openslide" and out.startswith("note: tiles are at")
+    assert "trained at 4 µm/px" in out and summary["tiling"]["mpp"] == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize(

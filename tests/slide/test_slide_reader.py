@@ -1,4 +1,5 @@
-"""Slide reader: lazy region reads from generated pyramidal TIFFs match the stored pixels."""
+"""Slide readers: lazy region reads from generated pyramidal TIFFs match the stored pixels; the
+backends agree; ``auto`` picks the reader made for the format and falls back on decode errors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 from breastpath.errors import BreastpathError, SlideError
-from breastpath.slide.reader import TiffReader, open_slide, to_rgb
+from breastpath.slide.adapters import openslide_mpp
+from breastpath.slide.reader import backend_order, open_slide, plausible_mpp, to_rgb
 from breastpath.slide.synthetic import Blob, write_synthetic_slide
+from breastpath.slide.tiff_reader import TiffReader
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -120,8 +123,10 @@ def test_to_rgb_composites_alpha_on_white():
 def test_bad_inputs_raise_named_errors(tmp_path, slides):
     with pytest.raises(SlideError, match="no such file"):
         open_slide(tmp_path / "missing.svs")
-    with pytest.raises(SlideError, match="is a folder"):
-        open_slide(tmp_path)
+    with pytest.raises(SlideError, match=r"not a slide.*wsidicom cannot open"):
+        open_slide(tmp_path)  # a folder is read as DICOM-WSI
+    with pytest.raises(SlideError, match="only a DICOM folder"):
+        open_slide(tmp_path, backend="tifffile")
     text = tmp_path / "notes.tif"
     text.write_text("not a slide")
     with pytest.raises(SlideError, match="not a slide"):
@@ -133,19 +138,54 @@ def test_bad_inputs_raise_named_errors(tmp_path, slides):
     assert issubclass(SlideError, BreastpathError) and issubclass(SlideError, ValueError)
 
 
-@pytest.mark.parametrize("backend", ["tiffslide", "openslide"])
-def test_adapters_agree_with_tifffile(slides, backend):
-    pytest.importorskip(backend)
-    with open_slide(slides["pages"], backend=backend) as other, open_slide(slides["pages"]) as base:
-        assert other.backend == backend
+def test_openslide_agrees_with_tifffile(slides):
+    pytest.importorskip("openslide", reason="openslide-python is not installed")
+    with (
+        open_slide(slides["pages"], backend="openslide") as other,
+        open_slide(slides["pages"], backend="tifffile") as base,
+    ):
+        assert other.backend == "openslide" and base.backend == "tifffile"
         assert [(lv.width, lv.height) for lv in other.levels] == [
             (lv.width, lv.height) for lv in base.levels
         ]
-        for level, location in [(0, (1200, 700)), (1, (400, 400))]:
+        assert other.mpp == pytest.approx(base.mpp) == pytest.approx(0.5)
+        assert other.mpp_source == "openslide.mpp-x" and base.mpp_source == "TIFF XResolution"
+        for level, location in [(0, (1200, 700)), (1, (400, 400)), (0, (2000, 1400))]:
             np.testing.assert_array_equal(
                 other.read_region(location, level, (128, 96)),
                 base.read_region(location, level, (128, 96)),
             )
+
+
+def test_auto_order_and_fallback_on_decode_failure(slides, tmp_path, monkeypatch):
+    assert backend_order(Path("x.svs")) == ["openslide", "tifffile"]
+    assert backend_order(Path("x.dcm")) == ["wsidicom"] and backend_order(tmp_path) == ["wsidicom"]
+    assert backend_order(slides["ome"]) == ["tifffile", "openslide"]
+    pytest.importorskip("openslide", reason="openslide-python is not installed")
+
+    def broken(self, location, level, size):
+        raise SlideError("cannot decode tile 0 (Not a JPEG file)")
+
+    monkeypatch.setattr(TiffReader, "read_region", broken)
+    with open_slide(slides["pages"]) as slide:  # tifffile parses it, cannot decode: openslide
+        assert slide.backend == "openslide"
+    with pytest.raises(SlideError, match="Not a JPEG file"):
+        open_slide(slides["pages"], backend="tifffile")
+
+
+def test_mpp_sources_and_plausibility(tmp_path):
+    assert openslide_mpp({"openslide.mpp-x": "0.2527"}) == (0.2527, "openslide.mpp-x")
+    assert openslide_mpp({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"}) == (
+        None,
+        None,
+    )  # a 72-dpi default is 353 um/px: treated as missing
+    assert plausible_mpp("abc") is None and plausible_mpp(0.0) is None
+    path = tmp_path / "dpi.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), resolution=(72, 72))
+    with open_slide(path) as slide:
+        assert slide.mpp is None and slide.mpp_source is None
+        slide.set_mpp(0.5, source="--slide-mpp")
+        assert slide.describe()["mpp"] == 0.5 and slide.describe()["mpp_source"] == "--slide-mpp"
 
 
 def test_jpeg_tiles_decode_like_tifffile(tmp_path):

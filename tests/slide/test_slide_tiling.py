@@ -85,7 +85,10 @@ def test_grid_keeps_tissue_tiles_only(slide_path):
     assert 0.9 * area < len(grid) < 1.2 * area
     assert (grid.tissue >= 0.25).all()
     rows = grid.records()
-    assert rows[0].keys() >= {"x", "y", "size", "level", "tissue"} and rows[0]["size"] == 50
+    assert rows[0].keys() >= {"x", "y", "size", "level", "tissue", "skipped"}
+    assert rows[0]["size"] == 50 and rows[0]["skipped"] == ""
+    low = [r for r in rows if r["skipped"] == "mask"]  # touch the mask, below min_tissue
+    assert len(low) == len(grid.low_rows) > 0 and all(0 < r["tissue"] < 0.25 for r in low)
 
 
 def test_tiles_are_read_lazily_and_match_direct_reads(slide_path):
@@ -111,13 +114,17 @@ def test_scores_land_on_their_tiles(slide_path):
         tissue = detect_tissue(slide, max_size=600)
         grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
         done = []
-        probs = score_grid(slide, grid, model, batch_size=64, workers=2, progress=done.append)
-        for i in np.random.default_rng(0).choice(len(grid), 20, replace=False):
+        scores = score_grid(slide, grid, model, batch_size=64, workers=2, progress=done.append)
+        probs, scored = scores.probabilities, scores.scored
+        for i in np.random.default_rng(0).choice(np.flatnonzero(scored), 20, replace=False):
             tile = slide.read_region((int(grid.x[i]), int(grid.y[i])), 0, (50, 50))
             assert probs[i] == pytest.approx(1 - tile.mean() / 255)
     assert sum(done) == len(grid) and len(done) == len(model.batches) > 1
+    # skipped tiles (mask edge, mostly glass at full resolution) have a reason and no score
+    assert np.isnan(probs[~scored]).all() and set(scores.skipped[~scored]) <= {"background"}
+    assert scores.counts()["scored"] == scored.sum() > 0.9 * len(grid)
     tumor = _inside(BLOBS[1], grid.x + 25, grid.y + 25)
-    assert probs[tumor].mean() > probs[~tumor].mean() + 0.1
+    assert np.nanmean(probs[tumor]) > np.nanmean(probs[~tumor]) + 0.1
 
 
 def test_blank_slide_is_a_named_error(tmp_path):

@@ -68,15 +68,30 @@ def test_blank_slide_has_no_tissue(method):
     assert not mask.any()
 
 
-def test_morphology_removes_specks_and_fills_holes():
+def test_morphology_removes_specks_and_keeps_holes():
     mask = np.zeros((60, 60), dtype=bool)
     mask[10:40, 10:40] = True
-    mask[20:23, 20:23] = False  # a hole
+    mask[20:23, 20:23] = False  # a hole: holes are never filled
     mask[50, 50] = True  # a speck
     cleaned = clean_mask(mask, radius=1, min_area=16)
-    assert cleaned[10:40, 10:40].all()
+    assert not cleaned[20:23, 20:23].any()
     assert not cleaned[45:, 45:].any()
-    assert cleaned.sum() == 900
+    assert cleaned.sum() == 900 - 9
+
+
+@pytest.mark.parametrize("method", ["saturation", "od"])
+def test_glass_hole_inside_tissue_stays_out_of_the_mask(method):
+    rng = np.random.default_rng(3)
+    image = _thumbnail()
+    ys, xs = np.mgrid[: SHAPE[0], : SHAPE[1]] + 0.5
+    hole = ((xs - 120) / 20) ** 2 + ((ys - 100) / 15) ** 2 <= 1  # inside the first ellipse
+    glass = np.clip(np.array([241, 235, 238]) + rng.normal(0, 2.6, (int(hole.sum()), 3)), 0, 255)
+    image[hole] = glass.astype(np.uint8)
+    small = (np.abs(xs - 300) <= 1.5) & (np.abs(ys - 200) <= 1.5)  # a 3x3 lumen: closing-sized
+    image[small] = (244, 240, 242)
+    mask, _ = tissue_mask(image, method=method, radius=2)
+    assert not mask[hole].any() and not mask[small].any()
+    assert _iou(mask, _ellipses() & ~hole & ~small) > 0.95
 
 
 def test_numpy_fallback_without_scipy(monkeypatch):

@@ -1,14 +1,19 @@
-"""``breastpath slide SLIDE --out DIR [--level L | --mpp X] [--threshold T]``."""
+"""``breastpath slide SLIDE... --out DIR [--level L | --mpp X] [--slide-mpp X] [--backend B]``."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 
+from breastpath.choices import SLIDE_BACKENDS
 from breastpath.cli.options import checkpoint_option
+
+log = logging.getLogger("breastpath.slide")
 
 
 @click.command("slide")
-@click.argument("slide", type=click.Path())
+@click.argument("slide", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
     "out_dir",
@@ -28,8 +33,15 @@ from breastpath.cli.options import checkpoint_option
     "--mpp",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
-    help="Tile at this many microns per pixel [default: 4.0 for IDC models when the slide "
-    "records its mpp, else level 0].",
+    help="Tile at this many microns per pixel [default: the model's training scale (4.0 for "
+    "the IDC models); level 0 for a model that states none].",
+)
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="The slide's level-0 microns per pixel, when the file does not record it (about 0.25 "
+    "at 40x, 0.5 at 20x); overrides the file's value.",
 )
 @click.option(
     "--threshold",
@@ -67,9 +79,10 @@ from breastpath.cli.options import checkpoint_option
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "tifffile", "openslide", "tiffslide"]),
+    type=click.Choice(SLIDE_BACKENDS),
     default="auto",
     show_default=True,
+    help="Slide reader; auto tries the one made for the format, then falls back.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(
@@ -79,6 +92,7 @@ def command(
     tile_size,
     level,
     mpp,
+    slide_mpp,
     threshold,
     top_k,
     min_tissue,
@@ -90,9 +104,11 @@ def command(
 ) -> None:
     """Score the tissue of a whole-slide image SLIDE tile by tile and draw a heatmap.
 
-    Reads pyramidal TIFF / OME-TIFF / SVS / NDPI with tifffile, and other formats with OpenSlide
-    or tiffslide when installed. The slide score is the top-k mean (the headline); the mean
-    probability of tiles at or above the threshold is reported too.
+    SLIDE is a slide file (SVS, NDPI, MRXS, SCN, BIF, VMS, OME-TIFF, pyramidal TIFF, ...), a
+    DICOM-WSI folder, or the .dcm files of one DICOM series. Only tissue tiles are scored:
+    glass, lumens and non-H&E tiles are skipped, with the reason in tiles.csv. The slide score
+    is the top-k mean of the scored tiles (the headline); the mean probability of tiles at or
+    above the threshold is reported too.
     """
     from tqdm.auto import tqdm
 
@@ -115,12 +131,13 @@ def command(
 
     try:
         result = analyze_slide(
-            slide,
+            slide[0] if len(slide) == 1 else list(slide),
             predictor,
             out_dir=out_dir,
             tile_size=tile_size,
             level=level,
             mpp=mpp,
+            slide_mpp=slide_mpp,
             threshold=threshold,
             top_k=top_k,
             min_tissue=min_tissue,
@@ -134,15 +151,35 @@ def command(
     finally:
         for bar in bars:
             bar.close()
+    for note in result.notes:
+        log.warning("%s", note)
+        click.echo(f"note: {note}")
+    _report(result, out_dir)
+
+
+def _report(result, out_dir) -> None:
+    from breastpath.errors import SlideError
+
     s, tiling, timing = result.score, result.info["tiling"], result.info["timing"]
-    mean_above = "none" if s.mean_above_threshold is None else f"{s.mean_above_threshold:.4f}"
+    backend = result.info["slide"]["backend"]
     resolution = f"{tiling['mpp']:.3g} um/px" if tiling["mpp"] else "mpp unknown"
+    skipped = ", ".join(f"{n} {r}" for r, n in tiling["tiles_skipped"].items() if n) or "none"
+    speed = f"; {timing['tiles_per_s']} tiles/s" if timing["tiles_per_s"] else ""
     click.echo(
-        f"{s.tiles} tissue tiles at level {tiling['level']} ({resolution}), "
-        f"{timing['tiles_per_s']} tiles/s\n"
+        f"{backend}: {tiling['tiles_scored']} of {tiling['tiles_read']} tissue tiles scored at "
+        f"level {tiling['level']} ({resolution}); skipped: {skipped}{speed}"
+    )
+    names = ", ".join(p.name for p in result.paths.values())
+    if s is None:
+        raise SlideError(
+            f"{result.info['slide']['path']}: not scored, no tissue tile passed the tile "
+            f"checks ({skipped}); wrote {names} to {out_dir}"
+        )
+    mean_above = "none" if s.mean_above_threshold is None else f"{s.mean_above_threshold:.4f}"
+    click.echo(
         f"slide score {s.top_k_mean:.4f} (top-{s.top_k} mean, the headline; threshold "
         f"{s.threshold:.4f}, {'positive' if s.positive else 'negative'}); "
         f"mean above threshold {mean_above}; "
         f"{s.fraction_above_threshold:.1%} of tiles at or above the threshold"
     )
-    click.echo(f"wrote {', '.join(p.name for p in result.paths.values())} to {out_dir}")
+    click.echo(f"wrote {names} to {out_dir}")

@@ -2,13 +2,18 @@
 
 Modules
 -------
-``mosaic``     IDC patches -> a patient's tissue image, ground truth and prediction side by side
-``reader``     one reader API for pyramidal TIFF / OME-TIFF (tifffile) and OpenSlide formats
-``tissue``     tissue mask on a low-resolution level (Otsu on saturation or optical density)
-``tiling``     tile grid at the model's input size, lazy parallel reads, batched scoring
-``heatmap``    slide score (top-k mean, the headline), heatmap PNG, tile CSV
-``analyze``    the whole-slide pipeline behind ``breastpath slide``
-``synthetic``  generated pyramidal TIFF slides for tests and benchmarks
+``mosaic``        IDC patches -> a patient's tissue image, ground truth and prediction side by side
+``reader``        one reader API and ``open_slide`` (auto: the reader made for the format, fallback)
+``adapters``      the OpenSlide backend (SVS, NDPI, MRXS, SCN, BIF, VMS, generic TIFF, ...)
+``dicom_reader``  the wsidicom backend (DICOM-WSI folders and series)
+``tiff_reader``   the tifffile backend (pyramidal TIFF, OME-TIFF, SVS)
+``tissue``        tissue mask on a low-resolution level (Otsu; holes and glass stay out)
+``tile_check``    per-tile checks before scoring: background (glass, lumen), not H&E
+``tiling``        tile grid at the model's input size, lazy parallel reads, batched scoring
+``heatmap``       slide score (top-k mean of scored tissue tiles), heatmap PNG, tile CSV
+``geojson``       tile scores as QuPath-importable GeoJSON detections
+``analyze``       the whole-slide pipeline behind ``breastpath slide``
+``synthetic``     generated pyramidal TIFF slides for tests and benchmarks
 
 Nothing is imported until used: ``from breastpath.slide import open_slide`` loads only the reader.
 """
@@ -28,6 +33,9 @@ _EXPORTS = {
     "score_grid": "tiling",
     "slide_score": "heatmap",
     "analyze_slide": "analyze",
+    "TileCheck": "tile_check",
+    "write_geojson": "geojson",
+    "read_tile_scores": "geojson",
     "load_patient": "mosaic",
     "build_mosaic": "mosaic",
     "write_mosaic": "mosaic",

@@ -1,7 +1,16 @@
-"""One call from a slide file to its heatmap: open, find tissue, tile, score, write.
+"""One call from a slide file to its heatmap: open, find tissue, tile, check, score, write.
 
 ``breastpath slide`` and ``benchmarks/bench_slide.py`` are thin shells over
 :func:`analyze_slide`.
+
+Scale (microns per pixel)
+-------------------------
+A model trained at a known scale states it in its checkpoint (``CheckpointMeta.mpp``; IDC
+models without the field are taken to expect :data:`IDC_MPP`). With neither ``level`` nor
+``mpp`` given, tiles are read at the model's scale, which needs the slide's own mpp (from the
+file, or ``slide_mpp``): a slide that records none is refused with a message naming
+``--slide-mpp`` and ``--level``, never tiled at level 0 silently. An explicit ``level`` is
+used as it is, with a note when its scale is unknown or far from the model's.
 """
 
 from __future__ import annotations
@@ -14,35 +23,108 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from breastpath.errors import SlideError
 from breastpath.slide.heatmap import SlideScore, slide_score, write_slide_outputs
-from breastpath.slide.reader import open_slide
-from breastpath.slide.tiling import TileGrid, make_grid, resolve_resolution, score_grid
+from breastpath.slide.reader import SlideReader, open_slide
+from breastpath.slide.tile_check import TileCheck, dark_background
+from breastpath.slide.tiling import (
+    GridScores,
+    Resolution,
+    TileGrid,
+    make_grid,
+    resolve_resolution,
+    score_grid,
+)
 from breastpath.slide.tissue import TissueMask, detect_tissue
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
 
-#: Apparent resolution of the IDC patches (40x scans downsampled 16:1, about 2.5x), microns per
-#: pixel; the default ``mpp`` for IDC models on slides that record their mpp.
+#: Apparent resolution of the IDC patches, microns per pixel: slides scanned at 40x (about
+#: 0.25 µm/px) and downsampled 16:1 to 2.5x (Janowczyk & Madabhushi 2016, use case 6).
 IDC_MPP = 4.0
+#: Relative gap between the tile scale and the model's scale above which a note is made.
+SCALE_TOLERANCE = 0.25
 
 
 @dataclass
 class SlideResult:
-    """What :func:`analyze_slide` found and wrote."""
+    """What :func:`analyze_slide` found and wrote; ``score`` is None when no tile passed."""
 
-    score: SlideScore
+    score: SlideScore | None
     grid: TileGrid
     tissue: TissueMask
-    probabilities: np.ndarray
+    scores: GridScores
     info: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def probabilities(self):
+        """Per kept tile, NaN where skipped."""
+        return self.scores.probabilities
 
-def default_mpp(predictor: Predictor, slide_mpp: float | None) -> float | None:
-    """:data:`IDC_MPP` for a model trained on IDC patches when the slide records its mpp."""
-    dataset = predictor.describe().get("dataset")
-    return IDC_MPP if dataset == "idc" and slide_mpp is not None else None
+
+def model_mpp(predictor: Predictor) -> float | None:
+    """Microns per pixel the model was trained at: its checkpoint's ``mpp``, else
+    :data:`IDC_MPP` for IDC models, else None (unknown)."""
+    meta = getattr(predictor, "meta", None)
+    if meta is not None and getattr(meta, "mpp", None):
+        return float(meta.mpp)
+    return IDC_MPP if predictor.describe().get("dataset") == "idc" else None
+
+
+def choose_resolution(
+    reader: SlideReader,
+    predictor: Predictor,
+    *,
+    tile_size: int,
+    level: int | None,
+    mpp: float | None,
+) -> tuple[Resolution, float | None, list[str]]:
+    """The tiling resolution for ``predictor`` on ``reader``, the mpp it aims at (None for a
+    level read as is) and notes for the user (see the module docstring)."""
+    expected = model_mpp(predictor)
+    notes: list[str] = []
+    name = reader.path.name
+    if level is None and mpp is None:
+        if expected is None:
+            level = 0
+            notes.append("the model does not state its training scale; tiles are level 0 as is")
+        elif reader.mpp is None:
+            raise SlideError(
+                f"{name}: the slide records no microns per pixel and the model expects tiles "
+                f"at {expected:g} µm/px; give --slide-mpp (the scan's level-0 µm/px, about "
+                "0.25 at 40x, 0.5 at 20x) or --level to tile a pyramid level as it is"
+            )
+        else:
+            mpp = expected
+    if mpp is not None and reader.mpp is None:
+        raise SlideError(
+            f"{name}: the slide does not record its mpp; give --slide-mpp (its level-0 µm/px) "
+            "or use --level"
+        )
+    resolution = resolve_resolution(reader, tile_size=tile_size, level=level, mpp=mpp)
+    if reader.mpp is None:
+        notes.append(
+            f"the slide records no microns per pixel: level {resolution.level} tiles are at an "
+            "unknown scale"
+        )
+    elif expected is not None and resolution.mpp is not None:
+        gap = abs(resolution.mpp / expected - 1.0)
+        if gap > SCALE_TOLERANCE:
+            notes.append(
+                f"tiles are at {resolution.mpp:.3g} µm/px but the model was trained at "
+                f"{expected:g} µm/px"
+            )
+    return resolution, mpp, notes
+
+
+def _open(path: Any, backend: str, slide_mpp: float | None) -> SlideReader:
+    reader = open_slide(path, backend=backend)
+    if slide_mpp is not None:
+        reader.set_mpp(slide_mpp, source="--slide-mpp")
+    return reader
 
 
 def analyze_slide(
@@ -53,6 +135,7 @@ def analyze_slide(
     tile_size: int | None = None,
     level: int | None = None,
     mpp: float | None = None,
+    slide_mpp: float | None = None,
     threshold: float | None = None,
     top_k: int = 20,
     min_tissue: float = 0.25,
@@ -69,66 +152,142 @@ def analyze_slide(
     Parameters
     ----------
     path
-        Slide file (see :func:`breastpath.slide.reader.open_slide`).
+        Slide file, DICOM folder or list of ``.dcm`` files (see
+        :func:`breastpath.slide.reader.open_slide`).
     predictor
         Model used to score tiles.
     out_dir
-        Write ``heatmap.png``, ``tissue.png``, ``tiles.csv``, ``slide.json`` here (optional).
+        Write ``heatmap.png``, ``tissue.png``, ``tiles.csv``, ``tiles.geojson`` and
+        ``slide.json`` here (optional).
     tile_size
         Tile side given to the model; default the model's input size.
     level, mpp
-        Read tiles from this pyramid level, or at this resolution (microns per pixel). With
-        neither: :data:`IDC_MPP` for IDC models when the slide records its mpp, else level 0.
+        Read tiles from this pyramid level, or at this resolution (microns per pixel); with
+        neither, at the model's scale (see the module docstring).
+    slide_mpp
+        The slide's level-0 microns per pixel, when the file lacks it (or to override it).
     threshold
         Tile threshold for the slide score; default the model's.
     top_k
-        ``k`` of the headline top-k mean score.
+        ``k`` of the headline top-k mean score (over the scored tissue tiles only).
     min_tissue
-        Keep tiles with at least this share of tissue.
+        Read tiles with at least this share of tissue on the mask, and score those with at
+        least this share of tissue pixels (:class:`~breastpath.slide.tile_check.TileCheck`).
     on_grid
         Called with the tile grid before scoring starts (to size a progress bar).
     progress
-        Called with the number of tiles scored after each batch.
+        Called with the number of tiles checked after each batch.
 
     Examples
     --------
     >>> from breastpath.inference.predictor import Predictor
-    >>> result = analyze_slide("slide.ome.tif", Predictor.from_checkpoint("default"),
+    >>> result = analyze_slide("slide.svs", Predictor.from_checkpoint("default"),
     ...                        out_dir="out")  # doctest: +SKIP
-    >>> result.score.top_k_mean  # doctest: +SKIP
-    0.91
+    >>> result.score.top_k_mean, result.scores.counts()  # doctest: +SKIP
+    (0.91, {'scored': 812, 'background': 40})
     """
     started = time.perf_counter()
-    with open_slide(path, backend=backend) as reader:
-        if level is None and mpp is None:
-            mpp = default_mpp(predictor, reader.mpp)
+    with _open(path, backend, slide_mpp) as reader:
         size = tile_size or int(predictor.input_size[0])
-        resolution = resolve_resolution(reader, tile_size=size, level=level, mpp=mpp)
+        resolution, target, notes = choose_resolution(
+            reader, predictor, tile_size=size, level=level, mpp=mpp
+        )
         tissue = detect_tissue(reader, max_size=thumbnail_size, method=tissue_method)
         grid = make_grid(reader, tissue, resolution=resolution, min_tissue=min_tissue)
         tissue_s = time.perf_counter() - started
         if on_grid is not None:
             on_grid(grid)
         scoring = time.perf_counter()
-        probabilities = score_grid(
-            reader, grid, predictor, batch_size=batch_size, workers=workers, progress=progress
-        )
+        dark = dark_background(tissue.thumbnail)
+        if dark:  # the whole slide fails the H&E check: no tile is read or scored
+            notes.append(
+                "the slide's background is near-black: a fluorescence or dark-field scan, "
+                "not brightfield H&E; no tile is scored"
+            )
+            scores = GridScores(
+                probabilities=np.full(len(grid), np.nan),
+                skipped=np.full(len(grid), "not_he", dtype=object),
+            )
+        else:
+            scores = score_grid(
+                reader,
+                grid,
+                predictor,
+                check=TileCheck(min_tissue=min_tissue),
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress,
+            )
         score_s = time.perf_counter() - scoring
         slide_info = reader.describe()
     cutoff = predictor.threshold if threshold is None else threshold
-    score = slide_score(probabilities, threshold=cutoff, top_k=top_k)
-    info = {
-        "slide": slide_info,
-        "model": predictor.describe(),
+    score = None
+    if scores.scored.any():
+        score = slide_score(scores.probabilities, threshold=cutoff, top_k=top_k)
+    else:
+        counts = ", ".join(f"{n} {r}" for r, n in scores.counts().items() if r != "scored")
+        notes.append(f"not scored: no tissue tile passed the tile checks ({counts})")
+    timing = {
+        "tissue_and_grid_s": round(tissue_s, 3),
+        "scoring_s": round(score_s, 3),
+        "tiles_per_s": round(len(grid) / score_s, 1) if score_s > 0 and not dark else None,
+    }
+    info = _info(
+        slide=slide_info,
+        predictor=predictor,
+        resolution=resolution,
+        grid=grid,
+        tissue=tissue,
+        scores=scores,
+        requested_mpp=mpp,
+        target_mpp=target,
+        min_tissue=min_tissue,
+        timing=timing,
+        dark=dark,
+    )
+    info["notes"] = notes
+    result = SlideResult(score, grid, tissue, scores, info, notes)
+    if out_dir is not None:
+        result.paths = write_slide_outputs(
+            out_dir, tissue=tissue, grid=grid, scores=scores, score=score, info=info
+        )
+    return result
+
+
+def _info(
+    *,
+    slide: dict[str, Any],
+    predictor: Predictor,
+    resolution: Resolution,
+    grid: TileGrid,
+    tissue: TissueMask,
+    scores: GridScores,
+    requested_mpp: float | None,
+    target_mpp: float | None,
+    min_tissue: float,
+    timing: dict[str, Any],
+    dark: bool,
+) -> dict[str, Any]:
+    """The ``slide.json`` body beside the score."""
+    counts = scores.counts()
+    return {
+        "slide": slide,
+        "model": {**predictor.describe(), "mpp": model_mpp(predictor)},
         "tiling": {
             "level": resolution.level,
             "read_size": resolution.read_size,
             "tile_size": resolution.tile_size,
             "step_level0": resolution.step,
             "mpp": resolution.mpp,
-            "requested_mpp": mpp,
+            "requested_mpp": requested_mpp,
+            "target_mpp": target_mpp,
             "grid": [grid.n_rows, grid.n_cols],
-            "tiles_scored": len(grid),
+            "tiles_read": len(grid),
+            "tiles_scored": counts["scored"],
+            "tiles_skipped": {
+                "mask": len(grid.low_rows),
+                **{r: n for r, n in counts.items() if r != "scored"},
+            },
             "min_tissue": min_tissue,
         },
         "tissue": {
@@ -137,15 +296,6 @@ def analyze_slide(
             "fraction_of_thumbnail": tissue.fraction,
             "thumbnail": list(tissue.thumbnail.shape[:2]),
         },
-        "timing": {
-            "tissue_and_grid_s": round(tissue_s, 3),
-            "scoring_s": round(score_s, 3),
-            "tiles_per_s": round(len(grid) / score_s, 1) if score_s > 0 else None,
-        },
+        "quality": {"dark_background": dark},
+        "timing": timing,
     }
-    result = SlideResult(score, grid, tissue, probabilities, info)
-    if out_dir is not None:
-        result.paths = write_slide_outputs(
-            out_dir, tissue=tissue, grid=grid, probabilities=probabilities, score=score, info=info
-        )
-    return result

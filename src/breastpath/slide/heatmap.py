@@ -26,12 +26,16 @@ from breastpath.errors import SlideError
 from breastpath.io import atomic_open, write_csv, write_json
 
 if TYPE_CHECKING:
-    from breastpath.slide.tiling import TileGrid
+    from breastpath.slide.tiling import GridScores, TileGrid
     from breastpath.slide.tissue import TissueMask
 
 HEADLINE = "top_k_mean"
 COLORMAP = "jet"
-TILE_FIELDS = ["tile", "row", "col", "x", "y", "size", "level", "tissue", "probability"]
+TILE_FIELDS = [
+    "tile", "row", "col", "x", "y", "size", "level", "tissue", "probability", "skipped",
+]  # fmt: skip
+#: Colour of the tissue tiles that were read but skipped by the tile checks.
+SKIPPED_COLOR = (128, 128, 128)
 
 
 @dataclass(frozen=True)
@@ -246,53 +250,88 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
+def shade(base: np.ndarray, cells: np.ndarray, *, color=SKIPPED_COLOR, alpha=0.6) -> np.ndarray:
+    """Blend ``color`` over ``base`` where ``cells`` (painted, NaN elsewhere) is finite."""
+    where = np.isfinite(cells)
+    out = base.copy()
+    blended = base[where].astype(np.float32) * (1 - alpha) + np.float32(alpha) * np.array(color)
+    out[where] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def heatmap_figure(
+    tissue: TissueMask,
+    grid: TileGrid,
+    scores: GridScores,
+    score: SlideScore | None,
+    *,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Thumbnail with the tissue outline beside the probability overlay, skipped tissue tiles
+    in gray, and a colour bar marking the threshold."""
+    thumb = tissue.thumbnail
+    sx, sy = tissue.scale
+    step = grid.resolution.step
+    cell, shape = (step / sx, step / sy), thumb.shape[:2]
+    values = paint_grid(probability_grid(grid, scores.probabilities), cell=cell, shape=shape)
+    skipped = np.where(scores.scored, np.nan, 1.0)
+    gray = paint_grid(probability_grid(grid, skipped), cell=cell, shape=shape)
+    n_skipped = int((~scores.scored).sum())
+    if score is None:
+        title = f"nothing scored: all {n_skipped} tissue tiles failed the tile checks (gray)"
+    else:
+        title = (
+            f"probability of cancer per tile ({score.tiles} scored, {n_skipped} skipped in "
+            f"gray); slide score {score.top_k_mean:.3f} (top-{score.top_k} mean)"
+        )
+    figure = side_by_side(
+        [
+            (outline(thumb, tissue.mask), "thumbnail, tissue outlined"),
+            (shade(overlay(thumb, values, alpha=alpha), gray), title),
+        ]
+    )
+    threshold = None if score is None else score.threshold
+    legend = legend_bar(figure.shape[1], label="tile probability of cancer", threshold=threshold)
+    return np.concatenate([figure, legend])
+
+
 def write_slide_outputs(
     out_dir: str | Path,
     *,
     tissue: TissueMask,
     grid: TileGrid,
-    probabilities: np.ndarray,
-    score: SlideScore,
+    scores: GridScores,
+    score: SlideScore | None,
     info: dict[str, Any],
     alpha: float = 0.5,
 ) -> dict[str, Path]:
-    """Write ``heatmap.png``, ``tissue.png``, ``tiles.csv`` and ``slide.json`` into ``out_dir``.
+    """Write ``heatmap.png``, ``tissue.png``, ``tiles.csv``, ``tiles.geojson`` and
+    ``slide.json`` into ``out_dir``.
 
-    ``heatmap.png`` shows the thumbnail with the tissue outline beside the probability overlay
-    (and a colour bar marking the threshold); ``slide.json`` holds ``score`` and ``info``.
+    ``tiles.csv`` lists every tile read or touching the tissue mask, with its probability or
+    the reason it was skipped; ``tiles.geojson`` holds the same tiles as QuPath detections
+    (:mod:`breastpath.slide.geojson`); ``slide.json`` holds ``score`` (null when nothing was
+    scored) and ``info``.
     """
+    from breastpath.slide.geojson import write_geojson
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    thumb = tissue.thumbnail
-    sx, sy = tissue.scale
-    step = grid.resolution.step
-    values = paint_grid(
-        probability_grid(grid, probabilities), cell=(step / sx, step / sy), shape=thumb.shape[:2]
-    )
-    figure = side_by_side(
-        [
-            (outline(thumb, tissue.mask), "thumbnail, tissue outlined"),
-            (
-                overlay(thumb, values, alpha=alpha),
-                f"probability of cancer per tile ({score.tiles} tiles); "
-                f"slide score {score.top_k_mean:.3f} (top-{score.top_k} mean)",
-            ),
-        ]
-    )
-    legend = legend_bar(
-        figure.shape[1], label="tile probability of cancer", threshold=score.threshold
-    )
-    figure = np.concatenate([figure, legend])
+    figure = heatmap_figure(tissue, grid, scores, score, alpha=alpha)
     paths = {
         "heatmap": save_png(out / "heatmap.png", figure),
         "tissue": save_png(out / "tissue.png", tissue.mask.astype(np.uint8) * 255),
         "tiles": out / "tiles.csv",
+        "geojson": out / "tiles.geojson",
         "summary": out / "slide.json",
     }
-    write_csv(paths["tiles"], grid.records(probabilities), TILE_FIELDS)
+    records = grid.records(scores.probabilities, scores.skipped)
+    write_csv(paths["tiles"], records, TILE_FIELDS)
+    write_geojson(paths["geojson"], records, threshold=None if score is None else score.threshold)
     headline = (
-        f"slide score = mean probability of the top {score.top_k} tiles "
-        f"(top-k mean; the headline); threshold {score.threshold:.4f}"
+        "slide score = mean probability of the top k scored tissue tiles (top-k mean; the "
+        "headline); tiles skipped by the mask or the tile checks are never scored"
     )
-    write_json(paths["summary"], {"score": score.to_dict(), "rule": headline, **info})
+    body = {"score": None if score is None else score.to_dict(), "rule": headline, **info}
+    write_json(paths["summary"], body)
     return paths

@@ -1,37 +1,50 @@
 """One reader API for whole-slide images: lazy region reads from any pyramid level.
 
-The base reader is :class:`TiffReader` (tifffile): pyramidal TIFF, OME-TIFF (SubIFD or page
-pyramids), SVS and NDPI (JPEG-compressed files need ``imagecodecs``, in the ``slide`` extra). A
-region read decodes only the TIFF tiles (or strips) it touches, through a small byte-bounded
-cache of decoded tiles; no method loads a large level whole. When OpenSlide
-(``openslide-python`` + ``openslide-bin``) or ``tiffslide`` is installed,
-:class:`~breastpath.slide.adapters.OpenSlideReader` adapts it to the same API for the other
-formats (MRXS, SCN, ...).
+Three backends, all installed by default:
+
+``openslide``  ``openslide-python`` + the ``openslide-bin`` wheel (no system library): Aperio
+               SVS, Hamamatsu NDPI/VMS/VMU, MIRAX MRXS, Leica SCN, Ventana BIF, Philips TIFF,
+               Sakura SVSLIDE, generic tiled TIFF
+               (:class:`~breastpath.slide.adapters.OpenSlideReader`)
+``wsidicom``   DICOM whole-slide images: a folder of one series, a list of ``.dcm`` files, or one
+               ``.dcm`` (its series is gathered from the same folder)
+               (:class:`~breastpath.slide.dicom_reader.DicomReader`)
+``tifffile``   pyramidal TIFF and OME-TIFF (SubIFD or page pyramids), SVS; JPEG and other codecs
+               through ``imagecodecs`` (:class:`~breastpath.slide.tiff_reader.TiffReader`)
+
+:func:`open_slide` with ``backend="auto"`` tries the reader made for the format first (see
+:func:`backend_order`) and falls back to the next one when a reader cannot open the file *or
+cannot decode it*: every reader must decode a region of its first and last level before it is
+used, so a file that parses but whose tiles do not decode (an NDPI under tifffile) moves on.
 
 Conventions are OpenSlide's: ``read_region(location, level, size)`` takes ``location = (x, y)``
 in **level-0** pixels and ``size = (width, height)`` in pixels **of the level read**; it returns
-``(height, width, 3)`` uint8 RGB. Pixels outside the image, and empty (sparse) TIFF tiles, are
-white background; alpha is composited onto white.
+``(height, width, 3)`` uint8 RGB. Pixels outside the image, and empty (sparse) tiles, are white
+background; alpha is composited onto white.
 """
 
 from __future__ import annotations
 
-import re
-import threading
+import importlib.util
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from breastpath.choices import SLIDE_BACKENDS
 from breastpath.errors import SlideError
 
-BACKENDS = ("auto", "tifffile", "openslide", "tiffslide")
+BACKENDS = SLIDE_BACKENDS
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-INSTALL_HINT = (
-    "for SVS/NDPI/MRXS through OpenSlide install `openslide-python openslide-bin` or `tiffslide`"
+#: Files OpenSlide was made for (checked first); any other TIFF goes to tifffile first.
+VENDOR_SUFFIXES = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide")
+#: Microns per pixel outside this range are treated as missing (a 72-dpi default is 353 µm).
+PLAUSIBLE_MPP = (0.01, 100.0)
+REINSTALL_HINT = (
+    "reinstall breastpath's readers: pip install openslide-python openslide-bin wsidicom"
 )
 
 
@@ -42,6 +55,21 @@ class Level:
     width: int
     height: int
     downsample: float
+
+
+def plausible_mpp(value: object) -> float | None:
+    """``value`` as microns per pixel, or None when missing, unparsable or implausible.
+
+    Examples
+    --------
+    >>> plausible_mpp("0.499"), plausible_mpp(352.7), plausible_mpp(None)
+    (0.499, None, None)
+    """
+    try:
+        mpp = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return mpp if PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
 
 
 class SlideReader(ABC):
@@ -60,6 +88,8 @@ class SlideReader(ABC):
     levels: tuple[Level, ...]
     #: Microns per level-0 pixel, or None when the file does not say.
     mpp: float | None
+    #: Where ``mpp`` came from (a property, tag or header field), or None.
+    mpp_source: str | None = None
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -69,6 +99,12 @@ class SlideReader(ABC):
     def level_mpp(self, level: int) -> float | None:
         """Microns per pixel at ``level`` (None when the slide has no mpp)."""
         return None if self.mpp is None else self.mpp * self.levels[level].downsample
+
+    def set_mpp(self, mpp: float, *, source: str) -> None:
+        """Declare the level-0 microns per pixel (when the file lacks it or is wrong)."""
+        if not mpp > 0:
+            raise SlideError(f"mpp must be positive, got {mpp}")
+        self.mpp, self.mpp_source = float(mpp), source
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The most reduced level whose downsample is at most ``downsample`` (+1% tolerance)."""
@@ -87,6 +123,20 @@ class SlideReader(ABC):
     ) -> np.ndarray:
         """RGB uint8 ``(height, width, 3)`` of ``size`` pixels at ``level`` from level-0
         ``location``."""
+
+    def probe(self) -> None:
+        """Decode a small region at the centre of the first and last level, or raise
+        :class:`SlideError` (used by :func:`open_slide` to fall back to another backend)."""
+        width, height = self.dimensions
+        for level in sorted({0, len(self.levels) - 1}):
+            try:
+                self.read_region((width // 2, height // 2), level, (32, 32))
+            except SlideError:
+                raise
+            except Exception as exc:  # each library has its own decode errors
+                raise SlideError(
+                    f"{self.path.name}: {self.backend} cannot decode level {level} ({exc})"
+                ) from None
 
     def read_level(self, level: int, *, block: int = 2048) -> np.ndarray:
         """A whole (reduced) level, read block by block. Refuse levels over 64 Mpx."""
@@ -152,6 +202,7 @@ class SlideReader(ABC):
             "dimensions": list(self.dimensions),
             "levels": [[lv.width, lv.height, round(lv.downsample, 4)] for lv in self.levels],
             "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
         }
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -180,227 +231,136 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
     raise SlideError(f"cannot show {channels} channels as RGB")
 
 
-class TiffReader(SlideReader):
-    """Pyramidal TIFF / OME-TIFF / SVS / NDPI through tifffile, one TIFF tile at a time.
-
-    Parameters
-    ----------
-    path
-        The file.
-    cache_bytes
-        Bound on the decoded tiles kept for reuse (neighbouring regions share TIFF tiles).
-    """
-
-    backend = "tifffile"
-
-    def __init__(self, path: str | Path, *, cache_bytes: int = 64 * 2**20) -> None:
-        try:
-            import tifffile
-        except ImportError:  # pragma: no cover - tifffile is in the `slide` and `dev` extras
-            raise SlideError(
-                "reading TIFF slides needs tifffile: pip install 'breastpath[slide]'"
-            ) from None
-        self.path = Path(path)
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-        except (tifffile.TiffFileError, ValueError, OSError) as exc:
-            raise SlideError(f"{self.path}: not a readable TIFF slide ({exc})") from None
-        try:
-            series = max(self._tif.series, key=_series_area)
-            self._pages = [lv.keyframe for lv in series.levels]
-            for page in self._pages:
-                _check_page(self.path, page)
-        except (tifffile.TiffFileError, ValueError, IndexError, KeyError, OSError) as exc:
-            self._tif.close()
-            if isinstance(exc, SlideError):
-                raise
-            raise SlideError(f"{self.path}: not a readable TIFF slide ({exc})") from None
-        base = self._pages[0]
-        self.levels = tuple(
-            Level(
-                int(p.imagewidth),
-                int(p.imagelength),
-                (base.imagewidth / p.imagewidth + base.imagelength / p.imagelength) / 2,
-            )
-            for p in self._pages
-        )
-        self.mpp = _tiff_mpp(self._tif, base)
-        self._read_lock = threading.Lock()
-        self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_limit = cache_bytes
-
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> np.ndarray:
-        info = self.check_level(level)
-        width, height = int(size[0]), int(size[1])
-        if width < 1 or height < 1:
-            raise SlideError(f"region size must be positive, got {size}")
-        x0 = round(location[0] / info.downsample)
-        y0 = round(location[1] / info.downsample)
-        out = np.full((height, width, 3), 255, dtype=np.uint8)
-        ix0, iy0 = max(x0, 0), max(y0, 0)
-        ix1, iy1 = min(x0 + width, info.width), min(y0 + height, info.height)
-        if ix0 >= ix1 or iy0 >= iy1:
-            return out
-        page = self._pages[level]
-        if page.is_tiled:
-            seg_h, seg_w = int(page.tilelength), int(page.tilewidth)
-            per_row = -(-info.width // seg_w)
-        else:
-            seg_h, seg_w, per_row = int(page.rowsperstrip or info.height), info.width, 1
-            seg_h = min(seg_h, info.height)
-        for row in range(iy0 // seg_h, (iy1 - 1) // seg_h + 1):
-            for col in range(ix0 // seg_w, (ix1 - 1) // seg_w + 1):
-                segment = self._segment(level, row * per_row + col)
-                if segment is None:
-                    continue  # empty tile: background
-                sy, sx = row * seg_h, col * seg_w
-                ya, yb = max(iy0, sy), min(iy1, sy + segment.shape[0])
-                xa, xb = max(ix0, sx), min(ix1, sx + segment.shape[1])
-                if ya < yb and xa < xb:
-                    out[ya - y0 : yb - y0, xa - x0 : xb - x0] = segment[
-                        ya - sy : yb - sy, xa - sx : xb - sx
-                    ]
-        return out
-
-    def _segment(self, level: int, index: int) -> np.ndarray | None:
-        key = (level, index)
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        page = self._pages[level]
-        offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
-        if count == 0 or offset == 0:
-            segment = None
-        else:
-            with self._read_lock:
-                handle = self._tif.filehandle
-                handle.seek(offset)
-                data = handle.read(count)
-            try:
-                decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-            except Exception as exc:  # codec errors come in many types
-                raise SlideError(
-                    f"{self.path.name}: cannot decode tile {index} of level {level} ({exc}); "
-                    "compressed slides may need: pip install 'breastpath[slide]'"
-                ) from None
-            segment = None if decoded is None else to_rgb(np.asarray(decoded)[0])
-        size = 0 if segment is None else segment.nbytes
-        with self._cache_lock:
-            self._cache[key] = segment
-            self._cache_bytes += size
-            while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._cache_bytes -= 0 if old is None else old.nbytes
-        return segment
-
-    def close(self) -> None:
-        self._tif.close()
-        self._cache.clear()
-        self._cache_bytes = 0
-
-
-def _series_area(series: Any) -> int:
-    page = series.keyframe
-    if page is None or page.dtype is None or page.dtype.itemsize != 1:
-        return -1
-    return int(page.imagewidth) * int(page.imagelength)
-
-
-def _check_page(path: Path, page: Any) -> None:
-    shaped = tuple(page.shaped)
-    if page.dtype is None or page.dtype != np.uint8:
-        raise SlideError(f"{path}: only 8-bit slides are supported (found {page.dtype})")
-    if shaped[0] != 1 or shaped[1] != 1 or shaped[4] not in (1, 3, 4):
-        raise SlideError(
-            f"{path}: unsupported TIFF layout {shaped} (need one RGB, RGBA or gray plane)"
-        )
-
-
-_SVS_MPP = re.compile(r"\bMPP\s*=\s*([0-9.]+)")
-_OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"')
-_OME_UNIT = re.compile(r'PhysicalSizeXUnit="([^"]+)"')
-_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-
-
-def _tiff_mpp(tif: Any, page: Any) -> float | None:
-    """Microns per pixel from SVS, OME-XML or the TIFF resolution tags."""
-    description = str(getattr(page, "description", "") or "")
-    if tif.is_svs and (match := _SVS_MPP.search(description)):
-        return float(match.group(1))
-    if tif.is_ome and tif.ome_metadata and (match := _OME_SIZE.search(tif.ome_metadata)):
-        unit = _OME_UNIT.search(tif.ome_metadata)
-        return float(match.group(1)) * _UNIT_TO_UM.get(unit.group(1) if unit else "µm", 1.0)
-    tag, unit_tag = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
-    if tag is None or unit_tag is None:
-        return None
-    numerator, denominator = tag.value
-    unit = int(unit_tag.value)
-    if not numerator or not denominator or unit not in (2, 3) or numerator == denominator:
-        return None
-    per_unit = numerator / denominator
-    return (25_400.0 if unit == 2 else 10_000.0) / per_unit
+def paste_inside(
+    out: np.ndarray, level: Level, x0: int, y0: int
+) -> tuple[int, int, int, int] | None:
+    """The part ``(ix0, iy0, ix1, iy1)`` of a region at level pixel ``(x0, y0)`` of ``out``'s
+    size that lies inside ``level``, or None when it is all outside."""
+    height, width = out.shape[:2]
+    ix0, iy0 = max(x0, 0), max(y0, 0)
+    ix1, iy1 = min(x0 + width, level.width), min(y0 + height, level.height)
+    return None if ix0 >= ix1 or iy0 >= iy1 else (ix0, iy0, ix1, iy1)
 
 
 def available_backends() -> list[str]:
-    """Installed reader backends, in the order ``auto`` tries them."""
-    import importlib.util
+    """Installed reader backends."""
+    modules = {"openslide": "openslide", "wsidicom": "wsidicom", "tifffile": "tifffile"}
+    return [b for b, m in modules.items() if importlib.util.find_spec(m) is not None]
 
-    return [b for b in BACKENDS[1:] if importlib.util.find_spec(b) is not None]
+
+def _has_magic(path: Path, offset: int, magic: tuple[bytes, ...]) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(4) in magic
 
 
-def open_slide(path: str | Path, *, backend: str = "auto") -> SlideReader:
+def backend_order(path: Path) -> list[str]:
+    """The backends ``auto`` tries for ``path``, the one made for its format first.
+
+    A DICOM folder or file: wsidicom. A vendor format (:data:`VENDOR_SUFFIXES`): OpenSlide,
+    then tifffile. Any other TIFF (generic, OME): tifffile, then OpenSlide. Anything else:
+    OpenSlide, which detects its formats by content.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> backend_order(Path("a.ndpi")), backend_order(Path("b.dcm"))
+    (['openslide', 'tifffile'], ['wsidicom'])
+    """
+    name = path.name.lower()
+    if name.endswith(".dcm") or path.is_dir():
+        return ["wsidicom"]
+    if name.endswith(VENDOR_SUFFIXES):
+        return ["openslide", "tifffile"]
+    if _has_magic(path, 128, (b"DICM",)):
+        return ["wsidicom"]
+    return ["tifffile", "openslide"] if _has_magic(path, 0, TIFF_MAGIC) else ["openslide"]
+
+
+def _open_with(backend: str, source: Path | list[Path]) -> SlideReader:
+    if backend == "wsidicom":
+        from breastpath.slide.dicom_reader import DicomReader
+
+        return DicomReader(source)
+    if isinstance(source, list):
+        raise SlideError(f"backend {backend!r} opens one file; a list of files is DICOM only")
+    if not source.is_file():
+        raise SlideError(f"{source}: is a folder; only a DICOM folder (wsidicom) can be opened")
+    if backend == "openslide":
+        from breastpath.slide.adapters import OpenSlideReader
+
+        return OpenSlideReader(source)
+    from breastpath.slide.tiff_reader import TiffReader
+
+    return TiffReader(source)
+
+
+def _open_checked(backend: str, source: Path | list[Path]) -> SlideReader:
+    reader = _open_with(backend, source)
+    try:
+        reader.probe()
+    except SlideError:
+        reader.close()
+        raise
+    return reader
+
+
+def open_slide(path: str | Path | Sequence[str | Path], *, backend: str = "auto") -> SlideReader:
     """Open a whole-slide image.
 
     Parameters
     ----------
     path
-        A pyramidal TIFF / OME-TIFF / SVS / NDPI file (tifffile), or any format OpenSlide reads
-        when ``openslide-python`` + ``openslide-bin`` or ``tiffslide`` is installed.
+        A slide file, a DICOM-WSI folder, or a list of the ``.dcm`` files of one series.
     backend
-        ``"auto"`` (tifffile for TIFF-based files, then OpenSlide, then tiffslide), or one of
-        ``"tifffile"``, ``"openslide"``, ``"tiffslide"``.
+        ``"auto"`` (the reader made for the format, then the others; see
+        :func:`backend_order`), or one of ``"openslide"``, ``"wsidicom"``, ``"tifffile"``.
 
     Raises
     ------
     SlideError
-        The file is missing, a folder, not a slide, or no installed backend reads it.
+        The file is missing, not a slide, or no backend can open *and decode* it.
 
     Examples
     --------
-    >>> slide = open_slide("slide.ome.tif")  # doctest: +SKIP
-    >>> slide.backend, slide.dimensions  # doctest: +SKIP
-    ('tifffile', (20480, 20480))
+    >>> slide = open_slide("CMU-1-Small-Region.svs")  # doctest: +SKIP
+    >>> slide.backend, slide.dimensions, slide.mpp  # doctest: +SKIP
+    ('openslide', (2220, 2967), 0.499)
     """
     if backend not in BACKENDS:
         raise SlideError(f"unknown slide backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    source = Path(path)
-    if not source.exists():
-        raise SlideError(f"{source}: no such file")
-    if source.is_dir():
-        raise SlideError(f"{source}: is a folder, not a slide file")
-    if backend == "tifffile":
-        return TiffReader(source)
-    from breastpath.slide.adapters import OpenSlideReader
-
+    if isinstance(path, (str, Path)):
+        source: Path | list[Path] = Path(path)
+        first = Path(path)
+    else:
+        source = [Path(p) for p in path]
+        if not source:
+            raise SlideError("no slide files given")
+        first = source[0]
+    for item in source if isinstance(source, list) else [source]:
+        if not item.exists():
+            raise SlideError(f"{item}: no such file")
     if backend != "auto":
-        return OpenSlideReader(source, backend=backend)
-    with open(source, "rb") as handle:
-        is_tiff = handle.read(4) in TIFF_MAGIC
+        return _open_checked(backend, source)
+    order = ["wsidicom"] if isinstance(source, list) else backend_order(first)
     installed = available_backends()
-    candidates = (["tifffile"] if is_tiff else []) + [b for b in installed if b != "tifffile"]
     errors = []
-    for name in candidates:
+    for name in order:
+        if name not in installed:
+            errors.append(f"{name} is not installed")
+            continue
         try:
-            return (
-                TiffReader(source) if name == "tifffile" else OpenSlideReader(source, backend=name)
-            )
+            return _open_checked(name, source)
         except SlideError as exc:
             errors.append(str(exc))
-    detail = f" ({errors[0]})" if errors else ""
-    hint = "" if "openslide" in installed or "tiffslide" in installed else f"; {INSTALL_HINT}"
-    raise SlideError(f"{source}: not a slide that can be read{detail}{hint}")
+    detail = "; ".join(errors) if errors else "no reader for this format"
+    hint = "" if set(order) <= set(installed) else f"; {REINSTALL_HINT}"
+    raise SlideError(f"{first}: not a slide that can be read ({detail}){hint}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TiffReader":  # kept importable from here; it lives in tiff_reader
+        from breastpath.slide.tiff_reader import TiffReader
+
+        return TiffReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,9 @@ For tests, benchmarks and demos: a slide of any size is written tile by tile wit
 (zlib) tiles, so a 20,000 x 20,000 slide of mostly background takes well under a second and a
 few MB. Tissue colours follow the generated IDC patches of the test-suite: ``"normal"`` tissue
 is pink with sparse dark nuclei, ``"tumor"`` darker, more purple and crowded with nuclei.
+A ``"glass"`` blob drawn after tissue is a hole in the section: blank glass as a real scanner
+shows it (mean RGB about (241, 235, 238), noise about 2.6), the pixels a tissue detector must
+not score.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-BASE_COLOR = {"normal": (225, 160, 200), "tumor": (150, 90, 170)}
-NUCLEI = {"normal": 0.05, "tumor": 0.25}
+BASE_COLOR = {"normal": (225, 160, 200), "tumor": (150, 90, 170), "glass": (241, 235, 238)}
+NUCLEI = {"normal": 0.05, "tumor": 0.25, "glass": 0.0}
+NOISE = {"normal": 18.0, "tumor": 18.0, "glass": 2.6}
 
 
 @dataclass(frozen=True)
 class Blob:
-    """An elliptical piece of tissue in level-0 pixels."""
+    """An elliptical piece of tissue (or, ``kind="glass"``, a hole) in level-0 pixels."""
 
     cx: float
     cy: float
@@ -69,7 +73,8 @@ def render(
         if out is None:
             out = np.full((height, width, 3), 255, dtype=np.uint8)
         n = int(inside.sum())
-        pixels = np.asarray(BASE_COLOR[blob.kind], dtype=np.float32) + rng.normal(0, 18, (n, 3))
+        noise = rng.normal(0, NOISE[blob.kind], (n, 3))
+        pixels = np.asarray(BASE_COLOR[blob.kind], dtype=np.float32) + noise
         pixels[rng.random(n) < NUCLEI[blob.kind]] -= 60
         out[inside] = np.clip(pixels, 0, 255).astype(np.uint8)
     return out

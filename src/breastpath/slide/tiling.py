@@ -1,12 +1,15 @@
 """Tile a slide at the model's input size, skip background, read lazily and score in batches.
 
-A grid of square tiles covers the chosen level; a tile is kept when at least ``min_tissue`` of
-its area is tissue on the :class:`~breastpath.slide.tissue.TissueMask`. Kept tiles are read in
-blocks of neighbouring tiles (one region read per block, so each TIFF tile is decoded about
-once), by a small thread pool that runs ahead of the model by at most ``2 * workers`` blocks.
-Memory is bounded by those blocks, one batch, and the reader's tile cache; level 0 is never
-loaded whole. Tiles are scored through :class:`~breastpath.inference.predictor.Predictor`, the
-same preprocessing as every other entry point.
+A grid of square tiles covers the chosen level; a tile is read when at least ``min_tissue`` of
+its area is tissue on the :class:`~breastpath.slide.tissue.TissueMask` (tiles that touch the
+mask with less are listed as skipped, reason ``mask``). Read tiles pass the per-tile checks of
+:class:`~breastpath.slide.tile_check.TileCheck` (background, not H&E) before the model sees them;
+what fails is skipped with its reason and never scored. Kept tiles are read in blocks of
+neighbouring tiles (one region read per block, so each TIFF tile is decoded about once), by a
+small thread pool that runs ahead of the model by at most ``2 * workers`` blocks. Memory is
+bounded by those blocks, one batch, and the reader's tile cache; level 0 is never loaded whole.
+Tiles are scored through :class:`~breastpath.inference.predictor.Predictor`, the same
+preprocessing as every other entry point.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from breastpath.errors import SlideError
+from breastpath.slide.tile_check import TileCheck
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
@@ -88,6 +92,10 @@ class TileGrid:
     rows: np.ndarray
     cols: np.ndarray
     tissue: np.ndarray
+    #: Tiles that touch the mask with less than ``min_tissue`` (not read, reason ``mask``).
+    low_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    low_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    low_tissue: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,25 +110,34 @@ class TileGrid:
         """Level-0 y of each kept tile's top-left corner."""
         return np.round(self.rows * self.resolution.step).astype(np.int64)
 
-    def records(self, probabilities: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """One dict per kept tile (for the tile CSV)."""
+    def records(
+        self, probabilities: np.ndarray | None = None, skipped: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        """One dict per tile for the tile CSV: the kept tiles (with their probability, or the
+        reason they were skipped), then the tiles the mask skipped (reason ``mask``)."""
         step = round(self.resolution.step)
         out = []
-        for i, (r, c, x, y, t) in enumerate(
-            zip(self.rows, self.cols, self.x, self.y, self.tissue, strict=True)
-        ):
+        rows = np.r_[self.rows, self.low_rows].astype(np.int64)
+        cols = np.r_[self.cols, self.low_cols].astype(np.int64)
+        shares = np.r_[self.tissue, self.low_tissue]
+        for i, (r, c, t) in enumerate(zip(rows, cols, shares, strict=True)):
             row: dict[str, Any] = {
                 "tile": i,
                 "row": int(r),
                 "col": int(c),
-                "x": int(x),
-                "y": int(y),
+                "x": round(c * self.resolution.step),
+                "y": round(r * self.resolution.step),
                 "size": step,
                 "level": self.resolution.level,
                 "tissue": round(float(t), 4),
+                "probability": "",
+                "skipped": "mask" if i >= len(self) else "",
             }
-            if probabilities is not None:
-                row["probability"] = round(float(probabilities[i]), 6)
+            if i < len(self):
+                if skipped is not None and skipped[i]:
+                    row["skipped"] = str(skipped[i])
+                elif probabilities is not None and np.isfinite(probabilities[i]):
+                    row["probability"] = round(float(probabilities[i]), 6)
             out.append(row)
         return out
 
@@ -148,6 +165,7 @@ def make_grid(
     cols = np.arange(n_cols)
     x0, x1 = cols * step, (cols + 1) * step
     kept_rows, kept_cols, kept_tissue = [], [], []
+    low_rows, low_cols, low_tissue = [], [], []
     for r in range(n_rows):  # row by row: memory stays O(n_cols) on huge grids
         y0 = np.full(n_cols, r * step)
         share = tissue.region_fraction(x0, y0, x1, y0 + step)
@@ -155,6 +173,10 @@ def make_grid(
         kept_rows.append(np.full(len(keep), r))
         kept_cols.append(keep)
         kept_tissue.append(share[keep])
+        low = np.flatnonzero((share > 0) & (share < max(min_tissue, 1e-9)))
+        low_rows.append(np.full(len(low), r))
+        low_cols.append(low)
+        low_tissue.append(share[low])
     rows = np.concatenate(kept_rows).astype(np.int64)
     if rows.size == 0:
         raise SlideError(
@@ -169,6 +191,9 @@ def make_grid(
         rows=rows,
         cols=np.concatenate(kept_cols).astype(np.int64),
         tissue=np.concatenate(kept_tissue).astype(np.float64),
+        low_rows=np.concatenate(low_rows).astype(np.int64),
+        low_cols=np.concatenate(low_cols).astype(np.int64),
+        low_tissue=np.concatenate(low_tissue).astype(np.float64),
     )
 
 
@@ -234,31 +259,60 @@ def iter_tiles(
             yield done_index, future.result()
 
 
+@dataclass(frozen=True)
+class GridScores:
+    """Per kept tile: the cancer probability (NaN when skipped) and why it was skipped
+    (``""`` when scored; see :data:`~breastpath.slide.tile_check.SKIP_REASONS`)."""
+
+    probabilities: np.ndarray
+    skipped: np.ndarray
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Bool mask of the tiles that were scored."""
+        return self.skipped == ""
+
+    def counts(self) -> dict[str, int]:
+        """Number of tiles scored and skipped per reason."""
+        reasons, numbers = np.unique(self.skipped.astype(str), return_counts=True)
+        out = {"scored": 0}
+        out.update({str(r) or "scored": int(n) for r, n in zip(reasons, numbers, strict=True)})
+        return out
+
+
 def score_grid(
     reader: SlideReader,
     grid: TileGrid,
     predictor: Predictor,
     *,
+    check: Callable[[np.ndarray], np.ndarray] | None = None,
     batch_size: int = 256,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Cancer probability of every kept tile, in grid order.
+) -> GridScores:
+    """Check every kept tile (default :class:`TileCheck`) and score the ones that pass.
 
     Examples
     --------
-    >>> probs = score_grid(slide, grid, Predictor.from_checkpoint("default"))  # doctest: +SKIP
-    >>> probs.shape == (len(grid),)  # doctest: +SKIP
-    True
+    >>> scores = score_grid(slide, grid, Predictor.from_checkpoint("default"))  # doctest: +SKIP
+    >>> scores.probabilities.shape == (len(grid),), scores.counts()  # doctest: +SKIP
+    (True, {'scored': 812, 'background': 40})
     """
+    check = TileCheck() if check is None else check
     probabilities = np.full(len(grid), np.nan)
+    skipped = np.full(len(grid), "", dtype=object)
     held_index: list[np.ndarray] = []
     held_tiles: list[np.ndarray] = []
 
     def flush() -> None:
         index = np.concatenate(held_index)
-        batch = predictor.prepare(np.concatenate(held_tiles))
-        probabilities[index] = predictor.cancer_probability(predictor.predict_proba(batch))
+        tiles = np.concatenate(held_tiles)
+        reasons = check(tiles)
+        skipped[index] = reasons
+        ok = reasons == ""
+        if ok.any():
+            batch = predictor.prepare(tiles[ok])
+            probabilities[index[ok]] = predictor.cancer_probability(predictor.predict_proba(batch))
         held_index.clear()
         held_tiles.clear()
         if progress is not None:
@@ -274,4 +328,4 @@ def score_grid(
             held = 0
     if held:
         flush()
-    return probabilities
+    return GridScores(probabilities=probabilities, skipped=skipped)

@@ -4,9 +4,13 @@ Rule: a thumbnail pixel is tissue when its HSV saturation (``method="saturation"
 or its mean optical density (``method="od"``) is above an Otsu threshold, clipped to a range per
 method (:data:`THRESHOLD_RANGE`): the floor keeps a blank slide free of tissue, the cap keeps
 pale tissue when dark tumour would pull Otsu up between the two. The mask is then cleaned:
-closing and opening with a square of side ``2 * radius + 1``, holes filled, and connected pieces
-smaller than ``min_area`` pixels dropped. Morphology uses ``scipy.ndimage`` (installed with
-scikit-learn); without scipy a numpy closing and opening run and the last two steps are skipped.
+closing and opening with a square of side ``2 * radius + 1``, and connected pieces smaller than
+``min_area`` pixels dropped. **Holes are not filled**, and the closing may only add pixels that
+are not bright (luminosity CIE L*/100 below 0.8): a lumen, a tear or glass inside the section
+stays out of the mask, so it is never scored as tissue. Each tile is checked again on its own
+pixels before scoring (:mod:`breastpath.slide.tile_check`). Morphology uses ``scipy.ndimage``
+(installed with scikit-learn); without scipy a numpy closing and opening run and small pieces
+are kept.
 """
 
 from __future__ import annotations
@@ -158,12 +162,20 @@ def tissue_mask(
     if threshold is None:
         low, high = THRESHOLD_RANGE[method]
         threshold = min(max(otsu_threshold(signal), low), high)
-    mask = signal > threshold
-    return clean_mask(mask, radius=radius, min_area=min_area), float(threshold)
+    raw = signal > threshold
+    cleaned = clean_mask(raw, radius=radius, min_area=min_area)
+    return cleaned & (raw | ~bright_pixels(rgb)), float(threshold)
+
+
+def bright_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Pixels at or above the tissue luminosity limit (glass, lumens, fat)."""
+    from breastpath.slide.tile_check import MAX_LUMINOSITY, luminance, luminance_threshold
+
+    return luminance(rgb) >= luminance_threshold(MAX_LUMINOSITY)
 
 
 def clean_mask(mask: np.ndarray, *, radius: int = 2, min_area: int = 16) -> np.ndarray:
-    """Close, open, fill holes and drop small pieces (see the module docstring)."""
+    """Close, open and drop small pieces; holes are kept (see the module docstring)."""
     try:
         from scipy import ndimage
     except ImportError:  # pragma: no cover - exercised by a test that hides scipy
@@ -178,14 +190,12 @@ def clean_mask(mask: np.ndarray, *, radius: int = 2, min_area: int = 16) -> np.n
                 radius + 1 : -radius - 1, radius + 1 : -radius - 1
             ]
             mask = ndimage.binary_opening(closed, structure=square)
-    if ndimage is not None:
-        mask = ndimage.binary_fill_holes(mask)
-        if min_area > 1 and mask.any():
-            labels, count = ndimage.label(mask)
-            sizes = np.bincount(labels.ravel(), minlength=count + 1)
-            keep = sizes >= min_area
-            keep[0] = False
-            mask = keep[labels]
+    if ndimage is not None and min_area > 1 and mask.any():
+        labels, count = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        keep = sizes >= min_area
+        keep[0] = False
+        mask = keep[labels]
     return np.asarray(mask, dtype=bool)
 
 
