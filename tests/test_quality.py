@@ -1,0 +1,251 @@
+"""The input-quality gate: what is not H&E tissue gets no cancer label, at every entry point."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from breastpath.errors import InvalidImageError
+from breastpath.inference import quality
+from conftest import save_png, synthetic_patch
+
+
+def _non_tissue() -> dict[str, tuple[np.ndarray, str]]:
+    """The inputs the bundled models used to label, with the reason the gate must give."""
+    from skimage import data as skdata
+
+    rng = np.random.default_rng(0)
+    return {
+        "glass": (np.full((50, 50, 3), (241, 235, 238), np.uint8), quality.REASON_BACKGROUND),
+        "black": (np.zeros((50, 50, 3), np.uint8), quality.REASON_DARK),
+        "white": (np.full((50, 50, 3), 255, np.uint8), quality.REASON_BACKGROUND),
+        "noise": (rng.integers(0, 256, (50, 50, 3), dtype=np.uint8), quality.REASON_NOT_HE),
+        "cat": (skdata.chelsea(), quality.REASON_NOT_HE),
+        "astronaut": (skdata.astronaut(), quality.REASON_NOT_HE),
+    }
+
+
+NON_TISSUE = list(_non_tissue())
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _he_patches(count: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [synthetic_patch(rng, i % 2) for i in range(count)]
+
+
+# -- the gate on its own -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NON_TISSUE)
+def test_non_tissue_inputs_are_flagged_with_their_reason(name):
+    image, reason = _non_tissue()[name]
+    verdict = quality.assess([image])[0]
+    assert not verdict.assessed
+    assert verdict.reason == reason
+    assert verdict.is_tissue == (reason == quality.REASON_NOT_HE)
+    assert not verdict.looks_like_he
+
+
+def test_he_like_patches_pass():
+    verdicts = quality.assess(_he_patches())
+    assert [q.reason for q in verdicts] == [quality.REASON_OK] * 6
+    assert all(q.is_tissue and q.looks_like_he and q.tissue_fraction > 0.5 for q in verdicts)
+
+
+def test_a_batch_of_tiles_gets_the_verdicts_of_the_images_one_by_one():
+    images = [*_he_patches(4), *(_non_tissue()[k][0] for k in ("glass", "black", "noise"))]
+    batch = quality.assess(np.stack(images))
+    assert batch == [quality.assess([image])[0] for image in images]
+
+
+def test_a_large_image_is_assessed_on_a_subsample_with_the_same_verdict():
+    tile = _he_patches(1)[0]
+    large = np.tile(tile, (20, 20, 1))  # 1000 x 1000
+    small = quality.assess([large], max_pixels=10_000)[0]
+    assert small.reason == quality.REASON_OK
+    assert small.tissue_fraction == pytest.approx(quality.assess([large])[0].tissue_fraction, 0.05)
+
+
+def test_thresholds_are_keyword_options():
+    glass = _non_tissue()["glass"][0]
+    # glass is luminosity 0.94: tissue when the tissue ceiling is raised above it
+    assert quality.assess([glass], max_luminosity=0.95)[0].is_tissue
+    noise = _non_tissue()["noise"][0]
+    assert quality.assess([noise], max_foreign_fraction=1.0)[0].looks_like_he
+    with pytest.raises(InvalidImageError, match="unknown quality threshold"):
+        quality.assess([glass], min_tissue=0.1)
+
+
+def test_bad_and_empty_inputs():
+    with pytest.raises(InvalidImageError):
+        quality.assess([np.zeros((5, 5), np.uint8)])
+    with pytest.raises(InvalidImageError):
+        quality.assess([np.zeros((5, 5, 3), np.float32)])
+    empty = quality.assess([np.zeros((0, 7, 3), np.uint8)])[0]
+    assert empty.reason == quality.REASON_EMPTY and not empty.assessed
+
+
+def test_quality_dict_has_the_documented_fields():
+    verdict = quality.assess([_non_tissue()["glass"][0]])[0].to_dict()
+    assert {"tissue_fraction", "is_tissue", "looks_like_he", "reason"} <= set(verdict)
+
+
+# -- through the Predictor, the CLI and the API ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NON_TISSUE)
+def test_predictor_gives_no_label_to_non_tissue(predictor, name):
+    image, reason = _non_tissue()[name]
+    prediction = predictor.predict_images([image])[0]
+    assert prediction.label is None and prediction.is_cancer is None
+    assert not prediction.assessed
+    assert prediction.quality["reason"] == reason
+    assert prediction.to_dict()["assessed"] is False
+
+
+def test_predictor_escape_hatch_labels_and_marks_forced(predictor):
+    glass = _non_tissue()["glass"][0]
+    forced = predictor.predict_images([glass], allow_non_tissue=True)[0]
+    assert forced.label in predictor.class_names and forced.is_cancer in (True, False)
+    assert forced.forced and forced.to_dict()["forced"] is True
+    assert forced.quality["reason"] == quality.REASON_BACKGROUND
+    plain = predictor.predict_images([glass])[0]
+    assert plain.probability == pytest.approx(forced.probability)
+
+
+def test_predictor_labels_tissue_as_before(predictor):
+    for prediction in predictor.predict_images(_he_patches()):
+        assert prediction.assessed and not prediction.forced
+        assert prediction.label in predictor.class_names
+        assert prediction.is_cancer == (prediction.probability >= predictor.threshold)
+
+
+def test_predict_sources_flags_files(predictor, tmp_path):
+    files = [save_png(tmp_path / "glass.png", _non_tissue()["glass"][0])]
+    files.append(save_png(tmp_path / "patch.png", _he_patches(1)[0]))
+    glass, patch = predictor.predict_sources(files)
+    assert glass.label is None and patch.label is not None
+    assert predictor.predict_sources(files, allow_non_tissue=True)[0].label is not None
+
+
+def _cli_rows(capsys, *argv: str) -> list[dict[str, str]]:
+    from breastpath.cli.main import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 0
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+
+def test_cli_csv_leaves_the_label_of_non_tissue_empty(capsys, tmp_path):
+    for name, (image, _) in _non_tissue().items():
+        save_png(tmp_path / f"{name}.png", image)
+    save_png(tmp_path / "zz_patch.png", _he_patches(1)[0])
+    rows = {Path(r["path"]).stem: r for r in _cli_rows(capsys, "predict", "default", tmp_path)}
+    for name, (_, reason) in _non_tissue().items():
+        row = rows[name]
+        assert row["assessed"] == "0" and row["label"] == "" and row["reason"] == reason, row
+        assert row["error"] == "" and row["probability"] != ""
+    patch = rows["zz_patch"]
+    assert patch["assessed"] == "1" and patch["label"] in ("non-IDC", "IDC", "0", "1"), patch
+    assert patch["reason"] == quality.REASON_OK and patch["looks_like_he"] == "1"
+    forced = {
+        Path(r["path"]).stem: r
+        for r in _cli_rows(capsys, "predict", "default", tmp_path, "--allow-non-tissue")
+    }
+    assert forced["glass"]["label"] != "" and forced["glass"]["reason"].startswith("forced: ")
+
+
+@pytest.mark.parametrize("name", NON_TISSUE)
+def test_api_result_has_quality_and_no_label_for_non_tissue(client, name):
+    image, reason = _non_tissue()[name]
+    files = {"file": (f"{name}.png", _png(image), "image/png")}
+    response = client.post("/api/predict", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] is None and body["is_cancer"] is None and body["assessed"] is False
+    assert body["quality"]["reason"] == reason
+    if body["tiles"] is not None:
+        assert body["tiles"]["is_cancer"] is None
+
+
+def test_api_force_is_an_explicit_research_override(client):
+    glass = _png(_non_tissue()["glass"][0])
+    body = client.post(
+        "/api/predict", params={"force": "true"}, files={"file": ("g.png", glass, "image/png")}
+    ).json()
+    assert body["label"] is not None and body["forced"] is True
+    assert body["quality"]["reason"] == quality.REASON_BACKGROUND
+    spec = client.get("/openapi.json").json()
+    params = spec["paths"]["/api/predict"]["post"]["parameters"]
+    force = next(p for p in params if p["name"] == "force")
+    assert "RESEARCH ONLY" in force["description"]
+
+
+def test_api_batch_results_carry_quality(client):
+    files = [
+        ("files", ("glass.png", _png(_non_tissue()["glass"][0]), "image/png")),
+        ("files", ("patch.png", _png(_he_patches(1)[0]), "image/png")),
+    ]
+    body = client.post("/api/predict/batch", files=files).json()
+    glass, patch = body["results"]
+    assert glass["label"] is None and glass["quality"]["reason"] == quality.REASON_BACKGROUND
+    assert patch["label"] is not None and patch["quality"]["reason"] == quality.REASON_OK
+
+
+def test_tile_map_skips_tiles_the_gate_flags(client):
+    image = np.tile(_he_patches(1)[0], (2, 2, 1))  # 100 x 100: four tiles
+    image[:50, :50] = 0  # one black tile
+    body = client.post("/api/predict", files={"file": ("t.png", _png(image), "image/png")}).json()
+    assert body["assessed"] is True
+    assert body["tiles"]["tissue"] == [[False, True], [True, True]]
+
+
+# -- real images (../shared/data) ------------------------------------------------------------
+
+
+def _pngs(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.rglob("*.png"))]
+
+
+@pytest.mark.data
+def test_real_breakhis_images_and_tiles_all_pass(shared_data):
+    for folder in ("breakhis", "breakhis-tiles"):
+        images = _pngs(shared_data / folder)
+        assert images, folder
+        flagged = [q for q in quality.assess(images) if not q.assessed]
+        assert flagged == [], folder
+
+
+@pytest.mark.data
+def test_real_idc_patches_pass_but_ink_and_black_frames(shared_data):
+    images = _pngs(shared_data / "idc")
+    verdicts = quality.assess(images)
+    flagged = [q for q in verdicts if not q.assessed]
+    # measured with scripts/calibrate_quality.py: patches mostly covered by marking ink or a
+    # black frame (see docs/reliability.md); nothing is rejected as background
+    assert len(flagged) <= 0.005 * len(images), len(flagged)
+    assert all(q.reason == quality.REASON_NOT_HE for q in flagged)
+
+
+@pytest.mark.data
+def test_dapi_fluorescence_tiles_are_all_flagged(shared_data):
+    pytest.importorskip("imagecodecs", reason="decoding NDPI JPEG needs imagecodecs")
+    from breastpath.slide.reader import open_slide
+
+    with open_slide(shared_data / "wsi" / "test3-DAPI-2-387.ndpi") as reader:
+        level = reader.read_level(len(reader.levels) - 2)
+    height, width = level.shape[0] // 50 * 50, level.shape[1] // 50 * 50
+    tiles = level[:height, :width].reshape(height // 50, 50, width // 50, 50, 3)
+    tiles = tiles.swapaxes(1, 2).reshape(-1, 50, 50, 3)
+    assert not any(q.assessed for q in quality.assess(tiles))
