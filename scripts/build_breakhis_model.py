@@ -281,11 +281,11 @@ def model_card(
         f"({summary['splits']['train']['images']} tiles) train, "
         f"{summary['splits']['val']['patients']} patients "
         f"({summary['splits']['val']['images']} tiles) validation (early stopping by "
-        f"{config.monitor}, threshold). Best epoch {meta.get('epoch')} of {config.epochs}.",
+        f"{config.stop.monitor}, threshold). Best epoch {meta.get('epoch')} of {config.stop.epochs}.",
         "There is no held-out test split: the estimate of how the recipe generalises is the",
         "cross-validation below.",
         "",
-        f"`{json.dumps({k: v for k, v in config.to_dict().items() if k != 'progress'})}`",
+        f"`{json.dumps(config.training_dict())}`",
         "",
         "## Patient-level cross-validation of the recipe",
         f"{crossval['folds']} folds, patient-disjoint and stratified by class (seed "

@@ -1,11 +1,25 @@
-"""Rebuild the bundled default model and its model card from the IDC images.
+"""Rebuild the bundled default model (CancerNet, IDC) and its model card from the IDC images.
 
     python scripts/build_default_model.py --idc ../shared/data/idc \
         --config scripts/default_model.yaml
 
-Prepares the IDC sample with the default patient-level split (seed 0), trains CancerNet with
-``--config`` (default: the TrainConfig defaults), evaluates the best checkpoint on the test split
-and copies it to ``src/breastpath/assets/`` with ``MODEL_CARD.md``.
+1. Prepares the IDC sample with every patient in the training split (no validation or test
+   split: the estimate comes from cross-validation, the model from all development patients).
+2. Estimates the recipe by patient-level 5-fold cross-validation (``breastpath crossval``,
+   folds seeded 0): in each fold 20% of the training patients validate (early stopping and the
+   threshold), the fold's patients are scored once. The folds are then rescored at their
+   **last** epoch (:func:`breastpath.experiments.rescore.rescore_crossval`), because the final
+   model has no validation split to pick an epoch with: that rescoring is the card's estimate.
+3. Trains the recipe on all patients for the configured number of epochs and keeps the last
+   epoch. Its decision threshold is the one that maximises balanced accuracy over the pooled
+   out-of-fold predictions of step 2 (never a validation split, never the training patients).
+4. Scores tissue-free frames (blank glass, white, black, random near-uniform frames) and
+   copies the model to ``src/breastpath/assets/cancernet_idc.{json,safetensors}`` with
+   ``MODEL_CARD.md``.
+
+``--cv DIR`` reuses a finished cross-validation of the same recipe (its folds are reused when
+their settings match, see ``breastpath crossval --resume``). Same data, config and seeds give
+the same model on CPU.
 """
 
 from __future__ import annotations
@@ -14,16 +28,16 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from breastpath.config import DataConfig, TrainConfig, load_yaml
-from breastpath.data.cache import open_prepared
-from breastpath.data.prepare import prepare
-from breastpath.evaluate.metrics import bootstrap_ci
-from breastpath.evaluate.pipeline import evaluate_checkpoint
-from breastpath.io import atomic_write_text, read_csv
 from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.config import DataConfig, TrainConfig, load_yaml
+from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
+from breastpath.experiments.crossval import cross_validate
+from breastpath.experiments.rescore import rescore_crossval
+from breastpath.io import atomic_write_text, read_csv
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -31,61 +45,148 @@ ANCHORS = {
     "Cruz-Roa et al. 2014": (0.7180, 0.8423),
     "Janowczyk & Madabhushi 2016": (0.7648, 0.8468),
 }
+CARD_METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idc", required=True, help="IDC folder or zip")
     parser.add_argument("--work", default="build/default")
-    parser.add_argument("--config", default=None, help="YAML of TrainConfig options")
+    parser.add_argument("--config", default="scripts/default_model.yaml")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--cv", default=None, help="cross-validation folder (default WORK/cv)")
     parser.add_argument("--skip-train", action="store_true", help="reuse WORK/run")
+    parser.add_argument("--assets", default=str(ASSETS), help="where the model and card go")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
+    from breastpath.data.prepare import prepare
+
     work = Path(args.work)
-    prepared, run, report = work / "prepared", work / "run", work / "eval"
+    prepared, run = work / "prepared", work / "run"
+    cv_dir = Path(args.cv) if args.cv else work / "cv"
     if not (prepared / "meta.json").is_file():
-        prepare([args.idc], prepared, config=DataConfig(seed=0))
-    options = load_yaml(args.config) if args.config else {}
-    config = TrainConfig.from_dict({**options, "progress": False})
+        prepare([args.idc], prepared, config=DataConfig(seed=0, test_frac=0.0, val_frac=0.0))
+    options = load_yaml(args.config)
+    config = TrainConfig.from_dict({**options.get("train", options), "progress": False})
+    cross_validate(prepared, cv_dir, config, folds=args.folds, seed=0, resume=True)
+    estimate = rescore_crossval([cv_dir], work / "cv-last", checkpoint="last")
+    threshold = oof_threshold(work / "cv-last" / "oof_predictions.csv")
     if not args.skip_train:
         train(prepared, run, config)
-    result = evaluate_checkpoint(run, prepared, report, split="test")
-
-    best = load_checkpoint(run / "best.json")
-    meta = {k: v for k, v in best.meta.items() if k not in ("format", "weights_sha256")}
-    meta["name"] = "cancernet-idc"
-    meta["data"] = {**meta["data"], "prepared": Path(meta["data"]["prepared"]).name}
-    meta["metrics"] = {
-        **meta.get("metrics", {}),
-        "test": {k: result[k] for k in ("patch", "patient")},
-    }
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ASSETS / "cancernet_idc", tensors=best.model_state_prefixed(), meta=meta)
-    atomic_write_text(ASSETS / "MODEL_CARD.md", model_card(meta, prepared, report, config))
-    print(json.dumps({k: result[k] for k in ("patch", "patient")}, indent=2))
-
-
-def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) -> str:
-    data = open_prepared(prepared)
-    summary = json.loads((prepared / "summary.json").read_text())
-    rows = read_csv(report / "predictions.csv")
-    y = np.array([int(r["label"]) for r in rows])
-    p = np.array([float(r["probability"]) for r in rows])
-    groups = np.array([r["patient"] for r in rows])
-    threshold = meta["threshold"]
-    test = meta["metrics"]["test"]
-    n_params = sum(
-        param.numel()
-        for param in build_model(load_checkpoint(ASSETS / "cancernet_idc")).parameters()
+    final = load_checkpoint(run / "best.json")
+    meta = final.meta.replace(
+        name="cancernet-idc",
+        threshold=threshold,
+        threshold_rule="maximises balanced accuracy of the pooled out-of-fold predictions of "
+        f"patient-level {args.folds}-fold cross-validation (last epoch of each fold)",
+        data={**final.meta.data, "prepared": "idc-all-patients"},
+        metrics={
+            "crossval": crossval_summary(estimate),
+            # the shipped rule (one threshold) on the same OOF predictions it was chosen on:
+            # optimistic, for comparison with the per-fold-threshold estimate only
+            "oof_at_threshold": oof_at(work / "cv-last" / "oof_predictions.csv", threshold),
+        },
     )
+    background = background_scores(final, threshold)
+    meta = meta.replace(metrics={**meta.metrics, "background": background})
+    assets = Path(args.assets)
+    assets.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(assets / "cancernet_idc", tensors=final.model_state_prefixed(), meta=meta)
+    summary = json.loads((prepared / "summary.json").read_text(encoding="utf-8"))
+    card = model_card(meta, summary, estimate, config, n_params=_n_params(final))
+    atomic_write_text(assets / "MODEL_CARD.md", card)
+    print(json.dumps({"threshold": threshold, **meta.metrics}, indent=2))
 
-    def ci(metric: str) -> str:
-        low, high = bootstrap_ci(
-            y, p, metric=metric, threshold=threshold, groups=groups, n_boot=1000, seed=0
-        )
-        return f"{low:.3f}–{high:.3f}"
 
+def oof_threshold(path: Path) -> float:
+    """The threshold maximising balanced accuracy over pooled out-of-fold IDC probabilities."""
+    rows = read_csv(path)
+    y = np.array([int(r["label"]) for r in rows])
+    p = np.array([float(r["p_IDC"]) for r in rows])
+    return float(choose_threshold(y, p, criterion="balanced_accuracy"))
+
+
+def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The pooled out-of-fold figures (with 95% intervals) that go into the checkpoint."""
+    pooled = result["pooled"]
+    keep = (*CARD_METRICS, "n", "n_positive", "n_negative", "ci95")
+    return {
+        "protocol": f"patient-level {result['folds']}-fold cross-validation, seed "
+        f"{result['seed']}, thresholds chosen on each fold's validation patients, "
+        f"checkpoint {result.get('checkpoint', 'best')}",
+        "image": {k: pooled["image"][k] for k in keep if k in pooled["image"]},
+        "patient": {k: pooled["patient"][k] for k in keep if k in pooled["patient"]},
+    }
+
+
+def oof_at(path: Path, threshold: float) -> dict[str, Any]:
+    """Pooled out-of-fold patch metrics at one global threshold, with patient-bootstrap CIs."""
+    rows = read_csv(path)
+    y = np.array([int(r["label"]) for r in rows])
+    p = np.array([float(r["p_IDC"]) for r in rows])
+    groups = np.array([r["patient"] for r in rows])
+    metrics = binary_metrics(y, p, threshold=threshold)
+    metrics["ci95"] = {
+        m: bootstrap_ci(y, p, metric=m, threshold=threshold, groups=groups, n_boot=1000, seed=0)
+        for m in CARD_METRICS
+    }
+    return metrics
+
+
+def background_scores(checkpoint: Any, threshold: float) -> dict[str, float]:
+    """IDC probability of frames without tissue: blank glass, white, black, and the share of
+    400 random near-uniform frames (:func:`breastpath.data.augment.background_frames`, a seed
+    training never uses) that reach the threshold."""
+    import torch
+
+    from breastpath.data.augment import GLASS_RGB, background_frames
+    from breastpath.data.transforms import to_model_input
+
+    model = build_model(checkpoint).eval()
+    mean = torch.tensor(checkpoint.meta.mean, dtype=torch.float32)
+    std = torch.tensor(checkpoint.meta.std, dtype=torch.float32)
+    h, w = checkpoint.meta.input_size
+    fixed = {"glass": GLASS_RGB, "white": (255, 255, 255), "black": (0, 0, 0)}
+    batch = torch.stack(
+        [torch.tensor(rgb, dtype=torch.uint8).expand(h, w, 3) for rgb in fixed.values()]
+    )
+    frames = background_frames(400, size=(h, w), generator=torch.Generator().manual_seed(123))
+    with torch.inference_mode():
+        probs = torch.softmax(
+            model(to_model_input(torch.cat([batch, frames]), mean=mean, std=std, device="cpu")), 1
+        )[:, 1]
+    out = {name: round(float(probs[i]), 4) for i, name in enumerate(fixed)}
+    out["random_frames_above_threshold"] = round(float((probs[3:] >= threshold).float().mean()), 4)
+    return out
+
+
+def _row(name: str, block: dict[str, Any]) -> str:
+    cells = []
+    for metric in CARD_METRICS:
+        value = block.get(metric)
+        low, high = block.get("ci95", {}).get(metric, (None, None))
+        text = "n/a" if value is None else f"{value:.3f}"
+        cells.append(text if low is None else f"{text} [{low:.3f}–{high:.3f}]")
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def _n_params(checkpoint: Any) -> int:
+    return sum(p.numel() for p in build_model(checkpoint).parameters())
+
+
+def model_card(
+    meta: Any,
+    summary: dict[str, Any],
+    estimate: dict[str, Any],
+    config: TrainConfig,
+    *,
+    n_params: int,
+) -> str:
+    """``MODEL_CARD.md`` from the final checkpoint's metadata and the cross-validation."""
+    pooled = estimate["pooled"]
+    background = meta.metrics["background"]
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_threads")}
     lines = [
         "# Model card: cancernet-idc (the bundled `default` model)",
         "",
@@ -94,81 +195,58 @@ def model_card(meta: dict, prepared: Path, report: Path, config: TrainConfig) ->
         "## What it does",
         "Scores a 50x50 RGB patch of H&E-stained breast tissue (scanned at 40x, downsampled as in",
         "the Kaggle IDC set) with the probability of invasive ductal carcinoma (IDC).",
-        f"Decision threshold {threshold:.4f}, {meta.get('threshold_rule', '')}.",
+        f"Decision threshold {meta.threshold:.4f}: {meta.threshold_rule}.",
         "",
         "## Model",
-        f"CancerNet (depthwise-separable CNN), {n_params:,} parameters, "
-        f"input 50x50, per-channel mean {meta['mean']} and std {meta['std']} (training split).",
+        f"CancerNet (depthwise-separable CNN), {n_params:,} parameters, input 50x50, "
+        f"per-channel mean {list(meta.mean)} and std {list(meta.std)} (all training patches).",
         "",
         "## Data",
         "A 4% per-patient sample of the Kaggle *Breast Histopathology Images* set (Janowczyk &",
         f"Madabhushi 2016; CC0): {summary['images']:,} patches from {summary['patients']}",
-        f"patients. Split by patient (seed {meta['data']['split']['seed']}, 20% test, then 10% of",
-        "the rest for validation, stratified by class); no patient is in two splits.",
-        "",
-        "| split | patches | patients | non-IDC | IDC |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name in ("train", "val", "test"):
-        part = summary["splits"][name]
-        lines.append(
-            f"| {name} | {part['images']:,} | {part['patients']} | "
-            f"{part['classes']['non-IDC']:,} | {part['classes']['IDC']:,} |"
-        )
-    lines += [
-        "",
-        f"{summary['padded']} edge patches smaller than 50x50 were padded with white.",
+        f"patients ({summary['splits']['train']['classes']['non-IDC']:,} non-IDC, "
+        f"{summary['splits']['train']['classes']['IDC']:,} IDC). The shipped model is trained",
+        "on **all** of them (last epoch kept); its accuracy is estimated by cross-validation.",
+        f"{summary['padded']} edge patches smaller than 50x50 were padded with white (61 of the",
+        "62 are non-IDC, so white bands are added to patches of both classes in training).",
         "",
         "## Training",
-        f"`{json.dumps({k: v for k, v in config.to_dict().items() if k != 'progress'})}`",
+        f"`{json.dumps(recipe)}`",
         "",
-        f"Best epoch (by {config.monitor} on the validation split): {meta.get('epoch')}.",
+        "## Expected accuracy on new patients (patient-level cross-validation)",
+        f"{estimate['folds']}-fold patient-level cross-validation over all {summary['patients']}"
+        " patients (folds stratified by patient class, seed 0). In each fold 20% of the",
+        "training patients validate; the threshold is chosen on them, and the fold's patients",
+        "are scored once by a model that never saw them, at the last epoch (as the shipped",
+        "model). Pooled out-of-fold figures; 95% intervals: bootstrap over patients (1,000).",
         "",
-        "## Results on the test split (patients never seen in training)",
-        "Patch level: every test patch. Patient level: patient score = mean of its patch",
-        "probabilities; a patient is positive when any of its patches is IDC. 95% intervals: "
-        "patient-cluster bootstrap (1,000 resamples).",
+        "| level | " + " | ".join(CARD_METRICS) + " |",
+        "|" + " --- |" * (len(CARD_METRICS) + 1),
+        _row(f"patch (n={pooled['image']['n']:,})", pooled["image"]),
+        _row(f"patient (n={pooled['patient']['n']}, mean score)", pooled["patient"]),
         "",
-        "| metric | patch | 95% CI (patch) | patient |",
-        "| --- | --- | --- | --- |",
-    ]
-    for metric in (
-        "balanced_accuracy",
-        "f1",
-        "roc_auc",
-        "pr_auc",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "precision",
-    ):
-        patient_value = test["patient"][metric]
-        lines.append(
-            f"| {metric} | {test['patch'][metric]:.4f} | {ci(metric)} | "
-            f"{'n/a' if patient_value is None else f'{patient_value:.4f}'} |"
-        )
-    lines += [
-        "",
-        f"Patch confusion matrix [[TN, FP], [FN, TP]]: {test['patch']['confusion_matrix']}.",
-        "",
-        f"Patient level: {test['patient']['n_positive']} of {test['patient']['n']} test patients "
-        "have IDC patches, so patient-level specificity and ROC-AUC rest on "
-        f"{test['patient']['n_negative']} negative patient(s); a mean patch probability above the "
-        "patch threshold marks only patients whose sampled tissue is mostly tumour. Read the "
-        "patch-level figures as the headline.",
-        "",
-        "Published patient-disjoint anchors on the full set (F1 / balanced accuracy): "
+        "Patient level: a patient is positive when any of its patches is IDC; "
+        f"{pooled['patient'].get('n_negative', 'few')} of {pooled['patient']['n']} patients "
+        "have none, so patient specificity rests on few patients. Read the patch level as the",
+        "headline. Published patient-disjoint anchors on the full set (F1 / balanced accuracy): "
         + "; ".join(f"{k} {f:.4f} / {b:.4f}" for k, (f, b) in ANCHORS.items())
-        + ". They were trained on about 25x more patches; the test split here is small "
-        f"({data.indices('test').size:,} patches, {test['patient']['n']} patients), so compare "
-        "with the intervals in mind.",
+        + ", trained on about 25x more patches.",
+        "",
+        "## Tissue-free input",
+        f"IDC probability of a blank-glass frame (RGB 241, 235, 238): {background['glass']:.3f};"
+        f" white: {background['white']:.3f}; black: {background['black']:.3f}; share of 400",
+        "random near-uniform frames at or above the threshold: "
+        f"{background['random_frames_above_threshold']:.3f}. Entry points still reject what is",
+        "not tissue before scoring (the quality gate); these figures say what the network itself",
+        "does with such frames.",
         "",
         "## Limits",
         "- Trained on one public dataset from one institution's scanner and staining; expect lower",
         "  accuracy on other sites until stain normalization and site validation are done.",
         "- Patch-level model: it does not see tissue context beyond 50x50 pixels.",
         "- Only IDC vs non-IDC; other lesions are out of scope.",
-        "- The threshold was chosen on 15 validation patients; recalibrate for a new population.",
+        "- 185 patients, 7,488 patches: the intervals above are wide; recalibrate the threshold",
+        "  for a new population.",
         "",
     ]
     return "\n".join(lines)

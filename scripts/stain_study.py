@@ -56,7 +56,7 @@ def main() -> None:
         if not (cache / "meta.json").is_file():
             prepare([args.idc], cache, config=DataConfig(seed=args.seed, stain=stain))
         prepare_s = time.perf_counter() - started
-        config = TrainConfig(
+        config = TrainConfig.from_flat(
             optimizer="adagrad",
             lr=0.01,
             batch_size=64,

@@ -77,7 +77,7 @@ def trained_run(prepared_idc, tmp_path_factory) -> Path:
     from breastpath.train.loop import train
 
     run = tmp_path_factory.mktemp("runs") / "run"
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=3,
         batch_size=16,
         lr=0.01,

@@ -84,7 +84,7 @@ def test_centre_scores_maps_each_threshold_to_half():
 
 
 def test_cross_validate_writes_pooled_oof_metrics(prepared_tiles, tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=2,
         batch_size=8,
         lr=0.01,
@@ -129,7 +129,7 @@ def test_cross_validate_subtype_task(tmp_path):
     tree = make_tile_tree(tmp_path / "tiles", per_class=4, tiles=3, seed=1)
     prepared = tmp_path / "prepared"
     prepare([tree], prepared, config=DataConfig(image_size=32, task="subtype", seed=0))
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=1,
         batch_size=8,
         progress=False,

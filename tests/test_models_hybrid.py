@@ -81,7 +81,7 @@ def test_hybrid_run_is_a_safe_checkpoint_the_predictor_uses(trained_run, prepare
     from breastpath.data.cache import open_prepared
     from breastpath.inference.predictor import Predictor
 
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         head="svm", backbone_checkpoint=str(trained_run / "best.json"), svm_c=(1.0, 10.0)
     )
     summary = train(prepared_idc, tmp_path / "svm", config)

@@ -14,15 +14,25 @@ import torch
 
 from breastpath.checkpoint import build_model, load_checkpoint
 from breastpath.config import TrainConfig
-from breastpath.models import create_model, head_prefixes, list_models, model_normalization
+from breastpath.models import (
+    create_model,
+    get_record,
+    head_prefixes,
+    list_models,
+    register,
+    resolve_data_config,
+)
 from breastpath.models.pretrained import (
     PretrainedWeightsError,
     has_offline_weights,
     map_state_dict,
 )
+from breastpath.models.registry import ModelData, ModelRecord, model_arguments
 from breastpath.models.tta import TestTimeAugmentation, views
+from breastpath.models.zoo import RECORDS as ZOO_RECORDS
 from breastpath.train import finetune
-from breastpath.train.loop import make_optimizer, train
+from breastpath.train.loop import train
+from breastpath.train.optim import make_optimizer
 from breastpath.train.presets import preset
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -59,7 +69,8 @@ def test_registry_names_the_zoo():
 def test_zoo_models_know_their_input_size_and_normalisation(no_network, name, side, mean):
     model = create_model(name, num_classes=2)
     assert model.data_config["input_size"] == [3, side, side]
-    assert model_normalization(model) == (mean, model.data_config["std"])
+    data = resolve_data_config(name)
+    assert (data.side, list(data.mean)) == (side, mean)
     assert model.init_info["source"] == "scratch"
     small = create_model(name, num_classes=3, input_size=80).eval()
     with torch.no_grad():
@@ -88,7 +99,8 @@ def test_offline_efficientnet_lite0_weights_see_a_cat(no_network):
     resized = np.asarray(Image.fromarray(photo).resize((width, side), Image.Resampling.BICUBIC))
     left = (width - side) // 2
     x = torch.from_numpy(resized[:, left : left + side].copy()).permute(2, 0, 1).float() / 255
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in model_normalization(model))
+    data = resolve_data_config("efficientnet_lite0")
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (data.mean, data.std))
     with torch.no_grad():
         probs = model(((x - mean) / std)[None]).softmax(1)[0]
     top = int(probs.argmax())
@@ -129,7 +141,7 @@ def test_weights_file_loads_by_name_and_by_order(no_network, tmp_path):
 
 
 def _zoo_config(**changes) -> TrainConfig:
-    base = TrainConfig(
+    base = TrainConfig.from_flat(
         model="efficientnet_lite0",
         model_args={"input_size": 32},
         epochs=2,
@@ -141,7 +153,7 @@ def _zoo_config(**changes) -> TrainConfig:
         monitor="val_auc",
         eval_batch_size=64,
     )
-    return base.replace(**changes)
+    return base.with_options(**changes)
 
 
 @needs_lite0
@@ -191,12 +203,12 @@ def test_stage_one_trains_only_the_head(no_network, prepared_idc, tmp_path):
 
 def test_discriminative_learning_rates_and_stages():
     model = create_model("cancernet", num_classes=2, widths=(4, 8, 8), hidden=8)
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=4, lr=0.1, freeze_epochs=1, backbone_lr_scale=0.1, finetune_lr_scale=0.5
     )
     groups = finetune.param_groups(model, config)
     assert [g["group"] for g in groups] == ["backbone", "head"]
-    optimizer = make_optimizer(groups, config.replace(optimizer="adam"))
+    optimizer = make_optimizer(groups, config.optim.replace(optimizer="adam"))
     assert finetune.set_learning_rates(optimizer, 0, config) == pytest.approx(0.1)
     assert [g["lr"] for g in optimizer.param_groups] == [0.0, pytest.approx(0.1)]
     finetune.set_learning_rates(optimizer, 1, config)
@@ -241,3 +253,56 @@ def test_build_model_applies_the_checkpoints_tta(trained_run):
     checkpoint.meta = checkpoint.meta.replace(tta="dihedral")
     assert isinstance(build_model(checkpoint), TestTimeAugmentation)
     assert not isinstance(build_model(checkpoint, tta="none"), TestTimeAugmentation)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(r.name, marks=[pytest.mark.slow] if "resnet_v2" in r.name else [])
+        for r in ZOO_RECORDS
+    ],
+)
+def test_timm_records_agree_with_timm(no_network, name):
+    """A record's data config and head prefixes are declared without building the model; they
+    must say what timm itself resolves for the built one."""
+    model = create_model(name, num_classes=2, input_size=64)
+    data = resolve_data_config(name, {"input_size": 64}).to_dict()
+    for key in ("input_size", "default_input_size", "mean", "std", "interpolation"):
+        assert data[key] == model.data_config[key], key
+    assert head_prefixes(name) == model.head_prefixes
+    names = {n for n, _ in model.named_parameters()}
+    assert any(n.startswith(head_prefixes(name)[0] + ".") for n in names)
+
+
+def test_a_record_is_one_call_and_drives_everything(no_network):
+    class Tiny(torch.nn.Module):
+        def __init__(self, *, num_classes: int, width: int = 4) -> None:
+            super().__init__()
+            self.body = torch.nn.Conv2d(3, width, 3)
+            self.head = torch.nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x).mean((2, 3)))
+
+    record = register(
+        ModelRecord(
+            name="tiny_test_net",
+            builder=Tiny,
+            preset={"optimizer": "adam", "lr": 0.002},
+            head_prefixes=("head",),
+            data=ModelData(side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        )
+    )
+    try:
+        assert "tiny_test_net" in list_models() and get_record("tiny_test_net") is record
+        assert model_arguments("tiny_test_net") == {"width"}
+        assert preset("tiny_test_net") == {"optimizer": "adam", "lr": 0.002}
+        assert resolve_data_config("tiny_test_net").mean == (0.5, 0.5, 0.5)
+        net = create_model("tiny_test_net", num_classes=3, width=2)
+        assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
+        with pytest.raises(PretrainedWeightsError, match="no offline ImageNet weights"):
+            create_model("tiny_test_net", num_classes=2, pretrained=True)
+    finally:
+        from breastpath.models import registry
+
+        registry._RECORDS.pop("tiny_test_net")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.data
 @pytest.mark.slow
 def test_short_training_on_real_idc_beats_chance_on_unseen_patients(shared_data, tmp_path):
     prepare([shared_data / "idc"], tmp_path / "idc")
-    config = TrainConfig(epochs=3, batch_size=64, lr=0.01, progress=False, seed=0)
+    config = TrainConfig.from_flat(epochs=3, batch_size=64, lr=0.01, progress=False, seed=0)
     train(tmp_path / "idc", tmp_path / "run", config)
     result = evaluate_checkpoint(tmp_path / "run", tmp_path / "idc", tmp_path / "eval")
     assert result["patch"]["roc_auc"] > 0.80

@@ -41,7 +41,7 @@ def test_subtype_task_trains_evaluates_and_sums_malignant_classes(tmp_path):
         config=DataConfig(task="subtype", image_size=32, test_frac=0.25, val_frac=0.34),
     )
     assert summary["class_names"] == ["fibroadenoma", "tubular_adenoma", "ductal_carcinoma"]
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=2, batch_size=8, progress=False, model_args={"widths": [8, 16, 16], "hidden": 32}
     )
     train(tmp_path / "prep", tmp_path / "run", config)

@@ -13,14 +13,15 @@ from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import TrainConfig
 from breastpath.errors import CheckpointError, ConfigError
 from breastpath.models import create_model
-from breastpath.train.loop import class_weights, lr_at, train
+from breastpath.train.loop import train
+from breastpath.train.optim import class_weights, lr_at
 
 TINY = {"widths": [8, 16, 16], "hidden": 32}
 
 
 def _config(**changes) -> TrainConfig:
-    base = TrainConfig(epochs=2, batch_size=16, lr=0.01, progress=False, model_args=TINY)
-    return base.replace(**changes)
+    base = {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False, "model_args": TINY}
+    return TrainConfig.from_flat({**base, **changes})
 
 
 def test_run_folder_is_self_describing(trained_run):
@@ -41,7 +42,10 @@ def test_run_folder_is_self_describing(trained_run):
     assert 0.0 < meta["threshold"] < 1.0
     assert "validation" in meta["threshold_rule"]
     assert meta["data"]["split"]["seed"] == 0
-    assert meta["train"]["optimizer"] == "adagrad"
+    assert meta["train"]["optim"]["optimizer"] == "adagrad"
+    # the training choices, never where it ran: runtime settings stay in config.yaml
+    assert "runtime" not in meta["train"] and "device" not in json.dumps(meta["train"])
+    assert set(meta["train"]) == {"seed", "model", "optim", "augment", "stop", "head"}
     assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
     assert meta["metrics"]["val_at_threshold"]["n"] > 0
     model = build_model(load_checkpoint(trained_run))
@@ -119,8 +123,8 @@ def test_class_weights_balance_the_loss():
 
 
 def test_lr_schedule_warms_up_and_decays():
-    config = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2)
-    lrs = [lr_at(e, config) for e in range(10)]
+    config = TrainConfig.from_flat(epochs=10, lr=0.1, warmup_epochs=2)
+    lrs = [lr_at(e, config.optim, epochs=config.stop.epochs) for e in range(10)]
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1)
     assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))
 
@@ -138,3 +142,24 @@ def test_cancernet_shapes():
     net = create_model("cancernet", num_classes=8).eval()
     assert net(torch.zeros(2, 3, 224, 224)).shape == (2, 8)
     assert net(torch.zeros(2, 3, 50, 50)).shape == (2, 8)
+
+
+def test_run_config_keeps_the_runtime_apart(trained_run):
+    from breastpath.config import load_yaml
+
+    saved = load_yaml(trained_run / "config.yaml")
+    assert set(saved) == {"train", "runtime", "data"}
+    assert saved["runtime"]["progress"] is False
+    config = TrainConfig.from_dict({**saved["train"], "runtime": saved["runtime"]})
+    assert config.stop.epochs == 3 and config.model.args == TINY
+
+
+def test_a_run_without_validation_rows_is_refused(prepared_idc, tmp_path):
+    from breastpath.data.cache import open_prepared
+    from breastpath.data.views import write_split_view
+
+    data = open_prepared(prepared_idc)
+    no_val = {p: "train" for p in set(data.patients.tolist())}
+    view = write_split_view(data, tmp_path / "view", no_val, split_info={"method": "test"})
+    with pytest.raises(ConfigError, match="validation split is empty"):
+        train(view, tmp_path / "run", _config(epochs=1))

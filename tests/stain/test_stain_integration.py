@@ -65,7 +65,7 @@ def stained_run(stained_cache, tmp_path_factory) -> Path:
     from breastpath.train.loop import train
 
     run = tmp_path_factory.mktemp("stain-run") / "run"
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         epochs=1,
         batch_size=16,
         progress=False,
@@ -115,7 +115,7 @@ def test_checkpoint_carries_the_target_and_the_predictor_applies_it(stained_cach
     data = open_prepared(stained_cache)
     meta = json.loads((stained_run / "best.json").read_text())
     assert meta["stain"] == data.meta["stain"]
-    assert meta["train"]["stain_augment"] == "macenko"
+    assert meta["train"]["augment"]["stain_augment"] == "macenko"
     predictor = Predictor.from_checkpoint(stained_run)
     assert predictor.stain is not None and predictor.stain.method == "vahadane"
     rows = data.indices("test")[:6]

@@ -1,8 +1,15 @@
-"""``breastpath compare --data DIR --models A,B,... --out DIR``."""
+"""``breastpath compare --data DIR --models A,B,... --out DIR``.
+
+The budget options (``--epochs``, ``--batch-size``, ``--tta``, ...) are the training options of
+:class:`breastpath.config.TrainConfig`, with the comparison's defaults
+(:class:`breastpath.experiments.compare.Budget`, checked by a test).
+"""
 
 from __future__ import annotations
 
 import click
+
+from breastpath.cli.options import config_option
 
 
 def _weights(values: tuple[str, ...]) -> dict[str, str]:
@@ -24,9 +31,9 @@ def _weights(values: tuple[str, ...]) -> dict[str, str]:
     help="Comma-separated model names; svm:NAME is the CNN + SVM hybrid.",
 )
 @click.option("--out", "out_dir", required=True, help="Folder for runs and the comparison table.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--max-steps-per-epoch", type=int, default=0, help="0: the whole training split.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@config_option("epochs", default=3)
+@config_option("max_steps_per_epoch", default=0)
+@config_option("batch_size", default=64)
 @click.option(
     "--input-size",
     type=int,
@@ -36,10 +43,17 @@ def _weights(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--weights", multiple=True, help="MODEL=PATH: local weights for a backbone.")
 @click.option("--baseline", multiple=True, help="Also score this checkpoint (e.g. default).")
-@click.option("--tta", type=click.Choice(["none", "flips", "dihedral"]), default="none")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, help="torch threads [default: torch's].")
+@config_option("tta", default="none")
+@config_option("seed", default=0, help="Training seed of every model.")
+@config_option("device", default="auto")
+@click.option(
+    "--num-threads",
+    "--threads",
+    "threads",
+    type=int,
+    default=0,
+    help="torch threads (0: torch's default).",
+)
 @click.option("--n-boot", type=int, default=1000, show_default=True)
 def command(
     data_dir,

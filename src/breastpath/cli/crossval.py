@@ -1,11 +1,15 @@
-"""``breastpath crossval --data DIR --out DIR``: patient-level K-fold cross-validation."""
+"""``breastpath crossval --data DIR --out DIR``: patient-level K-fold cross-validation.
+
+Takes every training option of ``breastpath train`` (``--seed`` is the training seed; the folds
+have their own ``--split-seed``).
+"""
 
 from __future__ import annotations
 
 import click
 
 from breastpath.choices import PATIENT_REDUCES
-from breastpath.cli.train import stain_augment_options, train_config
+from breastpath.cli.train import train_config, training_options
 
 
 def _threshold(value: str) -> str | float:
@@ -20,7 +24,6 @@ def _threshold(value: str) -> str | float:
 @click.command("crossval")
 @click.option("--data", "data_dir", required=True, help="A folder written by `breastpath prepare`.")
 @click.option("--out", "out_dir", required=True, help="Folder for crossval.json/.md and folds.")
-@click.option("--config", "config_file", default=None, help="YAML file of training options.")
 @click.option("--folds", type=int, default=5, show_default=True, help="Number of patient folds.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option(
@@ -44,19 +47,7 @@ def _threshold(value: str) -> str | float:
     help="Patient score from image scores.",
 )
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates.")
-@click.option("--model", default=None, help="Model name [default: cancernet].")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--seed", type=int, default=None, help="Training seed.")
-@click.option("--device", default=None, help="auto, cpu or cuda[:N].")
-@click.option("--pretrained/--no-pretrained", default=None, help="Offline ImageNet weights.")
-@click.option("--input-size", type=int, default=None, help="Working side of a timm backbone.")
-@click.option("--preset", is_flag=True, help="Use the backbone's optimizer preset as defaults.")
-@click.option("--tta", type=click.Choice(["none", "flips", "dihedral"]), default=None)
-@click.option("--head", type=click.Choice(["linear", "svm"]), default=None)
-@stain_augment_options
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@training_options
 @click.option("--resume", is_flag=True, help="Reuse folds already finished in --out.")
 def command(
     data_dir,
@@ -70,7 +61,6 @@ def command(
     n_boot,
     input_size,
     preset,
-    no_progress,
     resume,
     **flags,
 ) -> None:
@@ -79,13 +69,7 @@ def command(
 
     from breastpath.experiments.crossval import cross_validate
 
-    config = train_config(
-        flags,
-        config_file=config_file,
-        input_size=input_size,
-        preset=preset,
-        no_progress=no_progress,
-    )
+    config = train_config(flags, config_file=config_file, input_size=input_size, preset=preset)
     result = cross_validate(
         data_dir,
         out_dir,

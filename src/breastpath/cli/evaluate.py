@@ -1,12 +1,15 @@
-"""``breastpath evaluate CHECKPOINT_OR_RUN --data DIR [--split test] --out DIR``."""
+"""``breastpath evaluate --checkpoint CHECKPOINT --data DIR [--split test] --out DIR``."""
 
 from __future__ import annotations
 
 import click
 
+from breastpath.cli.options import checkpoint_from, optional_checkpoint_option
+
 
 @click.command("evaluate")
-@click.argument("checkpoint")
+@click.argument("positional", metavar="[CHECKPOINT]", required=False)
+@optional_checkpoint_option
 @click.option(
     "--data",
     "data",
@@ -18,10 +21,14 @@ import click
 )
 @click.option("--out", "out_dir", required=True, help="Folder for metrics.json and report.html.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-def command(checkpoint, data, split, out_dir, batch_size) -> None:
-    """Evaluate CHECKPOINT (run folder, file or `default`) on a split, per patch and patient."""
+def command(positional, checkpoint, data, split, out_dir, batch_size) -> None:
+    """Evaluate --checkpoint (run folder, file or `default`) on a split, per patch and patient.
+
+    The checkpoint as a first argument (`evaluate RUN ...`) is deprecated: use --checkpoint.
+    """
     from breastpath.evaluate.pipeline import evaluate_checkpoint
 
+    checkpoint = checkpoint_from("evaluate", checkpoint, positional)
     result = evaluate_checkpoint(checkpoint, data, out_dir, split=split, batch_size=batch_size)
     for level in ("patch", "patient"):
         m = result[level]

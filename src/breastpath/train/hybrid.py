@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,22 @@ import numpy as np
 import torch
 
 from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
-from breastpath.config import TrainConfig, dump_yaml
+from breastpath.config import TrainConfig
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.errors import ConfigError
 from breastpath.inference.batches import embed_rows, predict_rows
-from breastpath.models import model_normalization
+from breastpath.inference.device import select_device
 from breastpath.models.hybrid import SVMHybrid
 from breastpath.models.svm import RBFSVMHead
+from breastpath.train.run import (
+    apply_runtime,
+    checkpoint_meta,
+    create_initial_model,
+    normalization,
+    split_rows,
+    start_run,
+    with_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +131,8 @@ def _subsample(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> n
 
 def _backbone(config: TrainConfig, data: PreparedData) -> tuple[torch.nn.Module, dict, dict, Any]:
     """The embedding network, its ``model`` spec, its init info and its normalisation."""
-    if config.backbone_checkpoint:
-        checkpoint = load_checkpoint(config.backbone_checkpoint)
+    if config.head.backbone_checkpoint:
+        checkpoint = load_checkpoint(config.head.backbone_checkpoint)
         model = build_model(checkpoint, tta="none")
         init = {
             "source": f"breastpath checkpoint {checkpoint.path}",
@@ -132,15 +140,10 @@ def _backbone(config: TrainConfig, data: PreparedData) -> tuple[torch.nn.Module,
         }
         norm = (list(checkpoint.meta.mean), list(checkpoint.meta.std))
         return model, checkpoint.meta.model.to_dict(), init, norm
-    from breastpath.train.loop import create_initial_model
-
     num_classes = len(data.class_names)
     model, init = create_initial_model(config, num_classes=num_classes)
-    if init["source"] == "scratch":
-        log.warning("SVM on embeddings of an untrained %s (random features)", config.model)
-    spec = {"name": config.model, "num_classes": num_classes, "args": dict(config.model_args)}
-    norm = model_normalization(model) or (data.meta["mean"], data.meta["std"])
-    return model, spec, init, norm
+    spec = {"name": config.model.name, "num_classes": num_classes, "args": dict(config.model.args)}
+    return model, spec, init, normalization(config.model.name, config.model.args, data)
 
 
 def train_svm_hybrid(
@@ -150,37 +153,32 @@ def train_svm_hybrid(
 
     Returns a summary like :func:`breastpath.train.loop.train`'s.
     """
-    from breastpath.train.loop import checkpoint_meta, choose_cancer_threshold
-
-    data = open_prepared(data_dir)
-    run = Path(run_dir)
-    train_rows, val_rows = data.indices("train"), data.indices("val")
-    if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ConfigError(f"{data_dir}: the SVM needs non-empty train and validation splits")
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    data, run = open_prepared(data_dir), Path(run_dir)
+    train_rows, val_rows = split_rows(data, what="the SVM")
+    apply_runtime(config.runtime)
     torch.manual_seed(config.seed)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if config.device == "auto" else config.device)
+    device = select_device(config.runtime.device)
     backbone, spec, init, (mean, std) = _backbone(config, data)
     backbone = backbone.to(device).eval()
-    mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "best.json").unlink(missing_ok=True)
-    dump_yaml(run / "config.yaml", {"train": config.to_dict(), "data": data.meta})
-    shutil.copyfile(data.root / "splits.csv", run / "splits.csv")
+    start_run(run, config, data)
 
     started = time.perf_counter()
-    fit_rows = _subsample(train_rows, data.labels[train_rows], config.svm_max_train, config.seed)
-    options = {"mean": mean_t, "std": std_t, "device": device, "batch_size": config.eval_batch_size}
+    head = config.head
+    fit_rows = _subsample(train_rows, data.labels[train_rows], head.svm_max_train, config.seed)
+    options = {
+        "mean": torch.tensor(mean, dtype=torch.float32),
+        "std": torch.tensor(std, dtype=torch.float32),
+        "device": device,
+        "batch_size": config.runtime.eval_batch_size,
+    }
     train_x = embed_rows(backbone, data.images, fit_rows, **options)
     val_x = embed_rows(backbone, data.images, val_rows, **options)
-    head, report = fit_svm(
+    svm, report = fit_svm(
         train_x,
         data.labels[fit_rows],
         val_x,
         data.labels[val_rows],
-        c_values=tuple(config.svm_c),
+        c_values=tuple(head.svm_c),
         seed=config.seed,
     )
     report.update(n_train=len(fit_rows), feature_dim=int(train_x.shape[1]))
@@ -191,47 +189,24 @@ def train_svm_hybrid(
     }
     model = SVMHybrid(num_classes=len(data.class_names), **args)
     model.backbone.load_state_dict(backbone.state_dict())
-    model.svm = head
+    model.svm = svm
     report["seconds"] = round(time.perf_counter() - started, 2)
 
     meta = checkpoint_meta(
-        config,
-        data,
-        args,
-        model_name="svm_hybrid",
-        mean=mean,
-        std=std,
-        tta=config.tta,
-        init=init,
-        svm=report,
-        data_config=getattr(model, "data_config", None),
+        config, data, args, model_name="svm_hybrid", mean=mean, std=std, init=init, svm=report
     )
-    scored = build_model_from(model, config.tta).to(device)
-    probs = predict_rows(scored, data.images, val_rows, **options)
-    threshold, val_metrics = choose_cancer_threshold(
-        probs, data.labels[val_rows], meta.cancer_classes, criterion=config.threshold_metric
+    probs = predict_rows(
+        _with_tta(model, config.model.tta).to(device), data.images, val_rows, **options
     )
-    meta = meta.replace(
-        threshold=threshold,
-        threshold_rule=f"maximises {config.threshold_metric} of the cancer score on the "
-        "validation split",
-        metrics={"val_at_threshold": val_metrics},
-        epoch=0,
-    )
+    meta, summary = with_threshold(meta, probs, data.labels[val_rows], config)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    save_checkpoint(run / "best", tensors=tensors, meta=meta)
+    save_checkpoint(run / "best", tensors=tensors, meta=meta.replace(epoch=0))
     (run / "svm.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     log.info("SVM hybrid: C=%g, %d support vectors", report["C"], report["n_support"])
-    return {
-        "best_epoch": 0,
-        "epochs_run": 0,
-        "threshold": float(threshold),
-        "val": val_metrics,
-        "svm": report,
-    }
+    return {"best_epoch": 0, "epochs_run": 0, **summary, "svm": report}
 
 
-def build_model_from(model: torch.nn.Module, tta: str) -> torch.nn.Module:
+def _with_tta(model: torch.nn.Module, tta: str) -> torch.nn.Module:
     """``model`` wrapped for test-time augmentation when ``tta`` asks for it."""
     from breastpath.models.tta import TestTimeAugmentation
 

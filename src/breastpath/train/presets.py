@@ -1,4 +1,5 @@
-"""Per-backbone optimizer presets, as in the seed projects.
+"""Per-backbone optimizer presets, as in the seed projects (each model's registry record holds
+its own, :attr:`breastpath.models.registry.ModelRecord.preset`).
 
 * CancerNet: Adagrad, lr 0.01 (the PyImageSearch tutorial).
 * InceptionV3: SGD with Nesterov momentum 0.9, lr 0.01.
@@ -18,16 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "cancernet": {"optimizer": "adagrad", "lr": 0.01},
-    "inception_v3": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
-    "inception_resnet_v2": {"optimizer": "adam", "lr": 1e-4},
-    "resnet50": {"optimizer": "adam", "lr": 1e-4},
-    "resnet18": {"optimizer": "adam", "lr": 3e-4},
-    "efficientnet_lite0": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
-    "efficientnet_lite1": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
-    "efficientnet_lite2": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5},
-}
+from breastpath.models.registry import get_record
 
 #: Added when starting from ImageNet weights with enough epochs.
 FINETUNE: dict[str, Any] = {"freeze_epochs": 1, "finetune_lr_scale": 0.5, "backbone_lr_scale": 0.5}
@@ -35,7 +27,7 @@ MIN_EPOCHS_TO_FREEZE = 5
 
 
 def preset(name: str, *, pretrained: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    """TrainConfig options for ``name`` (empty for a model without a preset).
+    """Flat TrainConfig options for ``name`` (empty for a model without a preset).
 
     ``epochs`` (when known) decides whether two-stage fine-tuning fits the budget.
 
@@ -48,8 +40,9 @@ def preset(name: str, *, pretrained: bool = False, epochs: int | None = None) ->
     >>> "freeze_epochs" in preset("efficientnet_lite0", pretrained=True, epochs=3)
     False
     """
-    options = dict(PRESETS.get(name, {}))
+    record = get_record(name)
+    options = dict(record.preset)
     long_enough = epochs is None or epochs >= MIN_EPOCHS_TO_FREEZE
-    if pretrained and name != "cancernet" and long_enough:
+    if pretrained and record.transfer and long_enough:
         options.update(FINETUNE)
     return options
