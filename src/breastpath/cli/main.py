@@ -1,7 +1,8 @@
 """``breastpath``: prepare, train, evaluate, predict and serve.
 
-Every library error becomes a one-line ``error: ...`` message and exit status 2; nothing prints a
-traceback unless ``--debug`` is given.
+Every library error, and every operating-system error (an unwritable output, a full disk), becomes
+a one-line ``error: ...`` message and exit status 2; nothing prints a traceback unless ``--debug``
+is given.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:  # an unwritable --out, a full disk, an unreadable file
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

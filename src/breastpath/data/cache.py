@@ -184,6 +184,7 @@ def write_cache(
     mm = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
     paths = [r.path for r in index.records]
     result = decode_into(paths, mm, size=size, workers=workers, progress=progress)
+    result.skipped[:0] = index.skipped  # what the scan could not read comes first
     mm.flush()
     del mm
     kept = len(result.kept)
@@ -224,6 +225,7 @@ def write_cache(
         "split": split_info,
         "mean": mean,
         "std": std,
+        "skipped": result.skipped,
         **extra_meta,
     }
     write_json(out / "summary.json", summary)

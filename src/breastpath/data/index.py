@@ -17,6 +17,7 @@ Layouts read
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from collections import Counter
@@ -83,6 +84,8 @@ class SourceIndex:
     dataset: str
     task: str
     notes: list[str] = field(default_factory=list)
+    #: folders and files that could not be read while scanning: ``{"path", "reason"}``
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,14 +143,20 @@ def scan_sources(
     raws: list[_Raw] = []
     kinds: list[str] = []
     notes: list[str] = []
+    skipped: list[dict[str, str]] = []
     for source in sources:
-        kind, found = _scan_one(Path(source), dataset=dataset)
+        kind, found = _scan_one(Path(source), dataset=dataset, skipped=skipped)
         kinds.append(kind)
         if kind == "folder" and found and all(r.patient == r.path for r in found):
             notes.append(
                 f"{source}: no patient level in the folder tree; each image is its own group"
             )
         raws.extend(found)
+    if skipped:
+        notes.append(
+            f"{len(skipped)} folder(s) or file(s) could not be read while scanning and were "
+            "skipped (listed in 'skipped')"
+        )
     if magnification != "all":
         before = len(raws)
         raws = [r for r in raws if r.magnification == magnification]
@@ -157,7 +166,12 @@ def scan_sources(
     kind = kinds[0] if len(set(kinds)) == 1 else "+".join(sorted(set(kinds)))
     class_names, records = _assign_labels(raws, kinds=set(kinds), task=task)
     return SourceIndex(
-        records=records, class_names=class_names, dataset=kind, task=task, notes=notes
+        records=records,
+        class_names=class_names,
+        dataset=kind,
+        task=task,
+        notes=notes,
+        skipped=skipped,
     )
 
 
@@ -166,14 +180,51 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise DatasetLayoutError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
-def _scan_one(source: Path, *, dataset: str) -> tuple[str, list[_Raw]]:
+def list_files(root: Path, *, skipped: list[dict[str, str]]) -> list[Path]:
+    """Files under ``root`` (recursive, sorted, hidden names left out); folders and files that
+    cannot be read are added to ``skipped`` with the reason, not dropped in silence.
+
+    Examples
+    --------
+    >>> skipped = []
+    >>> list_files(Path("no/such/folder"), skipped=skipped), skipped[0]["path"]
+    ([], 'no/such/folder')
+    """
+
+    def unreadable(error: OSError) -> None:
+        reason = error.strerror or str(error)
+        skipped.append(
+            {
+                "path": str(error.filename),
+                "reason": f"{error.filename}: folder not readable ({reason}); "
+                "its images were not scanned",
+            }
+        )
+
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        dirs.sort()
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            if is_image_file(name) and not os.access(path, os.R_OK):
+                skipped.append({"path": str(path), "reason": f"{path}: file not readable"})
+                continue
+            files.append(path)
+    return sorted(files)
+
+
+def _scan_one(
+    source: Path, *, dataset: str, skipped: list[dict[str, str]]
+) -> tuple[str, list[_Raw]]:
     if not source.exists():
         raise DatasetLayoutError(f"{source}: no such file or folder")
     if source.is_file():
         if not zipfile.is_zipfile(source):
             raise DatasetLayoutError(f"{source}: not a folder or a zip archive")
         return _scan_zip(source, dataset=dataset)
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = list_files(source, skipped=skipped)
     images = [p for p in files if is_image_file(p.name)]
     if not images:
         raise DatasetLayoutError(f"{source}: holds no image files")
