@@ -69,6 +69,8 @@ COMMANDS = (
     "compare",
     "stain",
     "crossval",
+    "embed",
+    "probe",
 )
 
 
