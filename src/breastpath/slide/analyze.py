@@ -128,7 +128,7 @@ def _open(path: Any, backend: str, slide_mpp: float | None) -> SlideReader:
 
 
 def analyze_slide(
-    path: str | Path,
+    path: str | Path | list[str | Path],
     predictor: Predictor,
     *,
     out_dir: str | Path | None = None,

@@ -147,7 +147,7 @@ def write_synthetic_slide(
                 if pyramid == "subifds":
                     options["subifds"] = len(factors) - 1
                 if ome:
-                    meta = {"axes": "YXS"}
+                    meta: dict[str, object] = {"axes": "YXS"}
                     if mpp is not None:
                         meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp)
                     options["metadata"] = meta

@@ -173,8 +173,8 @@ def _tiff_mpp(tif: Any, page: Any) -> tuple[float | None, str | None]:
     if tif.is_svs and (match := _SVS_MPP.search(description)):
         return plausible_mpp(match.group(1)), "aperio description MPP"
     if tif.is_ome and tif.ome_metadata and (match := _OME_SIZE.search(tif.ome_metadata)):
-        unit = _OME_UNIT.search(tif.ome_metadata)
-        scale = _UNIT_TO_UM.get(unit.group(1) if unit else "µm", 1.0)
+        found = _OME_UNIT.search(tif.ome_metadata)
+        scale = _UNIT_TO_UM.get(found.group(1) if found else "µm", 1.0)
         return plausible_mpp(float(match.group(1)) * scale), "OME PhysicalSizeX"
     tag, unit_tag = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
     if tag is None or unit_tag is None:
