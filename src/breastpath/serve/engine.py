@@ -132,7 +132,10 @@ class InferenceEngine:
         future = asyncio.get_running_loop().create_future()
         owner = current_owner.get()
         job = _Job(future=future, owner=owner if owner is not None else object(), **work)
-        self._owners.setdefault(job.owner, deque()).append(job)
+        if job.owner not in self._owners:
+            self._owners[job.owner] = deque()
+            self._owners.move_to_end(job.owner, last=False)  # a newcomer goes first
+        self._owners[job.owner].append(job)
         self._waiting += 1
         wake.set()
         try:
