@@ -26,12 +26,12 @@ Examples
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from breastpath.errors import SlideError
+from breastpath.tissue import luminance, luminance_threshold
 
 #: Why a tile was not scored (the ``skipped`` column of tiles.csv); "" means scored.
 SKIP_REASONS = {
@@ -45,25 +45,6 @@ MAX_LUMINOSITY = 0.8
 DARK_LUMINOSITY = 0.1
 #: Share of near-black pixels at which a tile is not H&E-like.
 DARK_SHARE = 0.5
-
-
-@functools.lru_cache(maxsize=1)
-def _luminance_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    v = np.arange(256, dtype=np.float64) / 255.0
-    linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
-    return tuple((linear * w).astype(np.float32) for w in (0.212671, 0.715160, 0.072169))  # type: ignore[return-value]
-
-
-def luminance_threshold(luminosity: float) -> float:
-    """Relative luminance Y at which CIE L* / 100 equals ``luminosity``."""
-    f = (100.0 * luminosity + 16.0) / 116.0
-    return f**3 if f > 6.0 / 29.0 else (f - 16.0 / 116.0) / 7.787
-
-
-def luminance(tiles: np.ndarray) -> np.ndarray:
-    """Relative luminance Y of uint8 RGB pixels ``(..., 3)`` (float32)."""
-    tr, tg, tb = _luminance_tables()
-    return tr[tiles[..., 0]] + tg[tiles[..., 1]] + tb[tiles[..., 2]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +70,7 @@ class TileCheck:
         """``(N,)`` array of reasons, ``""`` for tiles to score, for ``(N, H, W, 3)`` uint8."""
         if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
             raise SlideError(f"expected (N, H, W, 3) uint8 tiles, got {tiles.shape} {tiles.dtype}")
-        y = luminance(tiles).reshape(len(tiles), -1)
+        y = luminance(tiles).reshape(len(tiles), -1)  # the one tissue rule: breastpath.tissue
         reasons = np.full(len(tiles), "", dtype=object)
         tissue = (y < luminance_threshold(MAX_LUMINOSITY)).mean(axis=1)
         reasons[tissue < max(self.min_tissue, 1e-9)] = "background"

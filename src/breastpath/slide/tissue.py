@@ -114,9 +114,9 @@ def tissue_signal(rgb: np.ndarray, *, method: str = "saturation") -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise SlideError(f"expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     if method == "od":
-        from breastpath.stain._ops import od_table
+        from breastpath.tissue import optical_density
 
-        return od_table(256.0)[rgb].mean(axis=2)
+        return optical_density(rgb).mean(axis=2)
     high = rgb.max(axis=2).astype(np.float32)
     low = rgb.min(axis=2).astype(np.float32)
     return np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0).astype(np.float32)

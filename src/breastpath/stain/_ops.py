@@ -7,52 +7,33 @@ Conventions
 * Optical density (OD) is ``log(io) - log(I + 1)``; with the default ``io = 256`` white (255) has
   OD 0 and the conversion is exactly invertible: ``I = io * exp(-OD) - 1``.
 * Luminosity is CIE L* / 100 of the sRGB pixel (D65); tissue is luminosity below a threshold
-  (0.8 by default, as in staintools). Near-white background is everything else.
+  (0.8 by default, as in staintools), the rule of :mod:`breastpath.tissue` applied through the
+  backend. Near-white background is everything else.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
 
 from breastpath.stain._backend import Ops
-
-#: sRGB (D65) linear RGB -> XYZ, the matrix torchstain and OpenCV use.
-RGB_TO_XYZ = np.array(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+from breastpath.tissue import (
+    RGB_TO_XYZ,
+    linear_table,
+    luminance_tables,
+    luminance_threshold,
+    od_table,
 )
+
 XYZ_TO_RGB = np.linalg.inv(RGB_TO_XYZ)
 WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 
 # --------------------------------------------------------------------------- lookup tables
-@functools.lru_cache(maxsize=8)
-def od_table(io: float) -> np.ndarray:
-    """OD of each uint8 level: ``log(io) - log(v + 1)`` as float32, shape (256,)."""
-    return (math.log(io) - np.log(np.arange(256, dtype=np.float64) + 1.0)).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def linear_table() -> np.ndarray:
-    """sRGB uint8 level -> linear light in [0, 1], float64, shape (256,)."""
-    v = np.arange(256, dtype=np.float64) / 255.0
-    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
-
-
-@functools.lru_cache(maxsize=1)
-def luminance_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel tables whose sum is the relative luminance Y of a pixel (float64)."""
-    lin = linear_table()
-    return tuple(lin * w for w in RGB_TO_XYZ[1])  # type: ignore[return-value]
-
-
-def luminance_threshold(luminosity: float) -> float:
-    """The relative luminance Y at which CIE L* / 100 equals ``luminosity``."""
-    f = (100.0 * luminosity + 16.0) / 116.0
-    return f**3 if f > 6.0 / 29.0 else (f - 16.0 / 116.0) / 7.787
+# The tables and the tissue threshold come from :mod:`breastpath.tissue`, the one definition of
+# tissue: the stain code applies them through a backend (numpy or torch) instead of numpy only.
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,7 +72,8 @@ def luminance(xp: Ops, rgb: Any) -> Any:
 
 
 def tissue_mask(xp: Ops, rgb: Any, threshold: float) -> Any:
-    """``(N, P)`` bool: luminosity (CIE L* / 100) below ``threshold``, for uint8 ``(N, P, 3)``."""
+    """``(N, P)`` bool: luminosity (CIE L* / 100) below ``threshold``, for uint8 ``(N, P, 3)``
+    (:func:`breastpath.tissue.tissue_pixels` on the backend)."""
     return luminance(xp, rgb) < luminance_threshold(threshold)
 
 
