@@ -1,16 +1,18 @@
 """Pictures for the page: Grad-CAM overlays, tile heatmaps, PNG as base64.
 
 Small patches are enlarged (nearest neighbour, so pixels stay visible) and large images shrunk,
-so that every picture is between ``MIN_SIDE`` and ``MAX_SIDE`` pixels on its longer side.
+so that every picture is between ``MIN_SIDE`` and ``MAX_SIDE`` pixels on its longer side. Colour
+mapping and blending are :mod:`breastpath.render`'s (shared with the slide heatmaps).
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from functools import lru_cache
 
 import numpy as np
+
+from breastpath import render as colormaps
 
 #: Pictures are enlarged to at least this many pixels on their longer side ...
 MIN_SIDE = 256
@@ -20,18 +22,9 @@ MAX_SIDE = 512
 COLORMAP = "inferno"
 
 
-@lru_cache(maxsize=4)
-def colormap_lut(name: str = COLORMAP) -> np.ndarray:
-    """A ``(256, 3)`` uint8 lookup table for a matplotlib colour map."""
-    from matplotlib import colormaps
-
-    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
-
-
 def colorize(values: np.ndarray, name: str = COLORMAP) -> np.ndarray:
     """Values in ``[0, 1]``, any shape -> RGB uint8 with one more axis."""
-    index = np.clip(np.nan_to_num(values) * 255.0, 0, 255).round().astype(np.uint8)
-    return colormap_lut(name)[index]
+    return colormaps.colorize(values, cmap=name)
 
 
 def display_size(height: int, width: int) -> tuple[int, int]:
@@ -77,11 +70,9 @@ def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.n
     ((250, 250, 3), 200)
     """
     size = display_size(*image.shape[:2])
-    base = resize(image, size, smooth=False).astype(np.float32)
-    heat = np.clip(resize(heat.astype(np.float32), size, smooth=True), 0.0, 1.0)
-    weight = (alpha * np.sqrt(heat))[..., None]
-    out = base * (1.0 - weight) + colorize(heat).astype(np.float32) * weight
-    return np.clip(out, 0, 255).round().astype(np.uint8)
+    base = resize(image, size, smooth=False)
+    heat = np.clip(resize(np.nan_to_num(heat).astype(np.float32), size, smooth=True), 0.0, 1.0)
+    return colormaps.blend(base, heat, alpha=alpha * np.sqrt(heat), cmap=COLORMAP)
 
 
 def tile_heatmap(

@@ -14,7 +14,6 @@ shared with the IDC mosaics in :mod:`breastpath.slide.mosaic`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from breastpath import render as colormaps
 from breastpath.errors import SlideError
 from breastpath.io import atomic_open, write_csv, write_json
 
@@ -126,39 +126,17 @@ def paint_grid(
         return np.where(count > 0, total / count, np.nan)
 
 
-@functools.lru_cache(maxsize=8)
-def _lut(cmap: str) -> np.ndarray:
-    from matplotlib import colormaps
-
-    return colormaps[cmap](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
-
-
-def _lut_index(values: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
-
-
 def colorize(values: np.ndarray, *, cmap: str = COLORMAP) -> np.ndarray:
     """Values in [0, 1] -> RGBA uint8 with a matplotlib colormap; NaN is fully transparent."""
-    finite = np.isfinite(values)
-    rgba = np.zeros((*values.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = _lut(cmap)[_lut_index(np.nan_to_num(values))]
-    rgba[..., 3] = np.where(finite, 255, 0)
-    return rgba
+    return colormaps.colorize_rgba(values, cmap=cmap)
 
 
 def overlay(
     base: np.ndarray, values: np.ndarray, *, alpha: float = 0.5, cmap: str = COLORMAP
 ) -> np.ndarray:
-    """Blend a colour-mapped value image (same height and width as ``base``) over ``base``.
-
-    NaN values leave ``base`` as it is. Only the painted pixels are converted to float.
-    """
-    finite = np.isfinite(values)
-    out = base.copy()
-    colors = _lut(cmap)[_lut_index(values[finite])].astype(np.float32)
-    blended = base[finite].astype(np.float32) * (1 - alpha) + colors * alpha
-    out[finite] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    return out
+    """Blend a colour-mapped value image (same height and width as ``base``) over ``base``;
+    NaN values leave ``base`` as it is (:func:`breastpath.render.blend`)."""
+    return colormaps.blend(base, values, alpha=alpha, cmap=cmap)
 
 
 def outline(base: np.ndarray, mask: np.ndarray, *, color=(0, 160, 0), width: int = 2) -> np.ndarray:
