@@ -95,7 +95,7 @@ def test_predict_writes_one_row_per_image(capsys, trained_run, tmp_path):
     files = _images(folder, 5)
     (folder / "readme.txt").write_text("not scored")
     out_file = tmp_path / "preds.csv"
-    code, out, err = _run(capsys, "predict", trained_run, folder, "--out", out_file)
+    code, out, err = _run(capsys, "predict", "--checkpoint", trained_run, folder, "--out", out_file)
     assert code == 0, err
     assert "wrote 5 rows" in out
     rows = _read_rows(out_file.read_text())
@@ -112,7 +112,7 @@ def test_predict_to_stdout_agrees_with_the_predictor(capsys, trained_run, tmp_pa
     from breastpath.inference.predictor import Predictor
 
     files = _images(tmp_path / "images", 3, seed=1)
-    code, out, err = _run(capsys, "predict", trained_run, *files)
+    code, out, err = _run(capsys, "predict", "--checkpoint", trained_run, *files)
     assert code == 0, err
     rows = _read_rows(out)
     assert [Path(r["path"]) for r in rows] == files
@@ -127,7 +127,7 @@ def test_predict_reports_a_corrupt_file_and_scores_the_rest(capsys, trained_run,
     data = (good[0]).read_bytes()
     (folder / "broken.png").write_bytes(data[: len(data) // 2])
     out_file = tmp_path / "preds.csv"
-    code, _, err = _run(capsys, "predict", trained_run, folder, "--out", out_file)
+    code, _, err = _run(capsys, "predict", "--checkpoint", trained_run, folder, "--out", out_file)
     assert code == 0, err
     assert "1 of 4" in err
     assert "Traceback" not in err
@@ -143,7 +143,7 @@ def test_predict_reports_a_corrupt_file_and_scores_the_rest(capsys, trained_run,
 def test_predict_with_only_bad_files_fails(capsys, trained_run, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    code, out, err = _run(capsys, "predict", trained_run, bad)
+    code, out, err = _run(capsys, "predict", "--checkpoint", trained_run, bad)
     _assert_one_line_error(code, err, "none of the 1 file(s) could be read")
     assert "bad.png" in _read_rows(out)[0]["error"]
 
@@ -151,7 +151,9 @@ def test_predict_with_only_bad_files_fails(capsys, trained_run, tmp_path):
 @pytest.mark.parametrize("size", ["0", "-1"])
 def test_predict_rejects_a_bad_batch_size(capsys, trained_run, tmp_path, size):
     files = _images(tmp_path / "images", 1)
-    code, out, err = _run(capsys, "predict", trained_run, *files, "--batch-size", size)
+    code, out, err = _run(
+        capsys, "predict", "--checkpoint", trained_run, *files, "--batch-size", size
+    )
     assert code == 2
     assert "Traceback" not in err and "--batch-size" in err
     assert out == ""
@@ -160,7 +162,9 @@ def test_predict_rejects_a_bad_batch_size(capsys, trained_run, tmp_path, size):
 def test_predict_out_must_not_be_a_folder(capsys, trained_run, tmp_path):
     files = _images(tmp_path / "images", 1)
     (tmp_path / "folder").mkdir()
-    code, _, err = _run(capsys, "predict", trained_run, *files, "--out", tmp_path / "folder")
+    code, _, err = _run(
+        capsys, "predict", "--checkpoint", trained_run, *files, "--out", tmp_path / "folder"
+    )
     assert code == 2
     assert "Traceback" not in err and "is a directory" in err
 
@@ -205,12 +209,14 @@ def test_prepare_error_has_no_progress_bar(capsys, tmp_path):
 
 def test_predict_missing_checkpoint(capsys, tmp_path):
     _images(tmp_path / "images", 1)
-    code, _, err = _run(capsys, "predict", tmp_path / "no_run.json", tmp_path / "images")
+    code, _, err = _run(
+        capsys, "predict", "--checkpoint", tmp_path / "no_run.json", tmp_path / "images"
+    )
     _assert_one_line_error(code, err, "no_run", "no such checkpoint")
 
 
 def test_predict_missing_input(capsys, trained_run, tmp_path):
-    code, _, err = _run(capsys, "predict", trained_run, tmp_path / "absent")
+    code, _, err = _run(capsys, "predict", "--checkpoint", trained_run, tmp_path / "absent")
     _assert_one_line_error(code, err, "absent")
 
 
@@ -228,7 +234,7 @@ def test_predict_tampered_checkpoint(capsys, trained_run, tmp_path):
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     _images(tmp_path / "images", 1)
-    code, _, err = _run(capsys, "predict", run, tmp_path / "images")
+    code, _, err = _run(capsys, "predict", "--checkpoint", run, tmp_path / "images")
     _assert_one_line_error(code, err, "sha256")
 
 
@@ -240,7 +246,9 @@ def test_predict_weights_that_do_not_match_the_model(capsys, trained_run, tmp_pa
     save_checkpoint(tmp_path / "mismatch" / "best", tensors=original.tensors, meta=meta)
     assert load_checkpoint(tmp_path / "mismatch").meta.model.args["hidden"] == 16
     _images(tmp_path / "images", 1)
-    code, _, err = _run(capsys, "predict", tmp_path / "mismatch", tmp_path / "images")
+    code, _, err = _run(
+        capsys, "predict", "--checkpoint", tmp_path / "mismatch", tmp_path / "images"
+    )
     _assert_one_line_error(code, err, "weights do not match the model")
 
 
@@ -254,7 +262,14 @@ def test_train_missing_data(capsys, tmp_path):
 
 def test_evaluate_missing_checkpoint(capsys, prepared_idc, tmp_path):
     code, _, err = _run(
-        capsys, "evaluate", tmp_path / "no_run", "--data", prepared_idc, "--out", tmp_path / "ev"
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        tmp_path / "no_run",
+        "--data",
+        prepared_idc,
+        "--out",
+        tmp_path / "ev",
     )
     _assert_one_line_error(code, err, "no_run")
 
@@ -288,7 +303,7 @@ def test_subprocess_version():
 
 
 def test_subprocess_error_is_one_line(trained_run, tmp_path):
-    result = _subprocess("predict", trained_run, tmp_path / "nowhere.png")
+    result = _subprocess("predict", "--checkpoint", trained_run, tmp_path / "nowhere.png")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere.png'}: no such file or folder"
@@ -308,7 +323,122 @@ def test_subprocess_predict(trained_run, tmp_path):
     Image.fromarray(synthetic_patch(np.random.default_rng(3), 1)).save(buffer, format="JPEG")
     path = tmp_path / "patch.jpg"
     path.write_bytes(buffer.getvalue())
-    result = _subprocess("predict", trained_run, path)
+    result = _subprocess("predict", "--checkpoint", trained_run, path)
     assert result.returncode == 0, result.stderr
     rows = _read_rows(result.stdout)
     assert len(rows) == 1 and 0.0 <= float(rows[0]["probability"]) <= 1.0
+
+
+# -- one way to give the checkpoint; the positional form of earlier versions still works ----------
+
+
+def test_predict_takes_the_checkpoint_as_an_option_and_defaults_to_the_bundled_model(
+    capsys, trained_run, tmp_path
+):
+    files = _images(tmp_path / "images", 2)
+    code, out, err = _run(capsys, "predict", "--checkpoint", trained_run, *files)
+    assert code == 0, err
+    assert "deprecated" not in err
+    chosen = _read_rows(out)
+    code, out, err = _run(capsys, "predict", *files)  # no --checkpoint: the default model
+    assert code == 0, err
+    assert [r["path"] for r in _read_rows(out)] == [r["path"] for r in chosen]
+
+
+def test_the_positional_checkpoint_is_a_deprecated_alias(capsys, trained_run, tmp_path):
+    files = _images(tmp_path / "images", 2)
+    code, new, _ = _run(capsys, "predict", "--checkpoint", trained_run, *files)
+    assert code == 0
+    code, old, err = _run(capsys, "predict", trained_run, *files)
+    assert code == 0, err
+    assert old == new
+    assert "deprecated" in err and f"--checkpoint {trained_run}" in err
+
+    for command in ("evaluate", "export"):
+        extra = ["--data", tmp_path] if command == "evaluate" else []
+        code, _, err = _run(
+            capsys, command, tmp_path / "no_run", *extra, "--out", tmp_path / "x.onnx"
+        )
+        lines = err.strip().splitlines()
+        assert code == 2 and "Traceback" not in err
+        assert lines[0].startswith("warning:") and "deprecated" in lines[0], command
+        assert lines[-1].startswith("error:") and "no_run" in lines[-1], command
+
+
+def test_the_checkpoint_is_given_once(capsys, trained_run, tmp_path):
+    code, _, err = _run(
+        capsys, "evaluate", trained_run, "--checkpoint", trained_run, "--data", tmp_path,
+        "--out", tmp_path / "ev",
+    )  # fmt: skip
+    assert code == 2 and "once" in err and "Traceback" not in err
+
+
+def test_export_format_is_a_deprecated_no_op(capsys, tmp_path):
+    code, _, err = _run(
+        capsys, "export", "--checkpoint", tmp_path / "no_run", "--format", "onnx",
+        "--out", tmp_path / "m.onnx",
+    )  # fmt: skip
+    assert code == 2
+    assert "--format is deprecated" in err and "no_run" in err.strip().splitlines()[-1]
+
+
+# -- training options come from the config dataclasses --------------------------------------------
+
+
+def _params(command) -> dict:
+    return {p.name: p for p in command.params}
+
+
+@pytest.mark.parametrize("name", ["train", "crossval"])
+def test_every_config_option_is_a_flag_with_its_allowed_values(name):
+    import importlib
+    import typing
+
+    import click
+
+    from breastpath.cli.options import NOT_FLAGS
+    from breastpath.config import option_fields, option_type
+
+    params = _params(importlib.import_module(f"breastpath.cli.{name}").command)
+    for key in set(option_fields()) - NOT_FLAGS:
+        assert key in params, f"{name} has no flag for {key}"
+        hint = option_type(key)
+        if typing.get_origin(hint) is typing.Literal:
+            assert isinstance(params[key].type, click.Choice)
+            assert tuple(params[key].type.choices) == typing.get_args(hint), key
+
+
+def test_compare_budget_flags_default_to_the_budget():
+    import dataclasses
+
+    from breastpath.cli.compare import command
+    from breastpath.experiments.compare import Budget
+
+    params = _params(command)
+    for item in dataclasses.fields(Budget):
+        name = "threads" if item.name == "num_threads" else item.name
+        assert params[name].default == item.default, item.name
+
+
+def test_train_reads_flat_and_nested_config_files_alike(tmp_path):
+    import yaml
+
+    from breastpath.cli.train import train_config
+    from breastpath.config import TrainConfig
+
+    flat = {"model": "resnet18", "lr": 0.002, "epochs": 4, "stain_augment": "hed", "device": "cpu"}
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
+    nested = TrainConfig.from_flat(flat)
+    run_yaml = {"train": nested.training_dict(), "runtime": nested.runtime.to_dict(), "data": {}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run_yaml))
+    options = {"input_size": None, "preset": False}
+    for name in ("flat.yaml", "run.yaml"):
+        config = train_config({}, config_file=str(tmp_path / name), **options)
+        assert config == nested, name
+    # flags win over the file, and a preset only fills what neither gives
+    config = train_config(
+        {"lr": 0.5, "epochs": None}, config_file=str(tmp_path / "flat.yaml"), input_size=64,
+        preset=True,
+    )  # fmt: skip
+    assert (config.optim.lr, config.stop.epochs) == (0.5, 4)
+    assert config.optim.optimizer == "adam" and config.model.args == {"input_size": 64}

@@ -22,18 +22,24 @@ def test_parse_models_checks_names():
 
 def test_every_model_gets_the_same_budget_and_its_own_preset():
     budget = Budget(epochs=2, max_steps_per_epoch=5, input_size=64, batch_size=32)
-    configs = {n: model_config(n, budget) for n in ("cancernet", "resnet50", "inception_v3")}
+    configs = {
+        n: model_config(n, budget).to_flat() for n in ("cancernet", "resnet50", "inception_v3")
+    }
     for config in configs.values():
-        assert (config.epochs, config.max_steps_per_epoch, config.batch_size) == (2, 5, 32)
-    assert configs["cancernet"].optimizer == "adagrad" and configs["cancernet"].model_args == {}
-    assert configs["resnet50"].optimizer == "adam" and not configs["resnet50"].pretrained
-    assert configs["resnet50"].model_args == {"input_size": 64}
-    assert configs["inception_v3"].optimizer == "sgd"
-    weighted = model_config("resnet50", budget, weights={"resnet50": "/w/resnet50.pth"})
+        assert (config["epochs"], config["max_steps_per_epoch"], config["batch_size"]) == (2, 5, 32)
+    assert (
+        configs["cancernet"]["optimizer"] == "adagrad" and configs["cancernet"]["model_args"] == {}
+    )
+    assert configs["resnet50"]["optimizer"] == "adam" and not configs["resnet50"]["pretrained"]
+    assert configs["resnet50"]["model_args"] == {"input_size": 64}
+    assert configs["inception_v3"]["optimizer"] == "sgd"
+    weighted = model_config("resnet50", budget, weights={"resnet50": "/w/resnet50.pth"}).model
     assert weighted.weights == "/w/resnet50.pth" and not weighted.pretrained
-    assert model_config("resnet50", Budget(epochs=6), weights={"resnet50": "w"}).freeze_epochs
+    tuned = model_config("resnet50", Budget(epochs=6), weights={"resnet50": "w"})
+    assert tuned.optim.freeze_epochs
     hybrid = model_config("svm:efficientnet_lite0", budget)
-    assert hybrid.head == "svm" and hybrid.pretrained == has_offline_weights("efficientnet_lite0")
+    assert hybrid.head.kind == "svm"
+    assert hybrid.model.pretrained == has_offline_weights("efficientnet_lite0")
 
 
 def test_compare_writes_one_table(capsys, prepared_idc, trained_run, tmp_path):

@@ -171,6 +171,7 @@ def test_torchrun_two_processes_train_what_one_process_trains(prepared_idc, tmp_
     from breastpath.config import TrainConfig
     from breastpath.models import create_model
     from breastpath.train import loop
+    from breastpath.train import run as run_setup
     from breastpath.train.syncbn import globalize_batchnorm
 
     options = {
@@ -201,7 +202,7 @@ def test_torchrun_two_processes_train_what_one_process_trains(prepared_idc, tmp_
         assert globalize_batchnorm(model, always=True) == []
         return model
 
-    monkeypatch.setattr(loop, "create_model", exact_batchnorm_model)
+    monkeypatch.setattr(run_setup, "create_model", exact_batchnorm_model)
     loop.train(prepared_idc, tmp_path / "one", config)
 
     ddp, one, plain = (_history(tmp_path / name) for name in ("ddp", "one", "plain"))
@@ -241,8 +242,8 @@ def test_torchrun_two_processes_predict_a_folder_like_one_process(tmp_path):
     for i in range(11):  # an odd count: shards of 6 and 5
         save_png(folder / f"p{i % 3}" / f"patch_{i:02d}.png", synthetic_patch(rng, i % 2))
     (folder / "p0" / "broken.png").write_bytes(b"not a png")
-    assert main(["predict", "default", str(folder), "--out", str(tmp_path / "one.csv")]) == 0
-    _torchrun("predict", "default", str(folder), "--out", str(tmp_path / "two.csv"))
+    assert main(["predict", str(folder), "--out", str(tmp_path / "one.csv")]) == 0
+    _torchrun("predict", "--checkpoint", "default", str(folder), "--out", str(tmp_path / "two.csv"))
 
     one, two = _read_csv(tmp_path / "one.csv"), _read_csv(tmp_path / "two.csv")
     assert len(one) == 12

@@ -84,9 +84,9 @@ def looks_like_checkpoint(text: str) -> bool:
     path = Path(text)
     if path.is_dir():
         return (path / "best.json").is_file() or (path / "last.json").is_file()
-    if path.is_file():
-        return path.suffix.lower() in (".json", ".onnx", ".safetensors")
-    return text in BUNDLED
+    if path.suffix.lower() in (".json", ".onnx", ".safetensors"):  # never an image, even absent
+        return True
+    return text in BUNDLED and not path.exists()
 
 
 def flag_name(key: str) -> str:
