@@ -21,7 +21,7 @@ from breastpath.config import DataConfig, TrainConfig
 from breastpath.data.prepare import prepare
 from breastpath.evaluate.metrics import bootstrap_ci
 from breastpath.evaluate.pipeline import evaluate_checkpoint
-from breastpath.io import atomic_write_text, read_csv, write_json
+from breastpath.io import atomic_write_text, markdown_table, read_csv, write_json
 from breastpath.train.loop import train
 
 #: (name, cache normalization, training stain augmentation)
@@ -127,25 +127,43 @@ def paired_auc_difference(a: Path, b: Path, *, n_boot: int = 1000, seed: int = 0
 
 
 def to_markdown(results: dict, *, epochs: int) -> str:
-    lines = [
-        f"CancerNet, Adagrad 0.01, batch 64, {epochs} epochs, best epoch by validation ROC-AUC; "
-        "IDC test split (38 patients, 1,499 patches).",
-        "",
-        "| variant | cache stain | stain augment | best epoch | val AUC | test BAC | test F1 "
-        "| test ROC-AUC (95% CI) | AUC minus none (95% CI) | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "variant",
+        "cache stain",
+        "stain augment",
+        "best epoch",
+        "val AUC",
+        "test BAC",
+        "test F1",
+        "test ROC-AUC (95% CI)",
+        "AUC minus none (95% CI)",
+        "train s",
     ]
+    rows = []
     for name, r in results.items():
         ci = r.get("test_roc_auc_ci")
         ci_text = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         diff = r.get("auc_minus_none_ci")
         diff_text = f"{diff[0]:+.3f} to {diff[1]:+.3f}" if diff else "-"
-        lines.append(
-            f"| {name} | {r['stain']} | {r['stain_augment']} | {r['best_epoch']} | "
-            f"{r['val_auc']:.4f} | {r['test_balanced_accuracy']:.4f} | {r['test_f1']:.4f} | "
-            f"{r['test_roc_auc']:.4f}{ci_text} | {diff_text} | {r['train_s']:.0f} |"
+        rows.append(
+            [
+                name,
+                r["stain"],
+                r["stain_augment"],
+                r["best_epoch"],
+                f"{r['val_auc']:.4f}",
+                f"{r['test_balanced_accuracy']:.4f}",
+                f"{r['test_f1']:.4f}",
+                f"{r['test_roc_auc']:.4f}{ci_text}",
+                diff_text,
+                f"{r['train_s']:.0f}",
+            ]
         )
-    return "\n".join(lines) + "\n"
+    intro = (
+        f"CancerNet, Adagrad 0.01, batch 64, {epochs} epochs, best epoch by validation ROC-AUC; "
+        "IDC test split (38 patients, 1,499 patches)."
+    )
+    return f"{intro}\n\n{markdown_table(header, rows)}\n"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from breastpath.errors import ConfigError
+from breastpath.io import markdown_table
 
 __all__ = ["write_report"]
 
@@ -288,17 +289,9 @@ def _relative_link(path: Path, out_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _md_cell(text: str | None) -> str:
-    return "–" if text is None else str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _md_table(header: list[str], rows: Iterable[list[str | None]]) -> list[str]:
-    lines = [
-        "| " + " | ".join(_md_cell(h) for h in header) + " |",
-        "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return [*lines, ""]
+    align = "l" + "r" * (len(header) - 1)
+    return [*markdown_table(header, rows, align=align).split("\n"), ""]
 
 
 def _markdown(

@@ -40,7 +40,7 @@ from breastpath.errors import ConfigError
 from breastpath.evaluate.aggregate import patient_scores
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, multiclass_metrics
 from breastpath.inference.score import cancer_score, cancer_truth
-from breastpath.io import write_json
+from breastpath.io import markdown_table, write_json
 from breastpath.models import list_models
 from breastpath.models.pretrained import has_offline_weights
 from breastpath.train.presets import preset
@@ -168,7 +168,7 @@ def measure_throughput(
     patches: int = 512,
     rounds: int = 3,
     cores: int = 2,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Inference speed of ``predictor`` on cache rows, preprocessing included.
 
     ``patches_per_s``: best wall-clock rate of ``rounds`` passes with torch's thread count.
@@ -335,26 +335,50 @@ def _summary_line(row: dict[str, Any]) -> str:
     )
 
 
+#: Columns of the comparison table.
+COMPARISON_HEADER = [
+    "model",
+    "init",
+    "input",
+    "params",
+    "train s",
+    "patch BAC [95% CI]",
+    "patch F1",
+    "patch AUC [95% CI]",
+    "patient BAC",
+    "patient F1",
+    "patient AUC",
+    "patches/s",
+    "est. 2-core patches/s",
+]
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The comparison as a Markdown table plus the budget and machine it was measured under."""
-    head = (
-        "| model | init | input | params | train s | patch BAC [95% CI] | patch F1 | "
-        "patch AUC [95% CI] | patient BAC | patient F1 | patient AUC | patches/s | "
-        "est. 2-core patches/s |"
-    )
-    lines = [head, "|" + " --- |" * 13]
+    rows = []
     for r in result["results"]:
         ci, p, q, t = r["patch_ci"], r["patch"], r["patient"], r["throughput"]
         seconds = "—" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
-        lines.append(
-            f"| {r['model']} | {r['init']} | {r['input_size'][0]} | {r['parameters']:,} | "
-            f"{seconds} | "
-            f"{_fmt(p['balanced_accuracy'])} [{_fmt(ci['balanced_accuracy'][0])}–"
-            f"{_fmt(ci['balanced_accuracy'][1])}] | {_fmt(p['f1'])} | "
-            f"{_fmt(p['roc_auc'])} [{_fmt(ci['roc_auc'][0])}–{_fmt(ci['roc_auc'][1])}] | "
-            f"{_fmt(q['balanced_accuracy'])} | {_fmt(q['f1'])} | {_fmt(q['roc_auc'])} | "
-            f"{t['patches_per_s']:,.0f} | {t['estimated_patches_per_s']:,.0f} |"
+        bac_ci = f"[{_fmt(ci['balanced_accuracy'][0])}–{_fmt(ci['balanced_accuracy'][1])}]"
+        auc_ci = f"[{_fmt(ci['roc_auc'][0])}–{_fmt(ci['roc_auc'][1])}]"
+        rows.append(
+            [
+                r["model"],
+                r["init"],
+                r["input_size"][0],
+                f"{r['parameters']:,}",
+                seconds,
+                f"{_fmt(p['balanced_accuracy'])} {bac_ci}",
+                _fmt(p["f1"]),
+                f"{_fmt(p['roc_auc'])} {auc_ci}",
+                _fmt(q["balanced_accuracy"]),
+                _fmt(q["f1"]),
+                _fmt(q["roc_auc"]),
+                f"{t['patches_per_s']:,.0f}",
+                f"{t['estimated_patches_per_s']:,.0f}",
+            ]
         )
+    lines = [markdown_table(COMPARISON_HEADER, rows)]
     b, m, d = result["budget"], result["machine"], result["data"]
     notes = [
         "",

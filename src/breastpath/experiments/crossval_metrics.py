@@ -21,6 +21,7 @@ import numpy as np
 
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, multiclass_metrics
+from breastpath.io import markdown_table
 
 __all__ = ["centre_scores", "format_markdown", "summarise"]
 
@@ -29,6 +30,22 @@ CI_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 #: Binary metrics also given with a 95% interval.
 BINARY_CI_EXTRA = ("f1", "sensitivity", "specificity")
 BINARY_EXTRA = ("sensitivity", "specificity", "f1")
+
+
+#: Columns of the per-fold table of the cross-validation report.
+FOLD_HEADER = [
+    "fold",
+    "test patients",
+    "images",
+    "threshold",
+    "best epoch",
+    "image acc.",
+    "image bal. acc.",
+    "image AUC",
+    "patient acc.",
+    "patient AUC",
+    "seconds",
+]
 
 
 def centre_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -244,32 +261,29 @@ def format_markdown(result: dict[str, Any]) -> str:
     ]
     extra = BINARY_EXTRA if binary else ("f1_macro",)
     header = ["level", "n", "accuracy (95% CI)", "balanced accuracy (95% CI)", "ROC-AUC (95% CI)"]
-    lines += [
-        "| " + " | ".join([*header, *extra]) + " |",
-        "|" + " --- |" * (len(header) + len(extra)),
-    ]
+    pooled = []
     for level in ("image", "patient"):
         block = result["pooled"][level]
         cells = [level, str(block["n"]), *(_with_ci(block, m) for m in CI_METRICS)]
-        cells += [_with_ci(block, m) for m in extra]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Per fold",
-        "",
-        "| fold | test patients | images | threshold | best epoch | image acc. | image bal. acc. "
-        "| image AUC | patient acc. | patient AUC | seconds |",
-        "|" + " --- |" * 11,
-    ]
+        pooled.append([*cells, *(_with_ci(block, m) for m in extra)])
+    lines += [markdown_table([*header, *extra], pooled), "", "## Per fold", ""]
+    folds = []
     for fold in result["per_fold"]:
         m = fold["metrics"]
-        lines.append(
-            f"| {fold['fold']} | {len(fold['test_patients'])} | {fold['images']} | "
-            f"{_fmt(fold['threshold']) if binary else '—'} | "
-            f"{fold['best_epoch']}/{fold['epochs_run']} | "
-            f"{_fmt(m['image']['accuracy'])} | {_fmt(m['image']['balanced_accuracy'])} | "
-            f"{_fmt(m['image']['roc_auc'])} | {_fmt(m['patient']['accuracy'])} | "
-            f"{_fmt(m['patient']['roc_auc'])} | {fold['seconds']:.0f} |"
+        folds.append(
+            [
+                fold["fold"],
+                len(fold["test_patients"]),
+                fold["images"],
+                _fmt(fold["threshold"]) if binary else "—",
+                f"{fold['best_epoch']}/{fold['epochs_run']}",
+                _fmt(m["image"]["accuracy"]),
+                _fmt(m["image"]["balanced_accuracy"]),
+                _fmt(m["image"]["roc_auc"]),
+                _fmt(m["patient"]["accuracy"]),
+                _fmt(m["patient"]["roc_auc"]),
+                f"{fold['seconds']:.0f}",
+            ]
         )
     mean, std = result["fold_mean"], result["fold_std"]
 
@@ -278,10 +292,13 @@ def format_markdown(result: dict[str, Any]) -> str:
             return "n/a"
         return f"{_fmt(mean[level][metric])} ± {_fmt(std[level][metric])}"
 
+    folds.append(
+        ["mean ± sd", "", "", "", ""]
+        + [ms("image", k) for k in ("accuracy", "balanced_accuracy", "roc_auc")]
+        + [ms("patient", "accuracy"), ms("patient", "roc_auc"), ""]
+    )
     lines += [
-        f"| mean ± sd | | | | | {ms('image', 'accuracy')} | {ms('image', 'balanced_accuracy')} "
-        f"| {ms('image', 'roc_auc')} | {ms('patient', 'accuracy')} | {ms('patient', 'roc_auc')} "
-        "| |",
+        markdown_table(FOLD_HEADER, folds),
         "",
         "Training options: `"
         + ", ".join(f"{k}={v}" for k, v in train.items() if k not in ("progress",))
