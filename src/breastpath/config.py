@@ -421,7 +421,7 @@ def flatten(data: Mapping[str, Any] | None) -> dict[str, Any]:
             unknown = sorted(set(value) - names)
             if unknown:
                 raise ConfigError(f"unknown {key} option(s): {', '.join(unknown)}")
-            flat.update({RENAMED.get((key, k), k): v for k, v in value.items()})
+            flat.update({RENAMED.get((key, str(k)), str(k)): v for k, v in value.items()})
         elif key in FLAT_KEYS:
             flat[key] = value
         else:
@@ -497,22 +497,14 @@ class TrainConfig:
         return TrainConfig.from_flat({**self.to_flat(), **changes})
 
 
+def _field(section: str, name: str) -> dataclasses.Field[Any]:
+    cls: Any = TrainConfig if not section else SECTIONS[section]
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
 def option_fields() -> dict[str, dataclasses.Field[Any]]:
     """Flat option name -> its dataclass field (with its ``help`` metadata), in order."""
-    out: dict[str, dataclasses.Field[Any]] = {}
-    seed = next(f for f in dataclasses.fields(TrainConfig) if f.name == "seed")
-    for key, (section, name) in FLAT_KEYS.items():
-        cls = TrainConfig if not section else SECTIONS[section]
-        out[key] = (
-            seed
-            if not section
-            else next(
-                f
-                for f in dataclasses.fields(cls)
-                if f.name == name  # type: ignore[arg-type]
-            )
-        )
-    return out
+    return {key: _field(section, name) for key, (section, name) in FLAT_KEYS.items()}
 
 
 def option_type(key: str) -> Any:

@@ -92,7 +92,7 @@ def _rescore_fold(
     threshold_metric: str,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from breastpath.checkpoint import default_cancer_classes
-    from breastpath.train.loop import choose_cancer_threshold
+    from breastpath.train.run import choose_cancer_threshold
 
     view = open_prepared(runs[0]["dir"] / f"fold{fold}" / "data")
     val_rows, test_rows = view.indices("val"), view.indices("test")

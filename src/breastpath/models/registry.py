@@ -324,7 +324,7 @@ def create_model(
         info["source"] = f"weights file {Path(weights).name}"
     elif pretrained:
         info = offline.load_pretrained(body, record, optional=optional)
-    model.init_info = info
+    object.__setattr__(model, "init_info", info)  # a plain attribute, not a parameter
     return model
 
 

@@ -72,7 +72,8 @@ class TimmClassifier(nn.Module):
         options: dict[str, Any] = {"num_classes": num_classes, "drop_rate": drop_rate}
         if drop_path_rate:
             options["drop_path_rate"] = drop_path_rate
-        self.backbone = timm.create_model(arch, pretrained=False, **options)
+        backbone: Any = timm.create_model(arch, pretrained=False, **options)
+        self.backbone = backbone
         config = resolve_model_data_config(self.backbone)
         side = int(input_size or config["input_size"][-1])
         if side < 32:
@@ -88,13 +89,13 @@ class TimmClassifier(nn.Module):
             "interpolation": "bilinear",
             "source": f"timm {timm.__version__} data config of {arch}",
         }
-        head = self.backbone.get_classifier()
+        head = backbone.get_classifier()
         if isinstance(head, nn.Linear):
             # timm's TF-style init draws U(+-1/sqrt(num_classes)): logits of +-30 over 1280
             # ImageNet features for 2 classes; a small head starts fine-tuning near 0.69 loss
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
-        classifier = self.backbone.pretrained_cfg.get("classifier") or "classifier"
+        classifier = backbone.pretrained_cfg.get("classifier") or "classifier"
         #: parameter-name prefixes of the classification head (the rest is the backbone)
         self.head_prefixes: tuple[str, ...] = (f"backbone.{classifier}",)
         #: where the weights came from (set by the builders; not saved in the state dict)

@@ -43,7 +43,8 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[Any]:
     if is_plain(config):
         return list(model.parameters())
     prefixes = head_prefixes(config.model.name)
-    head, body = [], []
+    head: list[nn.Parameter] = []
+    body: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         (head if _is_head(name, prefixes) else body).append(param)
     if not head:

@@ -165,7 +165,7 @@ def train_svm_hybrid(
     started = time.perf_counter()
     head = config.head
     fit_rows = _subsample(train_rows, data.labels[train_rows], head.svm_max_train, config.seed)
-    options = {
+    options: dict[str, Any] = {
         "mean": torch.tensor(mean, dtype=torch.float32),
         "std": torch.tensor(std, dtype=torch.float32),
         "device": device,

@@ -29,7 +29,12 @@ from breastpath.checkpoint import (
     save_checkpoint,
 )
 from breastpath.config import TrainConfig
-from breastpath.data.augment import augment_batch, to_model_input
+from breastpath.data.augment import (
+    add_background,
+    augment_batch,
+    negative_class_of,
+    to_model_input,
+)
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.data.loader import BatchLoader
 from breastpath.errors import CheckpointError, ConfigError
@@ -78,7 +83,13 @@ def train(
 
         return train_svm_hybrid(data_dir, run_dir, config)
     data, run = open_prepared(data_dir), Path(run_dir)
-    train_rows, val_rows = split_rows(data)
+    train_rows, val_rows = split_rows(data, need_val=False)
+    if len(val_rows) == 0:  # e.g. a final model trained on every development patient
+        log.warning(
+            "%s: no validation split: every epoch replaces `best` (the last is kept) and the "
+            "threshold stays 0.5",
+            data.root,
+        )
     info, device = distributed.setup(config.runtime.device)
     step = _Step.create(config, data, train_rows, info=info, device=device)
     progress = _Progress()
@@ -140,6 +151,7 @@ class _Step:
     use_amp: bool = False
     amp_dtype: torch.dtype = torch.float16
     scaler: Any = None
+    negative_class: int = 0  # what background frames are labelled (augment.background_frac)
 
     @classmethod
     def create(
@@ -172,6 +184,10 @@ class _Step:
         criterion = nn.CrossEntropyLoss(
             weight=weight, label_smoothing=config.optim.label_smoothing, reduction="sum"
         )
+        meta = checkpoint_meta(config, data, dict(config.model.args), init=init)
+        negative = 0  # background frames are labelled with the one non-cancer class
+        if config.augment.background_frac > 0:
+            negative = negative_class_of(data.class_names, list(meta.cancer_classes))
         return cls(
             model=model,
             optimizer=optimizer,
@@ -181,9 +197,10 @@ class _Step:
             std=torch.tensor(std, dtype=torch.float32, device=device),
             # the same on every rank: augmentation is drawn for the whole global batch
             generator=torch.Generator().manual_seed(config.seed),
-            meta=checkpoint_meta(config, data, dict(config.model.args), init=init),
+            meta=meta,
             info=info,
             device=device,
+            negative_class=negative,
         )
 
     def wrap(self, config: TrainConfig) -> None:
@@ -200,14 +217,29 @@ class _Step:
         fp16 = self.use_amp and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
-    def inputs(self, images: torch.Tensor, shard: tuple[int, int, int], config: TrainConfig):
-        """This rank's model input; augmentation is drawn for the global batch on every rank
-        and each keeps its slice, so that N processes see what one would."""
+    def inputs(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        shard: tuple[int, int, int],
+        config: TrainConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's model input and targets; augmentation is drawn for the global batch on
+        every rank and each keeps its slice, so that N processes see what one would."""
         if not config.augment.enabled:
-            return to_model_input(images, mean=self.mean, std=self.std, device=self.device)
+            x = to_model_input(images, mean=self.mean, std=self.std, device=self.device)
+            return x, targets
         augment = config.augment
-        return augment_batch(
+        batch, targets = add_background(
             distributed.pad_to_global(images, shard),
+            targets,
+            rows=slice(shard[0], shard[1]),
+            fraction=augment.background_frac,
+            negative_class=self.negative_class,
+            generator=self.generator,
+        )
+        x = augment_batch(
+            batch,
             mean=self.mean,
             std=self.std,
             device=self.device,
@@ -216,6 +248,7 @@ class _Step:
             stain=augment.stain_augment,
             stain_sigma=augment.stain_sigma,
         )[shard[0] : shard[1]]
+        return x, targets
 
 
 @dataclass
@@ -233,6 +266,8 @@ class _Progress:
         self.history.append(row)
         stop = config.stop
         monitored = row["val_loss"] if stop.monitor == "val_loss" else -(row["val_auc"] or 0.0)
+        if row["val_loss"] is None:  # no validation split: the latest epoch is the best
+            monitored = -float(row["epoch"])
         improved = monitored < self.best_loss - stop.min_delta
         if improved:
             self.best_loss, self.bad_epochs, self.best_epoch = monitored, 0, row["epoch"]
@@ -271,7 +306,7 @@ def _train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     bar = _progress(loader, epoch, config, enabled=config.runtime.progress and info.is_main)
     for index, (images, targets, _) in enumerate(bar):
-        x = step.inputs(images, loader.shard(index), config)
+        x, targets = step.inputs(images, targets, loader.shard(index), config)
         y = targets.to(device, non_blocking=True)
         denominator = distributed.global_denominator(y, step.weight, info)  # [weight sum, rows]
         with torch.autocast(device.type, dtype=step.amp_dtype, enabled=step.use_amp):
@@ -308,7 +343,10 @@ def _train_epoch(
 def _validation_row(
     step: _Step, data: PreparedData, rows: np.ndarray, config: TrainConfig
 ) -> dict[str, Any]:
-    """Validation loss, accuracy and cancer-score ROC-AUC (the same on every rank)."""
+    """Validation loss, accuracy and cancer-score ROC-AUC (the same on every rank); ``None``
+    without validation rows."""
+    if len(rows) == 0:
+        return {"val_loss": None, "val_acc": None, "val_auc": None}
     probs, val_loss = validate(
         step.model,
         data.images,
@@ -389,8 +427,11 @@ def _resume(run: Path, step: _Step, config: TrainConfig, *, info: DistInfo) -> _
 def _finalise_best(
     run: Path, data: PreparedData, val_rows: np.ndarray, config: TrainConfig, *, device
 ) -> dict[str, Any]:
-    """Reload the best weights, choose the threshold on validation, rewrite ``best.json``."""
+    """Reload the best weights, choose the threshold on validation, rewrite ``best.json``
+    (without validation rows the threshold stays as it is)."""
     best = load_checkpoint(run / "best.json")
+    if len(val_rows) == 0:
+        return {"threshold": best.meta.threshold}
     model = build_model(best).to(device).to(memory_format=torch.channels_last)
     probs = predict_rows(
         model,

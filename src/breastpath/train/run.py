@@ -38,12 +38,15 @@ from breastpath.models import create_model, resolve_data_config
 log = logging.getLogger(__name__)
 
 
-def split_rows(data: PreparedData, *, what: str = "training") -> tuple[np.ndarray, np.ndarray]:
-    """The train and validation rows of ``data``; :class:`ConfigError` when either is empty."""
+def split_rows(
+    data: PreparedData, *, what: str = "training", need_val: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The train and validation rows of ``data``; :class:`ConfigError` when the training rows,
+    or (with ``need_val``) the validation rows, are empty."""
     train_rows, val_rows = data.indices("train"), data.indices("val")
     if len(train_rows) == 0:
         raise ConfigError(f"{data.root}: the training split is empty")
-    if len(val_rows) == 0:
+    if len(val_rows) == 0 and need_val:
         raise ConfigError(
             f"{data.root}: the validation split is empty ({what} needs it); prepare with "
             "--val-frac > 0"

@@ -210,6 +210,6 @@ def globalize_batchnorm(
             skipped.append(name or type(module).__name__)
             continue
         module.__class__ = _global_class(type(module))
-        module.process_group = process_group  # type: ignore[assignment]
+        module.process_group = process_group
         module.always = always  # type: ignore[assignment]
     return skipped
