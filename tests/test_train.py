@@ -153,13 +153,3 @@ def test_run_config_keeps_the_runtime_apart(trained_run):
     config = TrainConfig.from_dict({**saved["train"], "runtime": saved["runtime"]})
     assert config.stop.epochs == 3 and config.model.args == TINY
 
-
-def test_a_run_without_validation_rows_is_refused(prepared_idc, tmp_path):
-    from breastpath.data.cache import open_prepared
-    from breastpath.data.views import write_split_view
-
-    data = open_prepared(prepared_idc)
-    no_val = {p: "train" for p in set(data.patients.tolist())}
-    view = write_split_view(data, tmp_path / "view", no_val, split_info={"method": "test"})
-    with pytest.raises(ConfigError, match="validation split is empty"):
-        train(view, tmp_path / "run", _config(epochs=1))
