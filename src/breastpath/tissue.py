@@ -65,7 +65,7 @@ def linear_table() -> np.ndarray:
 def luminance_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel tables whose sum is the relative luminance Y of a pixel (float64)."""
     lin = linear_table()
-    return tuple(lin * w for w in RGB_TO_XYZ[1])  # type: ignore[return-value]
+    return tuple(lin * w for w in RGB_TO_XYZ[1])
 
 
 def luminance_threshold(luminosity: float) -> float:

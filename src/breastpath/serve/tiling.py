@@ -132,6 +132,6 @@ def aggregate(grid: TileGrid, cancer: np.ndarray, *, threshold: float) -> dict[s
 def stitch(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
     """Put per-tile maps ``(rows * cols, th, tw)`` back together as one ``(H, W)`` image map."""
     th, tw = grid.tile_size
-    full = maps.reshape(grid.rows, grid.cols, th, tw).transpose(0, 2, 1, 3)
-    full = full.reshape(grid.rows * th, grid.cols * tw)
+    blocks = maps.reshape(grid.rows, grid.cols, th, tw).transpose(0, 2, 1, 3)
+    full = blocks.reshape(grid.rows * th, grid.cols * tw)
     return np.ascontiguousarray(full[: grid.image_size[0], : grid.image_size[1]])
