@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from breastpath.errors import SlideError
 from breastpath.slide.heatmap import SlideScore, slide_score, write_slide_outputs
 from breastpath.slide.reader import SlideReader, open_slide
@@ -198,28 +196,26 @@ def analyze_slide(
         if on_grid is not None:
             on_grid(grid)
         scoring = time.perf_counter()
-        dark = dark_background(tissue.thumbnail)
-        if dark:  # the whole slide fails the H&E check: no tile is read or scored
-            notes.append(
-                "the slide's background is near-black: a fluorescence or dark-field scan, "
-                "not brightfield H&E; no tile is scored"
-            )
-            scores = GridScores(
-                probabilities=np.full(len(grid), np.nan),
-                skipped=np.full(len(grid), "not_he", dtype=object),
-            )
-        else:
-            scores = score_grid(
-                reader,
-                grid,
-                predictor,
-                check=TileCheck(min_tissue=min_tissue),
-                batch_size=batch_size,
-                workers=workers,
-                progress=progress,
-            )
+        scores = score_grid(
+            reader,
+            grid,
+            predictor,
+            check=TileCheck(min_tissue=min_tissue),
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
         score_s = time.perf_counter() - scoring
         slide_info = reader.describe()
+    dark = dark_background(tissue.thumbnail)
+    if dark:
+        notes.append(
+            "the slide's background is near-black: a fluorescence or dark-field scan, not "
+            "brightfield H&E"
+        )
+    counts = scores.counts()
+    if counts.get("not_he", 0) + counts.get("dark", 0) > len(grid) / 2:
+        notes.append("most tissue tiles failed the H&E quality gate (dark or not H&E colours)")
     cutoff = predictor.threshold if threshold is None else threshold
     score = None
     if scores.scored.any():
@@ -230,7 +226,7 @@ def analyze_slide(
     timing = {
         "tissue_and_grid_s": round(tissue_s, 3),
         "scoring_s": round(score_s, 3),
-        "tiles_per_s": round(len(grid) / score_s, 1) if score_s > 0 and not dark else None,
+        "tiles_per_s": round(len(grid) / score_s, 1) if score_s > 0 else None,
     }
     info = _info(
         slide=slide_info,
