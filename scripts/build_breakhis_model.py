@@ -243,7 +243,7 @@ def model_card(
         "",
         f"Decision threshold {meta['threshold']:.4f}: {meta.get('threshold_rule', '')}.",
         "",
-        "Use it as `breastpath predict breakhis IMAGE...` or",
+        "Use it as `breastpath predict --checkpoint breakhis IMAGE...` or",
         "`breastpath serve --checkpoint breakhis`.",
         "",
         "## Model",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from breastpath.errors import SplitError
-from breastpath.io import read_csv, write_csv
+from breastpath.io import write_csv
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -105,8 +105,3 @@ def split_patients(
 def write_splits(path: str | Path, rows: Sequence[dict[str, object]]) -> None:
     """Write ``splits.csv``: one row per image with its path, patient, label and split."""
     write_csv(path, rows, ["path", "patient", "label", "label_name", "split"])
-
-
-def read_splits(path: str | Path) -> list[dict[str, str]]:
-    """Read a ``splits.csv`` written by :func:`write_splits`."""
-    return read_csv(path)
