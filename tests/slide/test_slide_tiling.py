@@ -169,3 +169,28 @@ def test_probability_grid_places_values(slide_path):
     values = probability_grid(grid, np.arange(len(grid), dtype=float))
     assert np.isfinite(values).sum() == len(grid)
     assert values[grid.rows[5], grid.cols[5]] == 5
+
+
+def test_heatmap_shows_skipped_tissue_in_gray(slide_path):
+    from breastpath.slide.heatmap import SKIPPED_COLOR, heatmap_figure
+    from breastpath.slide.tiling import GridScores
+
+    with open_slide(slide_path) as slide:
+        tissue = detect_tissue(slide, max_size=600)
+        grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
+    probs = np.full(len(grid), 0.9)
+    scored = GridScores(probs, np.full(len(grid), "", dtype=object))
+    half = np.where(np.arange(len(grid)) % 2 == 0, "background", "").astype(object)
+    skipped = GridScores(np.where(half == "", probs, np.nan), half)
+    score = slide_score(probs, threshold=0.5)
+
+    def grayish(image: np.ndarray) -> int:
+        pixels = image.reshape(-1, 3).astype(int)
+        near = np.abs(pixels - np.array(SKIPPED_COLOR)).max(axis=1) < 60
+        flat = (pixels.max(axis=1) - pixels.min(axis=1)) < 25
+        return int((near & flat).sum())
+
+    plain = heatmap_figure(tissue, grid, scored, score)
+    marked = heatmap_figure(tissue, grid, skipped, None)
+    assert plain.shape == marked.shape
+    assert grayish(marked) > grayish(plain) + 1000

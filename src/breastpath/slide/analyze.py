@@ -208,21 +208,11 @@ def analyze_slide(
         score_s = time.perf_counter() - scoring
         slide_info = reader.describe()
     dark = dark_background(tissue.thumbnail)
-    if dark:
-        notes.append(
-            "the slide's background is near-black: a fluorescence or dark-field scan, not "
-            "brightfield H&E"
-        )
-    counts = scores.counts()
-    if counts.get("not_he", 0) + counts.get("dark", 0) > len(grid) / 2:
-        notes.append("most tissue tiles failed the H&E quality gate (dark or not H&E colours)")
+    notes += quality_notes(scores, dark=dark)
     cutoff = predictor.threshold if threshold is None else threshold
     score = None
     if scores.scored.any():
         score = slide_score(scores.probabilities, threshold=cutoff, top_k=top_k)
-    else:
-        counts = ", ".join(f"{n} {r}" for r, n in scores.counts().items() if r != "scored")
-        notes.append(f"not scored: no tissue tile passed the tile checks ({counts})")
     timing = {
         "tissue_and_grid_s": round(tissue_s, 3),
         "scoring_s": round(score_s, 3),
@@ -248,6 +238,23 @@ def analyze_slide(
             out_dir, tissue=tissue, grid=grid, scores=scores, score=score, info=info
         )
     return result
+
+
+def quality_notes(scores: GridScores, *, dark: bool) -> list[str]:
+    """Notes on a slide that is not (all) brightfield H&E tissue."""
+    notes = []
+    if dark:
+        notes.append(
+            "the slide's background is near-black: a fluorescence or dark-field scan, not "
+            "brightfield H&E"
+        )
+    counts = scores.counts()
+    if counts.get("not_he", 0) + counts.get("dark", 0) > len(scores.skipped) / 2:
+        notes.append("most tissue tiles failed the H&E quality gate (dark or not H&E colours)")
+    if not scores.scored.any():
+        skipped = ", ".join(f"{n} {r}" for r, n in counts.items() if r != "scored")
+        notes.append(f"not scored: no tissue tile passed the tile checks ({skipped})")
+    return notes
 
 
 def _info(
