@@ -134,6 +134,30 @@ def row(name: str, images, *, expect_pass: bool) -> list[str]:
     ]
 
 
+def model_table(names: list[str]) -> str:
+    """The non-tissue inputs through bundled models: the label without the gate (what every
+    entry point answered before it existed; ``allow_non_tissue=True``) and with it."""
+    from breastpath.inference.predictor import Predictor
+    from breastpath.serve.tiling import make_tiles, needs_tiling
+
+    rows = []
+    for name in names:
+        predictor = Predictor.from_checkpoint(name, device="cpu")
+        for label, images in negatives().items():
+            image = images[0]
+            forced = predictor.predict_images([image], allow_non_tissue=True)[0]
+            gated = predictor.predict_images([image])[0]
+            tiles = "-"
+            if needs_tiling(image.shape, predictor.input_size):
+                grid = make_tiles(image, predictor.input_size)
+                passed = [q.assessed for q in predictor.assess(grid.tiles)]
+                tiles = f"{int(grid.tissue.sum())} -> {sum(passed)} of {grid.count}"
+            after = gated.label or f"not assessed: {gated.quality['reason']}"
+            rows.append([name, label, f"{forced.label} {forced.probability:.3f}", after, tiles])
+    header = ["model", "input", "before (no gate)", "after", "tissue tiles before -> after"]
+    return markdown_table(header, rows)
+
+
 def speed(tiles: np.ndarray, repeat: int = 3) -> float:
     """Tiles per second of :func:`quality.assess` on a batch (best of ``repeat``)."""
     best = float("inf")
@@ -148,6 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--tile", type=int, default=224, help="slide tile side in pixels")
+    parser.add_argument(
+        "--models", nargs="*", default=[], help="also run the non-tissue inputs through these"
+    )
     args = parser.parse_args()
     data = args.data
     idc_files = sorted((data / "idc").rglob("*.png"))
@@ -185,6 +212,10 @@ def main() -> None:
     print(f"slides read with: SVS {svs_reader}; NDPI {ndpi_reader}")
     tiles50 = cut(svs, 50)[0]
     tiles224 = cut(svs, 224)[0]
+    if args.models:
+        print()
+        print(model_table(args.models))
+    print()
     print(
         f"speed: {speed(tiles50):,.0f} tiles/s at 50x50, {speed(tiles224):,.0f} tiles/s at "
         f"224x224 (one process, numpy, {len(tiles50)} and {len(tiles224)} SVS tiles)"

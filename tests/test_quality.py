@@ -69,6 +69,13 @@ def test_a_batch_of_tiles_gets_the_verdicts_of_the_images_one_by_one():
     assert batch == [quality.assess([image])[0] for image in images]
 
 
+def test_the_colour_table_path_gives_the_same_verdicts(monkeypatch):
+    images = np.stack([*_he_patches(4), *(_non_tissue()[k][0] for k in ("glass", "noise"))])
+    direct = quality.assess(images)
+    monkeypatch.setattr(quality, "TABLE_PIXELS", 0)  # large batches use the per-colour table
+    assert quality.assess(images) == direct
+
+
 def test_a_large_image_is_assessed_on_a_subsample_with_the_same_verdict():
     tile = _he_patches(1)[0]
     large = np.tile(tile, (20, 20, 1))  # 1000 x 1000

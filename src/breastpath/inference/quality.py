@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,6 +59,10 @@ MAX_OD = 3.0
 MAX_FOREIGN_FRACTION = 0.6
 #: Images larger than this many pixels are assessed on a regular subsample of this size.
 MAX_PIXELS = 512 * 512
+#: Batches with more pixels than this are classified through a per-colour lookup table.
+TABLE_PIXELS = 1 << 20
+#: Pixel class bits (:func:`pixel_classes`).
+DARK, TISSUE, FOREIGN = 1, 2, 4
 
 REASON_OK = "ok"
 REASON_EMPTY = "empty image"
@@ -110,33 +115,58 @@ class GateOptions:
     max_foreign_fraction: float = MAX_FOREIGN_FRACTION
 
 
-def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.ndarray]:
-    """Per-image shares ``(N,)`` of a batch of pixel rows ``(N, P, 3)`` uint8.
-
-    Returns ``dark``, ``tissue`` (shares of all pixels) and ``foreign`` (share of the tissue
-    pixels; 0 without tissue).
-    """
+def pixel_classes(pixels: np.ndarray, options: GateOptions) -> np.ndarray:
+    """Class bits (:data:`DARK`, :data:`TISSUE`, :data:`FOREIGN`) of uint8 pixels ``(..., 3)``,
+    computed from the rules in the module docstring."""
     y = luminance(pixels)
-    y_dark = luminance_threshold(options.min_luminosity)
-    dark = y < y_dark
+    dark = y < luminance_threshold(options.min_luminosity)
     tissue = (y < luminance_threshold(options.max_luminosity)) & ~dark
-    od = od_table(256.0)[pixels]  # (N, P, 3) float32
-    total = od.sum(axis=-1)
-    scale = 1.0 / np.maximum(total, np.float32(1e-6))
+    od = od_table(256.0)[pixels]  # (..., 3) float32
+    scale = 1.0 / np.maximum(od.sum(axis=-1), np.float32(1e-6))
     red, green, blue = od[..., 0] * scale, od[..., 1] * scale, od[..., 2] * scale
     x = (red - green) * _SQRT_HALF  # chromaticity-plane axes perpendicular to grey
     z = (red + green - 2.0 * blue) * _SQRT_SIXTH
     hue = np.degrees(np.arctan2(z, x)) % 360.0
     low, high = options.hue_range
-    coloured = np.hypot(x, z) >= options.min_chroma
-    off_hue = coloured & ((hue < low) | (hue > high))
+    off_hue = (np.hypot(x, z) >= options.min_chroma) & ((hue < low) | (hue > high))
     foreign = tissue & (off_hue | (od.max(axis=-1) > options.max_od))
-    n_tissue = tissue.sum(axis=1)
+    return (dark * DARK | tissue * TISSUE | foreign * FOREIGN).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def class_table(options: GateOptions) -> np.ndarray:
+    """:func:`pixel_classes` of every 24-bit colour, indexed by ``r << 16 | g << 8 | b``
+    (16 MiB, built once per set of thresholds, in about a second)."""
+    table = np.empty(1 << 24, dtype=np.uint8)
+    levels = np.arange(256, dtype=np.uint8)
+    green, blue = np.meshgrid(levels, levels, indexing="ij")
+    for red in range(256):
+        plane = np.stack([np.full_like(green, red), green, blue], axis=-1)
+        table[red << 16 : (red + 1) << 16] = pixel_classes(plane, options).ravel()
+    return table
+
+
+def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.ndarray]:
+    """Per-image shares ``(N,)`` of a batch of pixel rows ``(N, P, 3)`` uint8.
+
+    Returns ``dark``, ``tissue`` (shares of all pixels) and ``foreign`` (share of the tissue
+    pixels; 0 without tissue). Batches of more than :data:`TABLE_PIXELS` pixels are classified
+    through :func:`class_table` (same result, several times faster).
+    """
+    if pixels.size // 3 > TABLE_PIXELS:
+        codes = pixels[..., 0].astype(np.int32) << 16
+        codes |= pixels[..., 1].astype(np.int32) << 8
+        codes |= pixels[..., 2]
+        classes = class_table(options)[codes]
+    else:
+        classes = pixel_classes(pixels, options)
+    n_tissue = ((classes & TISSUE) != 0).sum(axis=1)
+    n_foreign = ((classes & FOREIGN) != 0).sum(axis=1)
     count = max(pixels.shape[1], 1)
     return {
-        "dark": dark.sum(axis=1) / count,
+        "dark": ((classes & DARK) != 0).sum(axis=1) / count,
         "tissue": n_tissue / count,
-        "foreign": np.where(n_tissue > 0, foreign.sum(axis=1) / np.maximum(n_tissue, 1), 0.0),
+        "foreign": np.where(n_tissue > 0, n_foreign / np.maximum(n_tissue, 1), 0.0),
     }
 
 
