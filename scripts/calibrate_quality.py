@@ -154,7 +154,7 @@ def model_table(names: list[str]) -> str:
                 tiles = f"{int(grid.tissue.sum())} -> {sum(passed)} of {grid.count}"
             after = gated.label or f"not assessed: {gated.quality['reason']}"
             rows.append([name, label, f"{forced.label} {forced.probability:.3f}", after, tiles])
-    header = ["model", "input", "before (no gate)", "after", "tissue tiles before -> after"]
+    header = ["model", "input", "before (no gate)", "after", "tiles with tissue -> passing"]
     return markdown_table(header, rows)
 
 
