@@ -20,6 +20,7 @@ temporary file. All errors are JSON; bad input is a 4xx, never a 500 or a stack 
 # No ``from __future__ import annotations``: FastAPI reads the route annotations at run time.
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -81,6 +82,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        from PIL import Image
+
+        Image.init()  # load Pillow's plugins now, not on the event loop at the first odd file
+        # The model, torch and the app are a large heap of long-lived objects: a full garbage
+        # collection that walks them stalls the event loop for about 0.3 s. Collect once now
+        # and freeze what is left, so later collections only look at new objects.
+        gc.collect()
+        gc.freeze()
         yield
         await service.engine.stop()
 

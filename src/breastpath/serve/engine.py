@@ -34,6 +34,11 @@ from breastpath.serve.limits import ServeLimits
 
 T = TypeVar("T")
 
+#: While several requests wait for the model, a call holds at most ``max_batch_size`` divided
+#: by this (but at least one row per waiting request): a request arriving behind a large job
+#: then waits for a shorter call in flight.
+CONTENDED_SHARE = 4
+
 #: The request a job belongs to (set per HTTP request by the app's middleware); jobs without
 #: one are each their own owner.
 current_owner: contextvars.ContextVar[Hashable | None] = contextvars.ContextVar(
@@ -159,9 +164,12 @@ class InferenceEngine:
 
     def _next_jobs(self) -> tuple[_Job | None, list[tuple[_Job, int, int]]]:
         """The next model call: a whole ``call`` job, or row ranges taken from the owners in
-        turn (up to ``max_batch_size`` rows per turn of each owner), at most
-        ``max_batch_size`` rows in all."""
+        turn, at most ``max_batch_size`` rows in all; while several owners wait, at most
+        ``max_batch_size // CONTENDED_SHARE`` rows per turn (shorter calls: a newcomer waits
+        for less)."""
         room = self.limits.max_batch_size
+        if len(self._owners) > 1:
+            room = min(room, max(len(self._owners), room // CONTENDED_SHARE))
         claimed: dict[_Job, int] = {}  # rows claimed per job for this call
         taken: list[tuple[_Job, int, int]] = []
         while room > 0:
