@@ -1,0 +1,110 @@
+"""The base of every config: dict and YAML I/O, type checks that name the option."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from breastpath.errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+
+def _help(text: str) -> dict[str, str]:
+    """A field's metadata: its command-line help."""
+    return {"help": text}
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` when it fits the field type ``hint`` (lists become tuples), else
+    :class:`ConfigError` naming the option; choices are checked by ``validate``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = number
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(hint) is tuple:
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+        value = tuple(value) if ok else value
+    elif typing.get_origin(hint) is dict:
+        ok = isinstance(value, dict)
+    else:  # a Literal: validate() names the allowed values
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name} must be a {_type_name(hint)}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return "list of numbers"
+    if origin is dict:
+        return "mapping"
+    return {bool: "boolean (true/false)", int: "integer", float: "number"}.get(hint, "string")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
+        data = dict(data or {})
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        for key, value in list(data.items()):
+            data[key] = _checked(f"{cls.__name__}.{key}", value, hints[key])
+        try:
+            config = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on values out of range."""
+
+    def replace(self: T, **changes: Any) -> T:
+        config = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        config.validate()
+        return config
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; raise :class:`ConfigError` when it is missing or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options")
+    return data
+
+
+def dump_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a mapping as YAML, atomically."""
+    import yaml
+
+    from breastpath.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
