@@ -16,7 +16,7 @@ Adding a model is one call::
     register(ModelRecord(
         name="my_vit",
         builder=MyViTClassifier,             # builder(*, num_classes, **model_args) -> nn.Module
-        weights=LocalWeights(...),           # optional: a WeightsSource (path(), label, hint)
+        weights=PackagedWeights(module, attribute),  # optional: any WeightsSource
         preset={"optimizer": "adamw", "lr": 1e-4},
         head_prefixes=("head",),
         body="",                             # attribute that `weights=PATH` loads into
