@@ -121,6 +121,26 @@ def test_cross_validate_writes_pooled_oof_metrics(prepared_tiles, tmp_path):
     assert not (out / "fold0" / "run").exists()
     assert again["pooled"]["image"]["accuracy"] == result["pooled"]["image"]["accuracy"]
     assert again["fold_seconds"] == result["fold_seconds"] > 0
+    # a fold finished by an earlier version (its train settings one flat mapping, runtime
+    # included) or on another device is reused too; other training choices are not
+    done = json.loads((out / "fold1" / "fold.json").read_text())
+    flat = {**config.to_flat(), "device": "cuda", "svm_c": list(config.head.svm_c)}
+    done["settings"]["train"] = flat
+    (out / "fold1" / "fold.json").write_text(json.dumps(done))
+    shutil.rmtree(out / "fold1" / "run")
+    cross_validate(prepared_tiles, out, config, folds=3, val_frac=0.3, n_boot=50, resume=True)
+    assert not (out / "fold1" / "run").exists()
+    from breastpath.experiments.crossval import _same_settings
+
+    assert not _same_settings(
+        {**done["settings"], "train": {**flat, "lr": 0.5}}, saved_settings(out)
+    )
+
+
+def saved_settings(out):
+    """The settings of the last cross-validation written to ``out``."""
+    saved = json.loads((out / "crossval.json").read_text())
+    return {k: saved[k] for k in ("folds", "seed", "val_frac", "train")}
 
 
 def test_cross_validate_subtype_task(tmp_path):

@@ -165,11 +165,10 @@ def cross_validate(
     settings = {"folds": folds, "seed": seed, "val_frac": val_frac, "train": config.training_dict()}
     settings = json.loads(json.dumps(settings))  # as read back from fold.json (tuples -> lists)
     started = time.perf_counter()
-    results = []
-    for fold in range(folds):
-        results.append(
-            _run_fold(data, out, config, fold_of, fold, settings=settings, resume=resume)
-        )
+    results = [
+        _run_fold(data, out, config, fold_of, fold, settings=settings, resume=resume)
+        for fold in range(folds)
+    ]
     predictions = [row for result in results for row in result.pop("predictions")]
     predictions.sort(key=lambda r: int(r["row"]))
     report = summarise(
@@ -182,15 +181,7 @@ def cross_validate(
         seed=seed,
     )
     result = {
-        "data": {
-            "prepared": data.root.name,
-            "dataset": data.meta["dataset"],
-            "task": data.meta["task"],
-            "class_names": data.class_names,
-            "images": len(data.labels),
-            "patients": len(fold_of),
-            "image_size": list(data.image_size),
-        },
+        "data": _describe(data, patients=len(fold_of)),
         **settings,
         "threshold": threshold,
         "reduce": reduce,
@@ -201,9 +192,7 @@ def cross_validate(
         # per-fold training and scoring time, kept when folds are reused (``resume``)
         "fold_seconds": round(sum(float(r["seconds"]) for r in results), 1),
     }
-    fields = ["row", "path", "patient", "label", "fold", "threshold"]
-    fields += [f"p_{name}" for name in data.class_names]
-    write_csv(out / "oof_predictions.csv", predictions, fields)
+    write_csv(out / "oof_predictions.csv", predictions, _prediction_fields(data))
     write_json(out / "crossval.json", result)
     atomic_write_text(out / "crossval.md", format_markdown(result))
     return result
@@ -225,24 +214,15 @@ def _run_fold(
 
     fold_dir = out / f"fold{fold}"
     done = fold_dir / "fold.json"
-    if resume and done.is_file():
+    if resume and done.is_file() and _same_settings(read_json(done).get("settings"), settings):
+        log.info("fold %d: reusing %s", fold, done)
         previous = read_json(done)
-        if previous.get("settings") == settings:
-            log.info("fold %d: reusing %s", fold, done)
-            return {**previous["result"], "predictions": read_csv(fold_dir / "predictions.csv")}
+        return {**previous["result"], "predictions": read_csv(fold_dir / "predictions.csv")}
     splits = fold_splits(data, fold_of, fold, val_frac=settings["val_frac"], seed=settings["seed"])
+    split_info = {"method": "patient-level K-fold cross-validation", "fold": fold}
+    split_info.update({k: settings[k] for k in ("folds", "seed", "val_frac")})
     view = write_split_view(
-        data,
-        fold_dir / "data",
-        splits,
-        split_info={
-            "method": "patient-level K-fold cross-validation",
-            "fold": fold,
-            "folds": settings["folds"],
-            "seed": settings["seed"],
-            "val_frac": settings["val_frac"],
-            "view_of": data.root.name,
-        },
+        data, fold_dir / "data", splits, split_info={**split_info, "view_of": data.root.name}
     )
     started = time.perf_counter()
     log.info("fold %d/%d: training", fold + 1, settings["folds"])
@@ -271,12 +251,40 @@ def _run_fold(
         "threshold": threshold,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    fields = ["row", "path", "patient", "label", "fold", "threshold"]
-    write_csv(
-        fold_dir / "predictions.csv", predictions, fields + [f"p_{n}" for n in data.class_names]
-    )
+    write_csv(fold_dir / "predictions.csv", predictions, _prediction_fields(data))
     write_json(done, {"settings": settings, "result": result})
     return {**result, "predictions": predictions}
+
+
+def _describe(data: PreparedData, *, patients: int) -> dict[str, Any]:
+    return {
+        "prepared": data.root.name,
+        "dataset": data.meta["dataset"],
+        "task": data.meta["task"],
+        "class_names": data.class_names,
+        "images": len(data.labels),
+        "patients": patients,
+        "image_size": list(data.image_size),
+    }
+
+
+def _prediction_fields(data: PreparedData) -> list[str]:
+    fields = ["row", "path", "patient", "label", "fold", "threshold"]
+    return fields + [f"p_{name}" for name in data.class_names]
+
+
+def _same_settings(previous: object, settings: dict[str, Any]) -> bool:
+    """Whether a finished fold's settings are this run's: the same folds and the same training
+    choices, whether its ``train`` block is nested or the flat one of earlier versions (whose
+    runtime settings do not count)."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("train"), dict):
+        return False
+    try:
+        train = TrainConfig.from_dict(previous["train"]).training_dict()
+    except ConfigError:
+        return False
+    same_train = json.loads(json.dumps(train)) == settings["train"]
+    return same_train and all(previous.get(k) == settings[k] for k in ("folds", "seed", "val_frac"))
 
 
 def _score(
