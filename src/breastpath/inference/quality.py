@@ -243,8 +243,11 @@ def assess(
             return [_empty()] * len(images)
         rows = images.reshape(len(images), -1, 3)
         return verdicts(pixel_measures(rows, options), options)
+    listed = list(images)
+    if len(listed) > 1 and _same_shape(listed, max_pixels):  # one vectorised pass
+        return assess(np.stack(listed), max_pixels=max_pixels, **thresholds)
     out: list[Quality] = []
-    for image in images:
+    for image in listed:
         image = _check(image)
         if image.size == 0:
             out.append(_empty())
@@ -252,6 +255,19 @@ def assess(
         rows = _pixel_rows(image, max_pixels)[None]
         out.extend(verdicts(pixel_measures(rows, options), options))
     return out
+
+
+def _same_shape(images: Sequence[np.ndarray], max_pixels: int) -> bool:
+    """Whether ``images`` are small RGB uint8 arrays of one shape (stackable into a batch)."""
+    first = images[0]
+    if not isinstance(first, np.ndarray) or first.ndim != 3 or first.dtype != np.uint8:
+        return False
+    if first.shape[0] * first.shape[1] > max_pixels:
+        return False
+    return all(
+        isinstance(im, np.ndarray) and im.shape == first.shape and im.dtype == np.uint8
+        for im in images
+    )
 
 
 def _empty() -> Quality:
