@@ -158,7 +158,10 @@ def test_cli_csv_leaves_the_label_of_non_tissue_empty(capsys, tmp_path):
     for name, (image, _) in _non_tissue().items():
         save_png(tmp_path / f"{name}.png", image)
     save_png(tmp_path / "zz_patch.png", _he_patches(1)[0])
-    rows = {Path(r["path"]).stem: r for r in _cli_rows(capsys, "predict", "default", tmp_path)}
+    rows = {
+        Path(r["path"]).stem: r
+        for r in _cli_rows(capsys, "predict", "--checkpoint", "default", tmp_path)
+    }
     for name, (_, reason) in _non_tissue().items():
         row = rows[name]
         assert row["assessed"] == "0" and row["label"] == "" and row["reason"] == reason, row
@@ -168,7 +171,9 @@ def test_cli_csv_leaves_the_label_of_non_tissue_empty(capsys, tmp_path):
     assert patch["reason"] == quality.REASON_OK and patch["looks_like_he"] == "1"
     forced = {
         Path(r["path"]).stem: r
-        for r in _cli_rows(capsys, "predict", "default", tmp_path, "--allow-non-tissue")
+        for r in _cli_rows(
+            capsys, "predict", "--checkpoint", "default", tmp_path, "--allow-non-tissue"
+        )
     }
     assert forced["glass"]["label"] != "" and forced["glass"]["reason"].startswith("forced: ")
 
@@ -256,3 +261,29 @@ def test_dapi_fluorescence_tiles_are_all_flagged(shared_data):
     tiles = level[:height, :width].reshape(height // 50, 50, width // 50, 50, 3)
     tiles = tiles.swapaxes(1, 2).reshape(-1, 50, 50, 3)
     assert not any(q.assessed for q in quality.assess(tiles))
+
+
+def test_any_rgb_image_gets_a_verdict_never_an_exception():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    reasons = {
+        quality.REASON_OK,
+        quality.REASON_EMPTY,
+        quality.REASON_DARK,
+        quality.REASON_BACKGROUND,
+        quality.REASON_NOT_HE,
+    }
+    shapes = st.tuples(st.integers(0, 40), st.integers(0, 40), st.just(3))
+
+    @settings(max_examples=60, deadline=None)
+    @given(arrays(np.uint8, shapes))
+    def check(image):
+        verdict = quality.assess([image])[0]
+        assert verdict.reason in reasons
+        assert 0.0 <= verdict.tissue_fraction <= 1.0
+        assert 0.0 <= verdict.foreign_fraction <= 1.0
+        assert verdict.assessed == (verdict.reason == quality.REASON_OK)
+
+    check()
