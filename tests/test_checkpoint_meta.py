@@ -100,7 +100,7 @@ def test_absurd_model_arguments_fail_before_any_allocation(tmp_path):
 def test_the_cli_answers_a_bad_field_in_one_line(tmp_path, capsys):
     path = _with(_copy_default(tmp_path), "threshold", float("nan"))
     save_png(tmp_path / "patch.png", synthetic_patch(np.random.default_rng(0), 1))
-    assert main(["predict", str(path), str(tmp_path / "patch.png")]) == 2
+    assert main(["predict", "--checkpoint", str(path), str(tmp_path / "patch.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "field 'threshold'" in err and "Traceback" not in err
 

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
 def test_export_matches_torch_and_records_its_hash(tmp_path, capsys):
-    assert main(["export", "default", "--out", str(tmp_path / "model.onnx")]) == 0
+    assert main(["export", "--checkpoint", "default", "--out", str(tmp_path / "model.onnx")]) == 0
     data = (tmp_path / "model.onnx").read_bytes()
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["onnx_sha256"] == hashlib.sha256(data).hexdigest()
@@ -53,7 +53,7 @@ def test_predictor_onnx_runtime_matches_torch():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    assert main(["export", "default", "--out", str(out)]) == 0
+    assert main(["export", "--checkpoint", "default", "--out", str(out)]) == 0
     return out
 
 
@@ -71,8 +71,32 @@ def test_predict_with_the_exported_pair_matches_the_torch_model(exported, shared
     folder.mkdir()
     for path in patches:
         (folder / path.name).write_bytes(path.read_bytes())
-    assert main(["predict", "default", str(folder), "--out", str(tmp_path / "torch.csv")]) == 0
-    assert main(["predict", str(exported), str(folder), "--out", str(tmp_path / "onnx.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                "default",
+                str(folder),
+                "--out",
+                str(tmp_path / "torch.csv"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(exported),
+                str(folder),
+                "--out",
+                str(tmp_path / "onnx.csv"),
+            ]
+        )
+        == 0
+    )
     torch_rows, onnx_rows = _csv_rows(tmp_path / "torch.csv"), _csv_rows(tmp_path / "onnx.csv")
     assert [r["path"] for r in onnx_rows] == [r["path"] for r in torch_rows]
     scored = [(a, b) for a, b in zip(onnx_rows, torch_rows, strict=True) if b["probability"]]

@@ -131,7 +131,7 @@ def mixed_folder(tmp_path_factory) -> Path:
 def test_predict_scores_the_readable_and_lists_the_rest(mixed_folder, tmp_path, capsys):
     out = tmp_path / "preds.csv"
     capsys.readouterr()
-    code = main(["predict", "default", str(mixed_folder), "--out", str(out)])
+    code = main(["predict", "--checkpoint", "default", str(mixed_folder), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Traceback" not in err

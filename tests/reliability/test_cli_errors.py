@@ -60,7 +60,10 @@ def test_predict_writes_an_error_row_for_a_thin_image(tmp_path, patch_png, capsy
     thin = tmp_path / "thin.png"
     thin.write_bytes(thin_png(60_000_000))
     out = tmp_path / "preds.csv"
-    assert main(["predict", "default", str(thin), str(patch_png), "--out", str(out)]) == 0
+    assert (
+        main(["predict", "--checkpoint", "default", str(thin), str(patch_png), "--out", str(out)])
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(out.read_text()))}
     assert "elongated" in rows["thin.png"]["error"] and rows["thin.png"]["probability"] == ""
     assert rows["other.png"]["error"] == "" and float(rows["other.png"]["probability"]) >= 0
@@ -70,7 +73,12 @@ def test_predict_writes_an_error_row_for_a_thin_image(tmp_path, patch_png, capsy
 def test_predict_to_an_unwritable_out_is_one_line(tmp_path, patch_png, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert main(["predict", "default", str(patch_png), "--out", str(blocker / "p.csv")]) == 2
+    assert (
+        main(
+            ["predict", "--checkpoint", "default", str(patch_png), "--out", str(blocker / "p.csv")]
+        )
+        == 2
+    )
     assert _one_line(capsys.readouterr().err).startswith("error: ")
 
 
@@ -86,7 +94,10 @@ def test_an_unreadable_file_is_an_error_row(tmp_path, patch_png, monkeypatch, ca
 
     monkeypatch.setattr(imaging, "open", guarded_open, raising=False)
     out = tmp_path / "preds.csv"
-    assert main(["predict", "default", str(locked), str(patch_png), "--out", str(out)]) == 0
+    assert (
+        main(["predict", "--checkpoint", "default", str(locked), str(patch_png), "--out", str(out)])
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(out.read_text()))}
     assert "permission denied" in rows["locked.png"]["error"]
     assert rows["other.png"]["error"] == ""
@@ -97,7 +108,10 @@ def test_a_chmod_000_file_is_an_error_row(tmp_path, patch_png):
     locked = save_png(tmp_path / "locked.png", synthetic_patch(np.random.default_rng(1), 0))
     locked.chmod(0)
     out = tmp_path / "preds.csv"
-    assert main(["predict", "default", str(locked), str(patch_png), "--out", str(out)]) == 0
+    assert (
+        main(["predict", "--checkpoint", "default", str(locked), str(patch_png), "--out", str(out)])
+        == 0
+    )
     assert "permission denied" in out.read_text()
 
 
@@ -106,7 +120,7 @@ def test_every_wrong_checkpoint_field_is_one_line_from_the_cli(
     tmp_path, patch_png, key, value, capsys
 ):
     path = _with(_copy_default(tmp_path), key, value)
-    assert main(["predict", str(path), str(patch_png)]) == 2
+    assert main(["predict", "--checkpoint", str(path), str(patch_png)]) == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("error: ") and f"field '{key.split('.')[0]}" in line
 
