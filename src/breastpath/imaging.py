@@ -145,13 +145,13 @@ def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream, formats=IMAGE_FORMATS)
-            check_size(image.size, max_pixels=max_pixels, name=name)
-            frames = int(getattr(image, "n_frames", 1) or 1)
-            fmt = str(image.format)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return DecodedImage(_to_rgb_array(image, name), fmt, frames)
+            opened = Image.open(stream, formats=IMAGE_FORMATS)
+            check_size(opened.size, max_pixels=max_pixels, name=name)
+            frames = int(getattr(opened, "n_frames", 1) or 1)
+            fmt = str(opened.format)
+            opened.load()
+            ImageOps.exif_transpose(opened, in_place=True)  # (a copy otherwise, even if upright)
+            return DecodedImage(_to_rgb_array(opened, name), fmt, frames)
     except InvalidImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -227,6 +227,22 @@ def probe_size(data: bytes, *, name: str = "image") -> tuple[int, int] | None:
         return None
 
 
+#: RGB images larger than this are copied out of Pillow a strip of about this many pixels at a
+#: time: in one piece the copy holds the interpreter lock for a long moment (a 8000 x 8000 image
+#: stalled the server's event loop ~0.1 s) and makes a transient full-size bytes object.
+_STRIP_PIXELS = 1 << 20
+
+
+def _rgb_by_strips(image) -> np.ndarray:
+    width, height = image.size
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)), dtype=np.uint8)
+    return out
+
+
 def _to_rgb_array(image, name: str) -> np.ndarray:
     from PIL import Image
 
@@ -243,6 +259,8 @@ def _to_rgb_array(image, name: str) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
+    if image.mode == "RGB" and image.size[0] * image.size[1] > _STRIP_PIXELS:
+        return _rgb_by_strips(image)
     # an RGB image is read as it is: converting first would hold a second full-size copy
     rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -29,8 +29,11 @@ async function loadModel() {
     const l = state.limits;
     $("limits").textContent =
       `PNG, JPEG, TIFF or BMP; up to ${l.max_files} files, ${(l.max_upload_bytes / 2 ** 20).toFixed(0)} MB` +
-      ` and ${(l.max_pixels / 1e6).toFixed(0)} Mpixels each. Larger images are tiled at ` +
-      `${m.input_size.join("x")} pixels.`;
+      ` and ${(l.max_pixels / 1e6).toFixed(0)} Mpixels each; a batch (zips expanded) up to ` +
+      `${(l.max_batch_bytes / 2 ** 20).toFixed(0)} MB and ` +
+      `${(l.max_request_pixels / 1e6).toFixed(0)} Mpixels in all. Larger images are tiled at ` +
+      `${m.input_size.join("x")} pixels (at most ${l.max_tiles} tiles an image, ` +
+      `${l.max_request_tiles} a batch).`;
   } catch (err) {
     $("model").textContent = "model information unavailable";
   }
