@@ -125,7 +125,7 @@ def test_predictor_escape_hatch_labels_and_marks_forced(predictor):
     glass = _non_tissue()["glass"][0]
     forced = predictor.predict_images([glass], allow_non_tissue=True)[0]
     assert forced.label in predictor.class_names and forced.is_cancer in (True, False)
-    assert forced.forced and forced.to_dict()["forced"] is True
+    assert forced.forced and forced.to_dict()["forced"] is True and not forced.assessed
     assert forced.quality["reason"] == quality.REASON_BACKGROUND
     plain = predictor.predict_images([glass])[0]
     assert plain.probability == pytest.approx(forced.probability)
@@ -175,7 +175,9 @@ def test_cli_csv_leaves_the_label_of_non_tissue_empty(capsys, tmp_path):
             capsys, "predict", "--checkpoint", "default", tmp_path, "--allow-non-tissue"
         )
     }
-    assert forced["glass"]["label"] != "" and forced["glass"]["reason"].startswith("forced: ")
+    glass = forced["glass"]
+    assert glass["label"] != "" and glass["assessed"] == "0"
+    assert glass["reason"].startswith("forced:")
 
 
 @pytest.mark.parametrize("name", NON_TISSUE)
@@ -196,7 +198,7 @@ def test_api_force_is_an_explicit_research_override(client):
     body = client.post(
         "/api/predict", params={"force": "true"}, files={"file": ("g.png", glass, "image/png")}
     ).json()
-    assert body["label"] is not None and body["forced"] is True
+    assert body["label"] is not None and body["forced"] is True and body["assessed"] is False
     assert body["quality"]["reason"] == quality.REASON_BACKGROUND
     spec = client.get("/openapi.json").json()
     params = spec["paths"]["/api/predict"]["post"]["parameters"]

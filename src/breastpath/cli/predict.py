@@ -95,8 +95,9 @@ def command(
         )
     flagged = sum(1 for row in rows if row[3] == 0)
     if flagged and info.is_main:
+        what = "labelled anyway (--allow-non-tissue)" if allow_non_tissue else "not assessed"
         click.echo(
-            f"{flagged} of {len(files)} image(s) not assessed: not H&E tissue "
-            "(see the reason column)",
+            f"{flagged} of {len(files)} image(s) failed the quality check (not H&E tissue) and "
+            f"were {what}; see the reason column",
             err=True,
         )

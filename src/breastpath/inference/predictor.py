@@ -35,7 +35,8 @@ class Prediction:
     image that fails it is **not assessed**: ``label`` and ``is_cancer`` are ``None``;
     ``probability`` and ``probabilities`` still hold the model's raw output, which is not a
     cancer probability for something that is not H&E tissue (``assessed`` says so). With
-    ``allow_non_tissue=True`` (research only) every image gets a label and ``forced`` is True.
+    ``allow_non_tissue=True`` (research only) a flagged image gets a label anyway, ``forced`` is
+    True and ``assessed`` stays False.
     """
 
     probability: float  # the model's cancer score (IDC / malignant); see ``assessed``
@@ -47,8 +48,8 @@ class Prediction:
 
     @property
     def assessed(self) -> bool:
-        """Whether a cancer label was given (the gate passed, or it was overridden)."""
-        return self.label is not None
+        """Whether the image passed the quality gate and got its label on its merits."""
+        return self.label is not None and not self.forced
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -17,7 +17,8 @@ from breastpath.inference.device import DistInfo
 
 #: Columns of a prediction CSV. ``assessed`` is 1 when the image passed the input-quality gate
 #: (:mod:`breastpath.inference.quality`) and got a label; 0 leaves ``label`` empty (``reason``
-#: says why; ``probability`` is then the model's raw output, not a cancer probability).
+#: says why; ``probability`` is then the model's raw output, not a cancer probability), except
+#: under ``allow_non_tissue`` where the label is given and ``reason`` starts with ``forced:``.
 HEADER = [
     "path",
     "probability",

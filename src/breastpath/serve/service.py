@@ -147,7 +147,7 @@ class PredictionService:
             tiles = aggregate(
                 item.grid, predictor.cancer_probability(probs[1:]), threshold=predictor.threshold
             )
-            if not prediction.assessed:  # the image is not H&E tissue: no tile verdict either
+            if prediction.label is None:  # the image is not H&E tissue: no tile verdict either
                 tiles["is_cancer"] = None
             elif len(predictor.class_names) == 2:
                 tiles["label"] = predictor.class_names[int(tiles["is_cancer"])]
