@@ -289,3 +289,23 @@ def test_any_rgb_image_gets_a_verdict_never_an_exception():
         assert verdict.assessed == (verdict.reason == quality.REASON_OK)
 
     check()
+
+
+@pytest.mark.data
+def test_tissue_tiles_of_the_real_h_and_e_slide_all_pass(shared_data):
+    pytest.importorskip("imagecodecs", reason="decoding SVS JPEG tiles needs imagecodecs")
+    from breastpath.slide.reader import open_slide
+    from breastpath.slide.tissue import tissue_mask
+
+    with open_slide(shared_data / "wsi" / "CMU-1-Small-Region.svs") as reader:
+        level = reader.read_level(0)
+    mask, _ = tissue_mask(np.ascontiguousarray(level[::8, ::8]))
+    size = 224
+    tiles = [
+        level[y : y + size, x : x + size]
+        for y in range(0, level.shape[0] - size + 1, size)
+        for x in range(0, level.shape[1] - size + 1, size)
+        if mask[y // 8 : (y + size) // 8, x // 8 : (x + size) // 8].mean() >= 0.5
+    ]
+    assert len(tiles) > 20
+    assert [q.reason for q in quality.assess(np.stack(tiles))] == [quality.REASON_OK] * len(tiles)
