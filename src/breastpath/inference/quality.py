@@ -19,9 +19,10 @@ Rules, in order (the first that fails is the reason)
    BreakHis and an Aperio scan). A pixel is *foreign* when its chroma is at least
    ``min_chroma`` and its hue lies outside that range, or when one channel's OD exceeds
    ``max_od`` (a saturated colour no stained section transmits, such as a fluorescent nucleus on
-   black). Neutral grey pixels count as neither. Photos (skin, fur, sky), fluorescence, IHC
-   (DAB brown) and uniform noise are mostly foreign; tissue marking ink on an H&E section is
-   foreign only where it covers the tissue.
+   black). Neutral grey pixels count as neither. Photos (skin, fur, sky), fluorescence and
+   uniform noise are mostly foreign, and so should IHC be (DAB brown lies outside the range;
+   no IHC image was at hand to check); tissue marking ink on an H&E section is foreign only
+   where it covers the tissue.
 
 The thresholds are keyword options of :func:`assess`; the defaults below were chosen with
 ``scripts/calibrate_quality.py`` (its table is in ``docs/reliability.md``).
