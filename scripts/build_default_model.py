@@ -45,6 +45,8 @@ ANCHORS = {
     "Cruz-Roa et al. 2014": (0.7180, 0.8423),
     "Janowczyk & Madabhushi 2016": (0.7648, 0.8468),
 }
+#: Microns per pixel of the IDC patches: 40x scans (about 0.25 µm/px) downsampled 16:1.
+IDC_MPP = 4.0
 CARD_METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")
 
 
@@ -77,6 +79,7 @@ def main() -> None:
     final = load_checkpoint(run / "best.json")
     meta = final.meta.replace(
         name="cancernet-idc",
+        mpp=IDC_MPP,
         threshold=threshold,
         threshold_rule="maximises balanced accuracy of the pooled out-of-fold predictions of "
         f"patient-level {args.folds}-fold cross-validation (last epoch of each fold)",
@@ -186,7 +189,7 @@ def model_card(
     """``MODEL_CARD.md`` from the final checkpoint's metadata and the cross-validation."""
     pooled = estimate["pooled"]
     background = meta.metrics["background"]
-    recipe = {k: v for k, v in config.to_dict().items() if k not in ("progress", "num_threads")}
+    recipe = config.training_dict()
     lines = [
         "# Model card: cancernet-idc (the bundled `default` model)",
         "",
@@ -195,6 +198,9 @@ def model_card(
         "## What it does",
         "Scores a 50x50 RGB patch of H&E-stained breast tissue (scanned at 40x, downsampled as in",
         "the Kaggle IDC set) with the probability of invasive ductal carcinoma (IDC).",
+        f"Scale: about {meta.mpp:g} µm per pixel (40x scans, about 0.25 µm/px, downsampled 16:1",
+        f"to 2.5x); the checkpoint records it as `mpp: {meta.mpp:g}` and `breastpath slide` reads",
+        "tiles at that scale.",
         f"Decision threshold {meta.threshold:.4f}: {meta.threshold_rule}.",
         "",
         "## Model",

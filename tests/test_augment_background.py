@@ -81,3 +81,37 @@ def test_negative_class_needs_exactly_one_non_cancer_class():
     assert negative_class_of(["non-IDC", "IDC"], [1]) == 0
     with pytest.raises(ConfigError, match="exactly one non-cancer class"):
         negative_class_of(["fibroadenoma", "tubular_adenoma", "ductal_carcinoma"], [2])
+
+
+def test_training_without_validation_keeps_the_last_epoch(idc_tree, tmp_path):
+    """The final model trained on every patient: background augmentation on, no validation."""
+    import json
+
+    from breastpath.checkpoint import load_checkpoint
+    from breastpath.config import DataConfig, TrainConfig
+    from breastpath.data.prepare import prepare
+    from breastpath.train.loop import train
+
+    prepared = tmp_path / "all"
+    prepare([idc_tree], prepared, config=DataConfig(test_frac=0.0, val_frac=0.0, seed=0))
+    config = TrainConfig.from_flat(
+        epochs=2,
+        batch_size=16,
+        progress=False,
+        background_frac=0.25,
+        model_args={"widths": [8, 16, 16], "hidden": 32},
+    )
+    summary = train(prepared, tmp_path / "run", config)
+    assert summary["best_epoch"] == 2 and summary["threshold"] == 0.5
+    best = load_checkpoint(tmp_path / "run" / "best.json")
+    assert best.meta.epoch == 2 and best.meta.threshold == 0.5
+    last = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert [row["val_loss"] for row in last["resume"]["history"]] == [None, None]
+    assert best.meta.train["augment"]["background_frac"] == 0.25
+
+
+def test_background_frac_is_range_checked():
+    from breastpath.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="background_frac"):
+        TrainConfig.from_flat(background_frac=0.9)

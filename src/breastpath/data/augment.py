@@ -128,7 +128,8 @@ def background_frames(n: int, *, size: tuple[int, int], generator: torch.Generat
     Each frame is one of :data:`BACKGROUND_KINDS`, drawn with equal chance: blank ``glass``
     (:data:`GLASS_RGB` shifted by up to 12 grey levels per channel), ``white`` (245–255),
     ``black`` (0–20), or ``uniform`` (any colour); then pixel noise of a random strength
-    (standard deviation 0–6 grey levels) is added. All randomness comes from ``generator``.
+    (standard deviation 0–6 grey levels) is added to three frames in four, the fourth stays
+    exactly uniform. All randomness comes from ``generator``.
 
     Examples
     --------
@@ -147,6 +148,8 @@ def background_frames(n: int, *, size: tuple[int, int], generator: torch.Generat
     base = torch.where((kind == 1)[:, None], white.expand(n, 3), base)
     base = torch.where((kind == 2)[:, None], black.expand(n, 3), base)
     sigma = _uniform(n, generator).view(n, 1, 1, 1) * 6.0
+    # a quarter without noise: exactly uniform frames, such as a blank image or pure padding
+    sigma = torch.where(_uniform(n, generator).view(n, 1, 1, 1) < 0.25, 0.0, sigma)
     noise = torch.randn((n, height, width, 3), generator=generator) * sigma
     frames = base.view(n, 1, 1, 3) + noise
     return frames.round_().clamp_(0.0, 255.0).to(torch.uint8)
