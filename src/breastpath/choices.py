@@ -31,6 +31,8 @@ Runtime = Literal["torch", "onnx"]
 PatientReduce = Literal["mean", "max", "fraction"]
 #: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
 SlideBackend = Literal["auto", "openslide", "wsidicom", "tifffile"]
+#: What ``breastpath evaluate --split`` scores: one split of a prepared folder, or all of it.
+EvalSplit = Literal["test", "val", "train", "all"]
 
 TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 STAIN_METHODS: tuple[str, ...] = get_args(StainMethod)
@@ -43,6 +45,7 @@ HEADS: tuple[str, ...] = get_args(Head)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
 SLIDE_BACKENDS: tuple[str, ...] = get_args(SlideBackend)
+EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
 
 
 def check_choice(value: object, allowed: tuple[str, ...], *, what: str) -> str:

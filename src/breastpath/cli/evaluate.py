@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from breastpath.choices import EVAL_SPLITS
 from breastpath.cli.options import checkpoint_from, optional_checkpoint_option
 
 
@@ -16,9 +17,7 @@ from breastpath.cli.options import checkpoint_from, optional_checkpoint_option
     required=True,
     help="A prepared folder (its split is used) or a raw source (all images).",
 )
-@click.option(
-    "--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True
-)
+@click.option("--split", type=click.Choice(EVAL_SPLITS), default="test", show_default=True)
 @click.option("--out", "out_dir", required=True, help="Folder for metrics.json and report.html.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def command(positional, checkpoint, data, split, out_dir, batch_size) -> None:

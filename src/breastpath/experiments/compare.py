@@ -34,6 +34,7 @@ import torch
 
 import breastpath
 from breastpath.checkpoint import CheckpointMeta, load_checkpoint
+from breastpath.choices import TTAMode
 from breastpath.config import TrainConfig
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.errors import ConfigError
@@ -63,7 +64,7 @@ class Budget:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0
-    tta: str = "none"
+    tta: TTAMode = "none"
 
 
 def parse_models(text: str | Sequence[str]) -> list[str]:
