@@ -56,10 +56,10 @@ def command(
 
     from breastpath.errors import InvalidImageError
     from breastpath.imaging import gather_image_files
+    from breastpath.inference import device as distributed
     from breastpath.inference.predictor import Predictor
     from breastpath.inference.sharded import HEADER, score_files_sharded
     from breastpath.io import atomic_write_text
-    from breastpath.train import distributed
 
     checkpoint, paths = split_legacy_checkpoint("predict", checkpoint, paths)
     files = gather_image_files(paths)
