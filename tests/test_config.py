@@ -94,3 +94,14 @@ def test_allowed_values_come_from_choices():
     assert typing.get_args(option_type("monitor")) == MONITORS
     assert typing.get_args(option_type("tta")) == TTA_MODES
     assert typing.get_args(option_type("stain_augment")) == STAIN_AUGMENTS
+
+
+@pytest.mark.parametrize("name", ["default_model.yaml", "breakhis_model.yaml"])
+def test_the_shipped_recipes_still_load(name):
+    from breastpath.config import load_yaml
+    from conftest import REPO
+
+    raw = load_yaml(REPO / "scripts" / name)
+    flat = TrainConfig.from_dict(raw).to_flat()
+    for key, value in flatten(raw).items():
+        assert flat[key] == (tuple(value) if isinstance(value, list) else value), key
