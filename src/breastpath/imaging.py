@@ -29,10 +29,12 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: ICO, EPS, ...) is refused as "not a readable image" before a decoder for it is reached.
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 
-#: Refuse images more elongated than this (longer side / shorter side): such an image keeps a
-#: sliver of itself after the center crop to a square input, and a 1 x 60,000,000 PNG of 100
-#: bytes would otherwise be decoded to 180 MB to score one pixel column.
+#: Refuse images more elongated than this (longer side / shorter side) whose longer side is
+#: over :data:`MAX_ELONGATED_SIDE`: such an image keeps a sliver of itself after the center crop
+#: to a square input, and a 1 x 60,000,000 PNG of 57 KB would otherwise be decoded to 180 MB to
+#: score one pixel column. Small odd shapes (1 x 101) are harmless and accepted.
 MAX_ASPECT_RATIO = 100
+MAX_ELONGATED_SIDE = 4096
 
 ImageSource = str | os.PathLike | bytes | BinaryIO
 
@@ -110,8 +112,8 @@ def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXE
     source
         A path, the file's bytes, or a binary file object.
     max_pixels
-        Images with more pixels are refused before their pixels are decoded, and so are images
-        more elongated than :data:`MAX_ASPECT_RATIO`.
+        Images with more pixels are refused before their pixels are decoded, and so are large
+        images more elongated than :data:`MAX_ASPECT_RATIO` (see :func:`check_size`).
 
     Returns
     -------
@@ -189,7 +191,8 @@ def _open_stream(source: ImageSource, name: str) -> BinaryIO:
 
 
 def check_size(size: tuple[int, int], *, max_pixels: int, name: str) -> None:
-    """Refuse a ``(width, height)`` with no pixels, over ``max_pixels`` or too elongated.
+    """Refuse a ``(width, height)`` with no pixels, over ``max_pixels``, or both longer than
+    :data:`MAX_ELONGATED_SIDE` and more elongated than :data:`MAX_ASPECT_RATIO` to 1.
 
     Examples
     --------
@@ -206,7 +209,8 @@ def check_size(size: tuple[int, int], *, max_pixels: int, name: str) -> None:
         raise InvalidImageError(
             f"{name}: image is {width}x{height} pixels, more than the limit of {max_pixels} pixels"
         )
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    longer, shorter = max(width, height), min(width, height)
+    if longer > MAX_ELONGATED_SIDE and longer > MAX_ASPECT_RATIO * shorter:
         raise InvalidImageError(
             f"{name}: image is {width}x{height} pixels, more elongated than the limit of "
             f"{MAX_ASPECT_RATIO}:1"

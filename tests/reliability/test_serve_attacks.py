@@ -118,6 +118,12 @@ def test_thin_images_are_refused_from_their_header(client, width):
     assert "elongated" in response.json()["detail"]
 
 
+def test_small_odd_shapes_are_not_refused(client):
+    for shape in ((1, 101), (3, 4096), (4096, 1)):
+        response = _post(client, _png(np.full((*shape, 3), 180, np.uint8)), name="odd.png")
+        assert response.status_code == 200, (shape, response.text)
+
+
 def test_an_elongated_image_within_the_limit_is_scored_with_bounded_work(client):
     response = _post(client, _png(np.full((50, 5000, 3), 180, np.uint8)), name="strip.png")
     assert response.status_code == 200, response.text

@@ -23,7 +23,8 @@ class ServeLimits:
         expand to (files as sent plus zip members as expanded, all zips together).
     max_pixels
         Largest image (width x height); bigger ones are refused before their pixels are decoded
-        (decompression-bomb guard). Images more elongated than 100:1 are refused too.
+        (decompression-bomb guard). Images longer than 4096 px and more elongated than 100:1
+        are refused too.
     max_request_pixels
         Most pixels decoded for one request, all its images together; an image whose header
         would pass it is refused (413 in its result line) without being decoded.
