@@ -266,15 +266,7 @@ def compare_models(
     rows = []
     trained: dict[str, Path] = {}
     for name in names:
-        config = model_config(name, budget, weights=weights)
-        model = config.model.name
-        if config.head.kind == "svm" and not (config.model.pretrained or config.model.weights):
-            if model not in trained:
-                raise ConfigError(
-                    f"{name}: {model} has no offline ImageNet weights; list "
-                    f"{model} before {name} to embed with the model trained here"
-                )
-            config = config.with_options(backbone_checkpoint=str(trained[model]))
+        config = _with_backbone(name, model_config(name, budget, weights=weights), trained)
         run = out / "runs" / name.replace(":", "-")
         log.info("training %s for %d epoch(s)", name, config.stop.epochs)
         started = time.perf_counter()
@@ -302,6 +294,19 @@ def compare_models(
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(format_markdown(result), encoding="utf-8")
     return result
+
+
+def _with_backbone(name: str, config: TrainConfig, trained: dict[str, Path]) -> TrainConfig:
+    """An SVM hybrid without ImageNet weights embeds with the model trained earlier here."""
+    model = config.model.name
+    if config.head.kind != "svm" or config.model.pretrained or config.model.weights:
+        return config
+    if model not in trained:
+        raise ConfigError(
+            f"{name}: {model} has no offline ImageNet weights; list "
+            f"{model} before {name} to embed with the model trained here"
+        )
+    return config.with_options(backbone_checkpoint=str(trained[model]))
 
 
 def _resolve(name: str) -> Path:
