@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
 from breastpath.experiments.crossval import cross_validate
 from breastpath.inference.batches import predict_rows
 from breastpath.io import atomic_write_text, read_json
-from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -281,7 +281,8 @@ def model_card(
         f"({summary['splits']['train']['images']} tiles) train, "
         f"{summary['splits']['val']['patients']} patients "
         f"({summary['splits']['val']['images']} tiles) validation (early stopping by "
-        f"{config.stop.monitor}, threshold). Best epoch {meta.get('epoch')} of {config.stop.epochs}.",
+        f"{config.stop.monitor}, threshold). Best epoch {meta.get('epoch')} of "
+        f"{config.stop.epochs}.",
         "There is no held-out test split: the estimate of how the recipe generalises is the",
         "cross-validation below.",
         "",
