@@ -222,10 +222,11 @@ class _Checker:
         return float(value)
 
     def unit(self, name: str, value: object) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not 0 <= value <= 1:  # type: ignore[arg-type]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(name, f"must be a finite number in [0, 1], got {value!r}")
-        return float(value)  # type: ignore[arg-type]
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            raise self.fail(name, f"must be a finite number in [0, 1], got {value!r}")
+        return float(value)
 
     def bounded(self, name: str, value: object, low: float, high: float) -> float:
         number = self.number(name, value)

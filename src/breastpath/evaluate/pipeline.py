@@ -227,7 +227,9 @@ def _write_report(
 ) -> None:
     from breastpath.evaluate.report import write_report
 
-    sections = {k: result[k] for k in ("patch", "patient", "classes") if k in result}
+    sections: dict[str, Any] = {
+        k: result[k] for k in ("patch", "patient", "classes") if k in result
+    }
     write_report(
         out,
         title=f"breastpath evaluation: {predictor.name} on {Path(str(data)).name} ({split})",

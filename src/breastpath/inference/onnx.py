@@ -34,7 +34,7 @@ def export_onnx_bytes(model: torch.nn.Module, *, input_size: tuple[int, int]) ->
         import onnx  # noqa: F401
     except ImportError:
         raise OnnxUnavailableError("ONNX export needs `pip install onnx onnxruntime`") from None
-    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    model = model.eval().to("cpu").to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, 3, *input_size)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -42,7 +42,7 @@ def export_onnx_bytes(model: torch.nn.Module, *, input_size: tuple[int, int]) ->
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch accepts a binary file object here
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
