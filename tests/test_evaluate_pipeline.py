@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,29 @@ def test_evaluate_refuses_mismatched_classes(trained_run, tmp_path):
         save_png(tmp_path / "src" / cls / "x.png", synthetic_patch(rng, 0))
     with pytest.raises(CheckpointError, match="classes"):
         evaluate_checkpoint(trained_run, tmp_path / "src", tmp_path / "out")
+
+
+def test_evaluate_leaves_what_is_not_tissue_out_and_says_so(trained_run, idc_tree, tmp_path):
+    import shutil
+
+    from conftest import save_png
+
+    source = tmp_path / "src"
+    shutil.copytree(idc_tree, source)
+    patient = next(p for p in sorted(source.iterdir()) if p.is_dir())
+    glass = np.full((50, 50, 3), (241, 235, 238), np.uint8)
+    for i in range(3):  # blank glass labelled as IDC: a model must not be credited for it
+        save_png(patient / "1" / f"{patient.name}_idx5_x{9001 + 50 * i}_y1_class1.png", glass)
+    total = len(list(source.rglob("*.png")))
+    result = evaluate_checkpoint(trained_run, source, tmp_path / "out")
+    assert result["quality"]["images"] == total
+    assert result["quality"]["not_assessed"] == 3
+    assert result["quality"]["reasons"] == {"blank glass / background": 3}
+    assert result["patch"]["n"] == total - 3
+    with open(tmp_path / "out" / "not_assessed.csv", newline="") as handle:
+        flagged = list(csv.DictReader(handle))
+    assert sorted(Path(r["path"]).name for r in flagged) == sorted(
+        p.name for p in patient.glob("1/*x9*_y1_class1.png")
+    )
+    forced = evaluate_checkpoint(trained_run, source, tmp_path / "forced", allow_non_tissue=True)
+    assert forced["patch"]["n"] == total and "research only" in forced["quality"]["rule"]

@@ -20,7 +20,13 @@ from breastpath.cli.options import checkpoint_from, optional_checkpoint_option
 @click.option("--split", type=click.Choice(EVAL_SPLITS), default="test", show_default=True)
 @click.option("--out", "out_dir", required=True, help="Folder for metrics.json and report.html.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-def command(positional, checkpoint, data, split, out_dir, batch_size) -> None:
+@click.option(
+    "--allow-non-tissue",
+    is_flag=True,
+    help="RESEARCH ONLY: also label and count images the input-quality gate flags as not "
+    "tissue / not H&E.",
+)
+def command(positional, checkpoint, data, split, out_dir, batch_size, allow_non_tissue) -> None:
     """Evaluate --checkpoint (run folder, file or `default`) on a split, per patch and patient.
 
     The checkpoint as a first argument (`evaluate RUN ...`) is deprecated: use --checkpoint.
@@ -28,7 +34,21 @@ def command(positional, checkpoint, data, split, out_dir, batch_size) -> None:
     from breastpath.evaluate.pipeline import evaluate_checkpoint
 
     checkpoint = checkpoint_from("evaluate", checkpoint, positional)
-    result = evaluate_checkpoint(checkpoint, data, out_dir, split=split, batch_size=batch_size)
+    result = evaluate_checkpoint(
+        checkpoint,
+        data,
+        out_dir,
+        split=split,
+        batch_size=batch_size,
+        allow_non_tissue=allow_non_tissue,
+    )
+    quality = result["quality"]
+    if quality["not_assessed"]:
+        click.echo(
+            f"not assessed: {quality['not_assessed']} of {quality['images']} images "
+            f"({quality['reasons']}; listed in {out_dir}/not_assessed.csv)",
+            err=True,
+        )
     for level in ("patch", "patient"):
         m = result[level]
         auc = m["roc_auc"]

@@ -17,11 +17,12 @@ import numpy as np
 import breastpath
 from breastpath.config import DataConfig
 from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read_rows
-from breastpath.errors import CheckpointError
+from breastpath.errors import CheckpointError, InvalidImageError
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.calibration import calibration_summary
 from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
 from breastpath.inference.predictor import Predictor
+from breastpath.inference.quality import Quality, assess
 from breastpath.inference.score import cancer_score, cancer_truth
 from breastpath.io import read_csv, write_csv, write_json
 
@@ -69,6 +70,42 @@ def score_rows(
     return np.concatenate(outputs) if outputs else np.zeros((0, len(predictor.class_names)))
 
 
+def assess_rows(data: PreparedData, rows: np.ndarray, *, chunk: int = 4096) -> list[Quality]:
+    """The input-quality gate's verdict (:func:`~breastpath.inference.quality.assess`) for
+    cache rows, streamed in chunks."""
+    verdicts: list[Quality] = []
+    for start in range(0, len(rows), chunk):
+        verdicts += assess(read_rows(data.images, rows[start : start + chunk]))
+    return verdicts
+
+
+def _gate(
+    data: PreparedData, rows: np.ndarray, *, allow_non_tissue: bool, out: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The rows the model may label, and a summary of those it may not (also written to
+    ``not_assessed.csv``). With ``allow_non_tissue`` every row is kept (research only)."""
+    verdicts = assess_rows(data, rows)
+    keep = np.array([allow_non_tissue or q.assessed for q in verdicts], dtype=bool)
+    flagged = [(int(r), q) for r, q in zip(rows, verdicts, strict=True) if not q.assessed]
+    write_csv(
+        out / "not_assessed.csv",
+        [{"row": r, "path": data.rows[r]["path"], "reason": q.reason} for r, q in flagged],
+        ["row", "path", "reason"],
+    )
+    reasons: dict[str, int] = {}
+    for _, q in flagged:
+        reasons[str(q.reason)] = reasons.get(str(q.reason), 0) + 1
+    summary = {
+        "images": len(rows),
+        "not_assessed": len(flagged),
+        "reasons": reasons,
+        "rule": "images the input-quality gate flags (not tissue, not H&E) get no cancer "
+        "label and are left out of the metrics"
+        + ("; overridden: --allow-non-tissue (research only)" if allow_non_tissue else ""),
+    }
+    return rows[keep], summary
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | Path,
@@ -76,8 +113,14 @@ def evaluate_checkpoint(
     *,
     split: str = "test",
     batch_size: int = 64,
+    allow_non_tissue: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on ``data`` (prepared folder or raw source); write a report."""
+    """Evaluate ``checkpoint`` on ``data`` (prepared folder or raw source); write a report.
+
+    Images the input-quality gate flags get no label, as everywhere else: they are listed in
+    ``not_assessed.csv`` and counted under ``quality``, and the metrics cover the others
+    (``allow_non_tissue=True`` keeps them, for research).
+    """
     predictor = Predictor.from_checkpoint(checkpoint, batch_size=batch_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,8 +136,15 @@ def evaluate_checkpoint(
         rows = prepared.indices(split)
         if len(rows) == 0:
             raise CheckpointError(f"the {split} split of {data} is empty")
+        rows, quality = _gate(prepared, rows, allow_non_tissue=allow_non_tissue, out=out)
+        if len(rows) == 0:
+            raise InvalidImageError(
+                f"none of the {quality['images']} images of {data} looks like H&E tissue "
+                "(see not_assessed.csv)"
+            )
         probs = score_rows(predictor, prepared, rows)
         result = _metrics_and_files(predictor, prepared, rows, probs, out, split=split)
+        result["quality"] = quality
     result["run_info"] = {
         "checkpoint": str(predictor.checkpoint.path),
         "data": str(data),
@@ -243,6 +293,8 @@ def _write_report(
             "threshold": predictor.threshold,
             "threshold rule": predictor.meta.threshold_rule or "default 0.5",
             "calibration (patch)": _calibration_line(result["calibration"]),
+            "not assessed (quality gate)": f"{result['quality']['not_assessed']} of "
+            f"{result['quality']['images']} images {result['quality']['reasons'] or ''}",
             "breastpath version": breastpath.__version__,
         },
         notes=[
