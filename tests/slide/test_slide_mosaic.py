@@ -139,11 +139,15 @@ def test_real_idc_patient_mosaic_with_the_default_model(shared_data, tmp_path, c
     with open(tmp_path / "patches.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 144
-    probs = np.array([float(r["probability"]) for r in rows])
-    labels = np.array([int(r["label"]) for r in rows])
-    assert labels.sum() == 50
+    assert int(np.array([int(r["label"]) for r in rows]).sum()) == 50
+    # patches the input-quality gate flags (marking ink, debris) have no probability
+    scored = [r for r in rows if not r["quality"]]
+    assert all(r["probability"] == "" and r["predicted"] == "" for r in rows if r["quality"])
+    probs = np.array([float(r["probability"]) for r in scored])
+    labels = np.array([int(r["label"]) for r in scored])
     assert probs[labels == 1].mean() > probs[labels == 0].mean() + 0.3
     summary = json.loads((tmp_path / "patient.json").read_text())
+    assert summary["not_assessed"] == len(rows) - len(scored) < 10
     assert summary["score"] == pytest.approx(probs.mean(), abs=1e-5)
     assert summary["label"] == 1
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from breastpath.errors import InvalidImageError, SlideError
+from breastpath.inference.quality import assess
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
@@ -38,6 +39,7 @@ PATCH_FIELDS = [
     "label",
     "probability",
     "predicted",
+    "quality",
 ]
 
 
@@ -216,8 +218,19 @@ def build_mosaic(
         top, left = int(y) - y0, int(x) - x0
         image[top : top + im.shape[0], left : left + im.shape[1]] = im
         covered[top : top + im.shape[0], left : left + im.shape[1]] = True
-    probs = predict_patches(
-        predictor, patches.images, batch_size=batch_size, cache_stain=patches.stain
+    verdicts = assess(patches.images)  # what is not H&E tissue gets no score
+    assessed = np.array([q.assessed for q in verdicts], dtype=bool)
+    if not assessed.any():
+        raise SlideError(
+            f"patient {patches.patient}: none of its {len(verdicts)} patches looks like H&E "
+            f"tissue ({verdicts[0].reason})"
+        )
+    probs = np.full(len(verdicts), np.nan)
+    probs[assessed] = predict_patches(
+        predictor,
+        [im for im, ok in zip(patches.images, assessed, strict=True) if ok],
+        batch_size=batch_size,
+        cache_stain=patches.stain,
     )
     shape = (int(rows.max()) + 1, int(cols.max()) + 1)
     truth = np.full(shape, np.nan)
@@ -235,10 +248,11 @@ def build_mosaic(
             "height": im.shape[0],
             "width": im.shape[1],
             "label": int(label),
-            "probability": round(float(p), 6),
-            "predicted": int(p >= cutoff),
+            "probability": round(float(p), 6) if q.assessed else "",
+            "predicted": int(p >= cutoff) if q.assessed else "",
+            "quality": "" if q.assessed else q.reason,
         }
-        for path, x, y, r, c, im, label, p in zip(
+        for path, x, y, r, c, im, label, p, q in zip(
             patches.paths,
             patches.x,
             patches.y,
@@ -247,10 +261,12 @@ def build_mosaic(
             patches.images,
             patches.labels,
             probs,
+            verdicts,
             strict=True,
         )
     ]
-    agg = patient_scores([patches.patient] * len(probs), patches.labels, probs, reduce="mean")
+    scored, labels = probs[assessed], patches.labels[assessed]
+    agg = patient_scores([patches.patient] * len(scored), labels, scored, reduce="mean")
     score = {
         "patient": patches.patient,
         "score": float(agg["scores"][0]),
@@ -259,9 +275,10 @@ def build_mosaic(
         "positive": bool(agg["scores"][0] >= cutoff),
         "label": int(agg["y_true"][0]),
         "patches": len(probs),
+        "not_assessed": int((~assessed).sum()),
         "idc_patches": int(patches.labels.sum()),
-        "fraction_above_threshold": float((probs >= cutoff).mean()),
-        "max": float(probs.max()),
+        "fraction_above_threshold": float((scored >= cutoff).mean()),
+        "max": float(scored.max()),
         "source": patches.source,
         "skipped": patches.skipped,
         "origin": [x0, y0],
