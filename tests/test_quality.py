@@ -215,6 +215,11 @@ def test_api_batch_results_carry_quality(client):
     glass, patch = body["results"]
     assert glass["label"] is None and glass["quality"]["reason"] == quality.REASON_BACKGROUND
     assert patch["label"] is not None and patch["quality"]["reason"] == quality.REASON_OK
+    assert body["summary"]["not_assessed"] == 1
+    forced = client.post("/api/predict/batch?force=true", files=files).json()
+    glass, patch = forced["results"]
+    assert glass["label"] is not None and glass["forced"] is True and glass["assessed"] is False
+    assert forced["summary"]["not_assessed"] == 1  # forced results stay not assessed
 
 
 def test_tile_map_skips_tiles_the_gate_flags(client):

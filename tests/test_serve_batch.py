@@ -55,6 +55,7 @@ def test_several_files_in_order(client, predictor):
         "ok": 5,
         "failed": 0,
         "cancer": sum(r["is_cancer"] for r in body["results"]),
+        "not_assessed": 0,
         "ignored": 0,
     }
     assert [r["filename"] for r in body["results"]] == [name for name, _ in files]

@@ -104,7 +104,7 @@ def _charge_pixels(service: PredictionService, upload: Upload, budget: RequestBu
 
 
 async def _prepare(
-    service: PredictionService, entry: Entry, budget: RequestBudget
+    service: PredictionService, entry: Entry, budget: RequestBudget, *, force: bool = False
 ) -> Decoded | ApiError:
     """Read, check, decode and reduce one entry; its error in its place when it fails."""
     try:
@@ -115,12 +115,17 @@ async def _prepare(
     except ApiError as exc:
         return exc
     budget.tiles -= item.grid.count if item.grid is not None else 0
+    item.force = force
     release_pixels(item)
     return item
 
 
 async def predict_entries(
-    service: PredictionService, entries: list[Entry], *, budget: RequestBudget
+    service: PredictionService,
+    entries: list[Entry],
+    *,
+    budget: RequestBudget,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Results for the entries, in order; a bad one gets its error in its place.
 
@@ -136,7 +141,7 @@ async def predict_entries(
 
     try:
         for index, entry in enumerate(entries):
-            outcome = await _prepare(service, entry, budget)
+            outcome = await _prepare(service, entry, budget, force=force)
             if isinstance(outcome, ApiError):
                 name = outcome.name or f"file {index + 1}"
                 results[index] = {
@@ -157,12 +162,15 @@ async def predict_entries(
     return [r for r in results if r is not None]
 
 
-async def predict_batch(service: PredictionService, files: list[Any]) -> dict[str, Any]:
-    """The JSON answer of a batch request."""
+async def predict_batch(
+    service: PredictionService, files: list[Any], *, force: bool = False
+) -> dict[str, Any]:
+    """The JSON answer of a batch request (``force``: label images the input-quality gate
+    flags, research only; they stay marked ``assessed: false``)."""
     started = time.perf_counter()
     budget = RequestBudget.of(service.limits)
     entries, ignored = await gather_entries(service, files)
-    results = await predict_entries(service, entries, budget=budget)
+    results = await predict_entries(service, entries, budget=budget, force=force)
     good = [r for r in results if r["ok"]]
     predictor = service.predictor
     return {
@@ -172,6 +180,7 @@ async def predict_batch(service: PredictionService, files: list[Any]) -> dict[st
             "ok": len(good),
             "failed": len(results) - len(good),
             "cancer": sum(bool(r["is_cancer"]) for r in good),
+            "not_assessed": sum(not r.get("assessed", True) for r in good),
             "ignored": ignored,
         },
         "threshold": predictor.threshold,

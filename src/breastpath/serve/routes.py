@@ -103,8 +103,13 @@ def api_router(service: PredictionService) -> APIRouter:
     )
     async def predict_batch(
         files: list[UploadFile] = File(..., description="images and/or zip archives"),  # noqa: B008
+        force: bool = Query(
+            False,
+            description="RESEARCH ONLY: give a cancer label even where the input-quality gate "
+            "says an image is not H&E tissue (those results stay marked assessed: false)",
+        ),
     ) -> Response:
-        payload = await run_batch(service, files)
+        payload = await run_batch(service, files, force=force)
         body = await run_in_threadpool(_render, payload)
         used = payload["used"]
         large = used["pixels"] >= LARGE_REQUEST_PIXELS or used["bytes"] >= LARGE_REQUEST_BYTES
