@@ -51,8 +51,14 @@ def test_a_killed_embed_resumes_to_the_same_file(prepared_idc, backbone_file, em
 
 def test_another_backbone_into_the_same_folder_is_refused(prepared_idc, backbone_file, tmp_path):
     out = tmp_path / "emb"
-    embed_prepared(prepared_idc, out, backbone="cancernet", weights=str(backbone_file),
-                   chunk_size=32, stop_after=1)  # fmt: skip
+    embed_prepared(
+        prepared_idc,
+        out,
+        backbone="cancernet",
+        weights=str(backbone_file),
+        chunk_size=32,
+        stop_after=1,
+    )
     with pytest.raises(CacheError, match="another backbone"):
         embed_prepared(prepared_idc, out, backbone="cancernet", chunk_size=32)
 
@@ -88,8 +94,13 @@ def test_the_probe_checkpoint_rebuilds_backbone_and_head(linear_probe, embedded,
     model = build_model(checkpoint)
     data = open_prepared(prepared_idc)
     rows = np.arange(20)
-    probs = predict_rows(model, data.images, rows, mean=torch.tensor(checkpoint.meta.mean),
-                         std=torch.tensor(checkpoint.meta.std))  # fmt: skip
+    probs = predict_rows(
+        model,
+        data.images,
+        rows,
+        mean=torch.tensor(checkpoint.meta.mean),
+        std=torch.tensor(checkpoint.meta.std),
+    )
     emb = open_embeddings(embedded)
     expected = head_probs(model.head, np.asarray(emb.vectors[:20], dtype=np.float32))
     np.testing.assert_allclose(probs, expected, atol=2e-3)  # the cache stores float16
@@ -124,8 +135,9 @@ def test_every_head_gives_a_checkpoint_the_predictor_uses(embedded, prepared_idc
     predictor = Predictor.from_checkpoint(tmp_path / head / "probe.json", device="cpu")
     images = np.asarray(open_prepared(prepared_idc).images[:8])
     probs = predictor.predict_proba(images)
-    expected = head_probs(predictor.model.head, np.asarray(open_embeddings(embedded).vectors[:8],
-                                                          dtype=np.float32))  # fmt: skip
+    expected = head_probs(
+        predictor.model.head, np.asarray(open_embeddings(embedded).vectors[:8], dtype=np.float32)
+    )
     np.testing.assert_allclose(probs, expected, atol=5e-3)
     predictions = predictor.to_predictions(probs)
     assert all(p.label in ("non-IDC", "IDC") for p in predictions)
@@ -135,9 +147,60 @@ def test_embed_and_probe_commands(prepared_idc, backbone_file, tmp_path):
     from breastpath.cli.main import main
 
     emb = tmp_path / "emb"
-    argv = ["embed", str(prepared_idc), "--backbone", "cancernet", "--weights",
-            str(backbone_file), "--out", str(emb), "--device", "cpu"]  # fmt: skip
+    argv = [
+        "embed",
+        str(prepared_idc),
+        "--backbone",
+        "cancernet",
+        "--weights",
+        str(backbone_file),
+        "--out",
+        str(emb),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert main(["probe", str(emb), "--head", "logreg", "--folds", "2", "--bootstrap", "10"]) == 0
     assert (emb / "probe-logreg" / "probe.json").is_file()
     assert main(["embed", str(prepared_idc), "--backbone", "nope", "--out", str(emb)]) == 2
+
+
+def test_two_torchrun_processes_write_what_one_process_writes(
+    prepared_idc, backbone_file, embedded, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "two"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "breastpath",
+        "embed",
+        str(prepared_idc),
+        "--backbone",
+        "cancernet",
+        "--weights",
+        str(backbone_file),
+        "--out",
+        str(out),
+        "--chunk-size",
+        "32",
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("progress-*.json")) == [
+        "progress-0.json",
+        "progress-1.json",
+    ]
+    assert (out / EMBEDDINGS_FILE).read_bytes() == (embedded / EMBEDDINGS_FILE).read_bytes()
+    assert open_embeddings(out).meta["shape"] == open_embeddings(embedded).meta["shape"]

@@ -88,7 +88,24 @@ def fit_linear(
     classes: int,
     options: ProbeOptions,
 ) -> FittedHead:
-    """eva's linear probe (see the module docstring)."""
+    """eva's linear probe (see the module docstring); one torch thread (the matrices are tiny)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_linear(x, y, vx, vy, classes=classes, options=options)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_linear(
+    x: np.ndarray,
+    y: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    *,
+    classes: int,
+    options: ProbeOptions,
+) -> FittedHead:
     gen = torch.Generator().manual_seed(options.seed)
     head = nn.Linear(x.shape[1], classes)
     with torch.no_grad():

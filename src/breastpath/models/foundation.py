@@ -287,11 +287,12 @@ class FoundationBackbone(nn.Module):
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The record's embedding: the CLS token, or CLS + mean of the patch tokens."""
-        tokens = self.backbone.forward_features(self.resize(x))
+        backbone: Any = self.backbone
+        tokens = backbone.forward_features(self.resize(x))
         cls = tokens[:, 0]
         if self.record.embedding == "cls":
             return cls
-        patches = tokens[:, int(self.backbone.num_prefix_tokens) :]
+        patches = tokens[:, int(backbone.num_prefix_tokens) :]
         return torch.cat([cls, patches.mean(dim=1)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -199,7 +199,7 @@ class ProbeModel(nn.Module):
     def backbone(self) -> nn.Module:
         return self._frozen[0]
 
-    def _apply(self, fn: Callable, recurse: bool = True) -> ProbeModel:  # type: ignore[override]
+    def _apply(self, fn: Callable, recurse: bool = True) -> ProbeModel:
         self._frozen[0] = self._frozen[0]._apply(fn)
         return super()._apply(fn, recurse)
 
@@ -219,6 +219,9 @@ class ProbeModel(nn.Module):
 class KNNHead(nn.Module):
     """Cosine k-nearest-neighbour vote over stored (L2-normalised) training embeddings;
     returns log vote fractions (a smoothed log-probability)."""
+
+    bank: torch.Tensor
+    labels: torch.Tensor
 
     def __init__(self, *, num_classes: int, feature_dim: int, size: int, k: int = 20) -> None:
         super().__init__()
