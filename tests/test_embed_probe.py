@@ -204,3 +204,12 @@ def test_two_torchrun_processes_write_what_one_process_writes(
     ]
     assert (out / EMBEDDINGS_FILE).read_bytes() == (embedded / EMBEDDINGS_FILE).read_bytes()
     assert open_embeddings(out).meta["shape"] == open_embeddings(embedded).meta["shape"]
+
+
+def test_a_probe_refuses_grad_cam_in_one_line(linear_probe):
+    from breastpath.errors import ExplanationUnavailableError
+    from breastpath.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(linear_probe[0] / "probe.json", device="cpu")
+    with pytest.raises(ExplanationUnavailableError, match="frozen backbone"):
+        predictor.grad_cam(np.zeros((1, 50, 50, 3), np.uint8), target_class=1)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from breastpath.errors import CheckpointError
+from breastpath.errors import CheckpointError, ExplanationUnavailableError
 
 
 @dataclass
@@ -207,6 +207,15 @@ class ProbeModel(nn.Module):
         super().train(mode)
         self._frozen[0].eval()
         return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM's hook: a frozen-backbone probe gives no explanation (one clear error)."""
+        raise ExplanationUnavailableError(
+            "Grad-CAM is not available for a probe on a frozen backbone"
+        )
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
