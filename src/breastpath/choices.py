@@ -27,6 +27,8 @@ Schedule = Literal["cosine", "step", "none"]
 Monitor = Literal["val_loss", "val_auc"]
 ThresholdMetric = Literal["balanced_accuracy", "f1", "youden"]
 Head = Literal["linear", "svm"]
+#: Heads of ``breastpath probe`` on frozen embeddings.
+ProbeHead = Literal["linear", "logreg", "svm", "knn"]
 Runtime = Literal["torch", "onnx"]
 PatientReduce = Literal["mean", "max", "fraction"]
 #: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
@@ -42,6 +44,7 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 MONITORS: tuple[str, ...] = get_args(Monitor)
 THRESHOLD_METRICS: tuple[str, ...] = get_args(ThresholdMetric)
 HEADS: tuple[str, ...] = get_args(Head)
+PROBE_HEADS: tuple[str, ...] = get_args(ProbeHead)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
 SLIDE_BACKENDS: tuple[str, ...] = get_args(SlideBackend)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from breastpath.experiments.probe import PROBE_HEADS
+from breastpath.choices import PROBE_HEADS
 
 
 @click.command("probe")

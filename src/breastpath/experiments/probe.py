@@ -34,12 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from breastpath.choices import PROBE_HEADS
 from breastpath.data.splits import split_patients
 from breastpath.errors import ConfigError
 from breastpath.experiments.embed import Embeddings, open_embeddings
-
-#: Probe heads (``breastpath probe --head``).
-PROBE_HEADS: tuple[str, ...] = ("linear", "logreg", "svm", "knn")
 
 
 @dataclass(frozen=True)
