@@ -213,3 +213,23 @@ def test_a_probe_refuses_grad_cam_in_one_line(linear_probe):
     predictor = Predictor.from_checkpoint(linear_probe[0] / "probe.json", device="cpu")
     with pytest.raises(ExplanationUnavailableError, match="frozen backbone"):
         predictor.grad_cam(np.zeros((1, 50, 50, 3), np.uint8), target_class=1)
+
+
+def test_serve_scores_with_a_probe_checkpoint(linear_probe, prepared_idc):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from breastpath.data.cache import open_prepared
+    from breastpath.inference.predictor import Predictor
+    from breastpath.serve.app import create_app
+
+    predictor = Predictor.from_checkpoint(linear_probe[0] / "probe.json", device="cpu")
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(open_prepared(prepared_idc).images[0])).save(buffer, format="PNG")
+    with TestClient(create_app(predictor)) as client:
+        answer = client.post("/api/predict", files={"file": ("p.png", buffer.getvalue())})
+    assert answer.status_code == 200, answer.text
+    expected = predictor.predict_proba(np.asarray(open_prepared(prepared_idc).images[:1]))
+    assert abs(answer.json()["probability"] - expected[0, 1]) < 1e-4
