@@ -152,4 +152,3 @@ def test_run_config_keeps_the_runtime_apart(trained_run):
     assert saved["runtime"]["progress"] is False
     config = TrainConfig.from_dict({**saved["train"], "runtime": saved["runtime"]})
     assert config.stop.epochs == 3 and config.model.args == TINY
-

@@ -36,7 +36,9 @@ def test_reliability_bins_count_every_item_once():
     p[:3] = [0.0, 1.0, 0.5]  # the edges belong to the first and the last bin
     table = reliability_bins(y, p, bins=10)
     assert sum(table["count"]) == 1000 and len(table["edges"]) == 11
-    for mean, lo, hi in zip(table["mean_predicted"], table["edges"], table["edges"][1:]):
+    for mean, lo, hi in zip(
+        table["mean_predicted"], table["edges"], table["edges"][1:], strict=False
+    ):
         assert mean is None or lo <= mean <= hi
 
 

@@ -51,7 +51,9 @@ def staintools():
     (two tissue OD rows drawn by ``default_rng(0)``), batch mode and one thread: the same
     algorithm and objective, one answer.
     """
-    spams = pytest.importorskip("spams", reason="install the stain-ref extra (spams-bin) for parity")
+    spams = pytest.importorskip(
+        "spams", reason="install the stain-ref extra (spams-bin) for parity"
+    )
     module = pytest.importorskip("staintools", reason="install the stain-ref extra for parity")
     train = spams.trainDL
 
