@@ -136,35 +136,11 @@ def embed_prepared(
         if info.is_main:
             _start(out, data.rows, n=n, dim=dim)
         barrier(info)
-        done = _done_chunks(out, key)
-        vectors = np.memmap(out / EMBEDDINGS_FILE, dtype=np.float16, mode="r+", shape=(n, dim))
-        mine = [i for i in range(len(_chunks(n, chunk_size))) if i % info.world_size == info.rank]
-        finished = sorted(done & set(mine))
-        if progress is not None:
-            progress(sum(b - a for i, (a, b) in enumerate(_chunks(n, chunk_size)) if i in done))
-        ran = 0
-        for index, (start, stop) in enumerate(_chunks(n, chunk_size)):
-            if index not in mine or index in done:
-                continue
-            if stop_after is not None and ran >= stop_after:
-                return {"stopped": True, "done": len(finished)}
-            block = _embed_rows(
-                model,
-                data.images,
-                np.arange(start, stop),
-                mean=mean,
-                std=std,
-                device=dev,
-                batch_size=batch_size,
-            )
-            vectors[start:stop] = block.astype(np.float16)
-            vectors.flush()
-            finished.append(index)
-            write_json(out / f"progress-{info.rank}.json", {"key": key, "done": finished})
-            ran += 1
-            if progress is not None:
-                progress(stop - start)
-        del vectors
+        options = {"mean": mean, "std": std, "device": dev, "batch_size": batch_size}
+        if not _run_chunks(
+            out, data.images, model, key, info, progress=progress, stop_after=stop_after, **options
+        ):
+            return {"stopped": True}
         barrier(info)
         meta = _meta(data, built, key, dim=dim, mean=mean, std=std, device=str(dev))
         if info.is_main:
@@ -174,6 +150,43 @@ def embed_prepared(
         return meta
     finally:
         teardown(info)
+
+
+def _run_chunks(
+    out: Path,
+    images: np.ndarray,
+    model: torch.nn.Module,
+    key: dict[str, Any],
+    info: Any,
+    *,
+    progress: Callable[[int], None] | None,
+    stop_after: int | None,
+    **options: Any,
+) -> bool:
+    """Embed this rank's unfinished chunks, recording each; False when ``stop_after`` hit."""
+    n, dim, chunk_size = key["rows"], key["dim"], key["chunk_size"]
+    chunks = _chunks(n, chunk_size)
+    done = _done_chunks(out, key)
+    vectors = np.memmap(out / EMBEDDINGS_FILE, dtype=np.float16, mode="r+", shape=(n, dim))
+    mine = [i for i in range(len(chunks)) if i % info.world_size == info.rank]
+    finished = sorted(done & set(mine))
+    if progress is not None:
+        progress(sum(b - a for i, (a, b) in enumerate(chunks) if i in done))
+    ran = 0
+    for index, (start, stop) in enumerate(chunks):
+        if index not in mine or index in done:
+            continue
+        if stop_after is not None and ran >= stop_after:
+            return False
+        block = _embed_rows(model, images, np.arange(start, stop), **options)
+        vectors[start:stop] = block.astype(np.float16)
+        vectors.flush()
+        finished.append(index)
+        write_json(out / f"progress-{info.rank}.json", {"key": key, "done": finished})
+        ran += 1
+        if progress is not None:
+            progress(stop - start)
+    return True
 
 
 def _start(out: Path, rows: list[dict[str, str]], *, n: int, dim: int) -> None:
