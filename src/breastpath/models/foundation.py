@@ -81,7 +81,9 @@ FOUNDATION_RECORDS: dict[str, FoundationRecord] = {
             input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls", width=1024,
             key_layout="timm", weights_file="pytorch_model.bin (also published as uni.bin)",
             source="huggingface.co/MahmoodLab/UNI",
-            licence="CC-BY-NC-ND-4.0, academic research only", gated=True, verified=True,
+            licence="CC-BY-NC-ND-4.0, academic research only", gated=True, verified=False,
+            unverified=("mean/std (ImageNet, from the card's timm data config) and the licence "
+                        "text were not re-read; architecture and arguments match eva and the card"),
             params=303e6,
         ),
         FoundationRecord(
@@ -94,7 +96,9 @@ FOUNDATION_RECORDS: dict[str, FoundationRecord] = {
             input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, embedding="cls", width=1536,
             key_layout="timm", weights_file="pytorch_model.bin",
             source="huggingface.co/MahmoodLab/UNI2-h",
-            licence="CC-BY-NC-ND-4.0, academic research only", gated=True, verified=True,
+            licence="CC-BY-NC-ND-4.0, academic research only", gated=True, verified=False,
+            unverified=("mean/std (ImageNet) and the licence text were not re-read; the "
+                        "architecture arguments are eva's and the card's"),
             params=681e6,
         ),
         FoundationRecord(
@@ -106,6 +110,7 @@ FOUNDATION_RECORDS: dict[str, FoundationRecord] = {
             width=1280, key_layout="timm", weights_file="pytorch_model.bin",
             source="huggingface.co/paige-ai/Virchow2",
             licence="CC-BY-NC-ND-4.0, non-commercial", gated=True, verified=True,
+            unverified="licence text not re-read (architecture, mean/std, rule: the config's)",
             params=632e6,
             notes=("embedding = CLS token + mean of the patch tokens (the 4 register tokens "
                    "excluded), as the model card recommends; eva's default is the CLS token",),
@@ -133,7 +138,8 @@ FOUNDATION_RECORDS: dict[str, FoundationRecord] = {
             key_layout="timm", weights_file="pytorch_model.bin",
             source="huggingface.co/prov-gigapath/prov-gigapath",
             licence="Apache-2.0 (code); weights under the model's terms, research use",
-            gated=True, verified=True, params=1.13e9,
+            gated=True, verified=False, params=1.13e9,
+            unverified="mean/std (ImageNet, from the card's transform) not re-read",
             notes=("patch size 16 overrides the architecture name's 14 (as in the published "
                    "config.json)",),
         ),
@@ -145,8 +151,9 @@ FOUNDATION_RECORDS: dict[str, FoundationRecord] = {
             key_layout="hf_vit", weights_file="model.safetensors / pytorch_model.bin (ViTModel)",
             source="huggingface.co/owkin/phikon",
             licence="Owkin non-commercial licence", gated=False, verified=False,
-            unverified=("LayerNorm eps: transformers ViT uses 1e-12, timm 1e-6 (embeddings "
-                        "agree to ~1e-4, not bit-exact); licence name not checked on the card"),
+            unverified=("the transformers config (ViT-B/16 dimensions assumed; its LayerNorm eps "
+                        "1e-12 against timm's 1e-6, not compared with transformers' output) and "
+                        "the licence name"),
             params=86e6,
             notes=("embedding = CLS token of the last hidden state (after the final "
                    "LayerNorm), the pooler is not used, as in eva",),
