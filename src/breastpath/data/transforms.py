@@ -96,6 +96,23 @@ def _resize_and_crop(image: np.ndarray, target_h: int, target_w: int) -> np.ndar
     return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8))
 
 
+def resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An NCHW float batch bilinearly resized to ``size`` (antialiased when shrinking; a no-op
+    when it already has that size): how a network brings any input to its working size.
+
+    Examples
+    --------
+    >>> resize_batch(torch.zeros(2, 3, 50, 50), (96, 96)).shape
+    torch.Size([2, 3, 96, 96])
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = x.shape[-1] > size[1] or x.shape[-2] > size[0]
+    return torch.nn.functional.interpolate(
+        x, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink
+    )
+
+
 def to_model_input(
     images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor, device: torch.device | str
 ) -> torch.Tensor:

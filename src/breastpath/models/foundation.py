@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from breastpath.data.transforms import resize_batch
 from breastpath.errors import UnknownModelError
 from breastpath.models.registry import ModelData, ModelRecord, resolve_data_config
 
@@ -285,12 +285,7 @@ class FoundationBackbone(nn.Module):
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """Bring an NCHW batch to the record's input size (no-op when it already is)."""
-        if tuple(x.shape[-2:]) == self.input_size:
-            return x
-        shrink = x.shape[-1] > self.input_size[1] or x.shape[-2] > self.input_size[0]
-        return F.interpolate(
-            x, size=self.input_size, mode="bilinear", align_corners=False, antialias=shrink
-        )
+        return resize_batch(x, self.input_size)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The record's embedding: the CLS token, or CLS + mean of the patch tokens."""

@@ -18,9 +18,9 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from breastpath.data.transforms import resize_batch
 from breastpath.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -103,12 +103,7 @@ class TimmClassifier(nn.Module):
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """Bring an NCHW batch to the working size (no-op when it already is)."""
-        if tuple(x.shape[-2:]) == self.input_size:
-            return x
-        shrink = x.shape[-1] > self.input_size[1] or x.shape[-2] > self.input_size[0]
-        return F.interpolate(
-            x, size=self.input_size, mode="bilinear", align_corners=False, antialias=shrink
-        )
+        return resize_batch(x, self.input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (for Grad-CAM)."""

@@ -77,10 +77,7 @@ class OpenSlideReader(SlideReader):
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
-        self.check_level(level)
-        width, height = int(size[0]), int(size[1])
-        if width < 1 or height < 1:
-            raise SlideError(f"region size must be positive, got {size}")
+        _, width, height = self.check_region(level, size)
         try:
             region = self._slide.read_region(
                 (int(location[0]), int(location[1])), level, (width, height)

@@ -117,6 +117,14 @@ class SlideReader(ABC):
             raise SlideError(f"{self.path.name}: no level {level}; the slide has levels 0..{last}")
         return self.levels[level]
 
+    def check_region(self, level: int, size: tuple[int, int]) -> tuple[Level, int, int]:
+        """The level and ``(width, height)`` of a region request, or :class:`SlideError`."""
+        info = self.check_level(level)
+        width, height = int(size[0]), int(size[1])
+        if width < 1 or height < 1:
+            raise SlideError(f"region size must be positive, got {size}")
+        return info, width, height
+
     @abstractmethod
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]

@@ -73,10 +73,7 @@ class TiffReader(SlideReader):
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
-        info = self.check_level(level)
-        width, height = int(size[0]), int(size[1])
-        if width < 1 or height < 1:
-            raise SlideError(f"region size must be positive, got {size}")
+        info, width, height = self.check_region(level, size)
         x0 = round(location[0] / info.downsample)
         y0 = round(location[1] / info.downsample)
         out = np.full((height, width, 3), 255, dtype=np.uint8)
