@@ -25,11 +25,7 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
     from breastpath.imaging import decode_image
     from breastpath.serve.explain import fit_stain
 
-    images = [decode_image(path) for path in targets]
-    try:
-        return fit_stain(method, images)
-    except ImportError as exc:
-        raise click.ClickException(f"stain normalization is not available ({exc})") from None
+    return fit_stain(method, [decode_image(path) for path in targets])
 
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)

@@ -3,8 +3,9 @@
 ``breastpath prepare --stain vahadane`` fits the target on a seeded sample of the **training**
 split (validation and test images never shape it), then normalizes every cached image in
 chunks. The fitted target goes into ``meta.json`` (key ``stain``), from there into every
-checkpoint trained on the cache, and from the checkpoint into :class:`~breastpath.serve.Predictor`,
-so evaluate, predict, serve and slide scoring normalize new images the same way.
+checkpoint trained on the cache, and from the checkpoint into the
+:class:`~breastpath.inference.predictor.Predictor`, so evaluate, predict, serve and slide scoring
+normalize new images the same way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Explanations for ``?explain=true``: Grad-CAM overlay, tile heatmap and stain-normalized view.
 
 The stain-normalized view needs a fitted normalizer: the one a checkpoint carries, or one fitted
-at start-up (``breastpath serve --stain-target IMAGE``). Without one, or when
-:mod:`breastpath.stain` is not installed, the response says so instead of showing a picture.
+at start-up (``breastpath serve --stain-target IMAGE``). Without one the response says so
+instead of showing a picture.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def resolve_stain(meta: CheckpointMeta, normalizer: Any = None) -> tuple[Any, st
 
 
 def fit_stain(method: str, images: list[np.ndarray]) -> Any:
-    """Fit ``method`` on target images; raise ``ImportError`` or ``StainError`` when impossible."""
+    """Fit ``method`` on target images; raise :class:`~breastpath.errors.StainError` when
+    impossible (no tissue, unknown method)."""
     from breastpath.stain import get_normalizer
 
     return get_normalizer(method).fit(images if len(images) > 1 else images[0])
