@@ -229,18 +229,7 @@ def _run_fold(
     summary = train(view, fold_dir / "run", config)
     test_rows = np.flatnonzero(np.array([splits[p] == "test" for p in data.patients]))
     probs, threshold = _score(fold_dir / "run" / "best.json", data, test_rows, config)
-    predictions = [
-        {
-            "row": int(row),
-            "path": data.rows[row]["path"],
-            "patient": str(data.patients[row]),
-            "label": int(data.labels[row]),
-            "fold": fold,
-            "threshold": threshold,
-            **{f"p_{name}": float(p) for name, p in zip(data.class_names, prob, strict=True)},
-        }
-        for row, prob in zip(test_rows, probs, strict=True)
-    ]
+    predictions = prediction_rows(data, test_rows, probs, fold=fold, threshold=threshold)
     result = {
         "fold": fold,
         "test_patients": sorted(p for p, s in splits.items() if s == "test"),
@@ -287,26 +276,39 @@ def _same_settings(previous: object, settings: dict[str, Any]) -> bool:
     return same_train and all(previous.get(k) == settings[k] for k in ("folds", "seed", "val_frac"))
 
 
+def prediction_rows(
+    data: PreparedData, rows: np.ndarray, probs: np.ndarray, *, fold: int, threshold: float
+) -> list[dict[str, Any]]:
+    """One out-of-fold prediction per test row: where it came from, its fold's threshold and
+    its class probabilities (``p_<class>``)."""
+    return [
+        {
+            "row": int(row),
+            "path": data.rows[row]["path"],
+            "patient": str(data.patients[row]),
+            "label": int(data.labels[row]),
+            "fold": fold,
+            "threshold": threshold,
+            **{f"p_{name}": float(p) for name, p in zip(data.class_names, prob, strict=True)},
+        }
+        for row, prob in zip(rows, probs, strict=True)
+    ]
+
+
 def _score(
     checkpoint_path: Path, data: PreparedData, rows: np.ndarray, config: TrainConfig
 ) -> tuple[np.ndarray, float]:
     """Class probabilities of ``rows`` from a fold's best checkpoint, and its threshold."""
-    import torch
-
-    from breastpath.checkpoint import build_model, load_checkpoint
-    from breastpath.inference.batches import predict_rows
+    from breastpath.checkpoint import load_checkpoint
+    from breastpath.inference.batches import checkpoint_rows
     from breastpath.inference.device import select_device
 
-    device = select_device(config.runtime.device)
     checkpoint = load_checkpoint(checkpoint_path)
-    model = build_model(checkpoint).to(device)
-    probs = predict_rows(
-        model,
+    probs = checkpoint_rows(
+        checkpoint,
         data.images,
         rows,
-        mean=torch.tensor(checkpoint.meta.mean, dtype=torch.float32),
-        std=torch.tensor(checkpoint.meta.std, dtype=torch.float32),
-        device=device,
+        device=select_device(config.runtime.device),
         batch_size=config.runtime.eval_batch_size,
     )
     return probs, checkpoint.meta.threshold

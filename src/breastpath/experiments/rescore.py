@@ -26,6 +26,7 @@ import numpy as np
 from breastpath.choices import TTA_MODES, check_choice
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.errors import ConfigError
+from breastpath.experiments.crossval import prediction_rows
 from breastpath.experiments.crossval_metrics import format_markdown, summarise
 from breastpath.io import atomic_write_text, read_json, write_csv, write_json
 
@@ -65,22 +66,11 @@ def fold_probabilities(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Class probabilities of ``rows`` from one fold's ``checkpoint`` with ``tta`` (CPU)."""
-    import torch
-
-    from breastpath.checkpoint import build_model, load_checkpoint
-    from breastpath.inference.batches import predict_rows
+    from breastpath.checkpoint import load_checkpoint
+    from breastpath.inference.batches import checkpoint_rows
 
     state = load_checkpoint(fold_dir / "run" / f"{checkpoint}.json")
-    model = build_model(state, tta=tta)
-    return predict_rows(
-        model,
-        data.images,
-        rows,
-        mean=torch.tensor(state.meta.mean, dtype=torch.float32),
-        std=torch.tensor(state.meta.std, dtype=torch.float32),
-        device="cpu",
-        batch_size=batch_size,
-    )
+    return checkpoint_rows(state, data.images, rows, tta=tta, batch_size=batch_size)
 
 
 def _rescore_fold(
@@ -111,18 +101,7 @@ def _rescore_fold(
     threshold, _ = choose_cancer_threshold(
         val_probs, view.labels[val_rows], cancer, criterion=threshold_metric
     )
-    predictions = [
-        {
-            "row": int(row),
-            "path": view.rows[row]["path"],
-            "patient": str(view.patients[row]),
-            "label": int(view.labels[row]),
-            "fold": fold,
-            "threshold": threshold,
-            **{f"p_{name}": float(p) for name, p in zip(view.class_names, prob, strict=True)},
-        }
-        for row, prob in zip(test_rows, test_probs, strict=True)
-    ]
+    predictions = prediction_rows(view, test_rows, test_probs, fold=fold, threshold=threshold)
     previous = runs[0]["per_fold"][fold]
     result = {
         "fold": fold,

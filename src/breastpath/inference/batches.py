@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from breastpath.checkpoint import Checkpoint, build_model
 from breastpath.data.loader import BatchLoader, shard_bounds
 from breastpath.data.transforms import to_model_input
 from breastpath.inference.device import DistInfo, gather_rows
@@ -67,6 +68,30 @@ def predict_rows(
     )
     probs = torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0, 1), np.float32)
     return probs.astype(np.float64)
+
+
+def checkpoint_rows(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    rows: np.ndarray,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    tta: str | None = None,
+) -> np.ndarray:
+    """:func:`predict_rows` with a loaded checkpoint's model (channels-last, as the
+    :class:`~breastpath.inference.predictor.Predictor` runs it) and its own mean/std; ``tta``
+    overrides the checkpoint's test-time augmentation."""
+    model = build_model(checkpoint, tta=tta).to(device).to(memory_format=torch.channels_last)
+    return predict_rows(
+        model,
+        images,
+        rows,
+        mean=torch.tensor(checkpoint.meta.mean, dtype=torch.float32),
+        std=torch.tensor(checkpoint.meta.std, dtype=torch.float32),
+        device=device,
+        batch_size=batch_size,
+    )
 
 
 def logits_rows(

@@ -20,14 +20,13 @@ import numpy as np
 import torch
 
 from breastpath.checkpoint import (
-    build_model,
     load_checkpoint,
     save_checkpoint,
 )
 from breastpath.config import TrainConfig
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.data.loader import BatchLoader
-from breastpath.inference.batches import predict_rows
+from breastpath.inference.batches import checkpoint_rows
 from breastpath.inference.score import cancer_score, cancer_truth
 from breastpath.io import write_csv
 from breastpath.train import distributed, finetune
@@ -200,15 +199,8 @@ def _finalise_best(
     best = load_checkpoint(run / "best.json")
     if len(val_rows) == 0:
         return {"threshold": best.meta.threshold}
-    model = build_model(best).to(device).to(memory_format=torch.channels_last)
-    probs = predict_rows(
-        model,
-        data.images,
-        val_rows,
-        mean=torch.tensor(best.meta.mean, dtype=torch.float32),
-        std=torch.tensor(best.meta.std, dtype=torch.float32),
-        device=device,
-        batch_size=config.runtime.eval_batch_size,
+    probs = checkpoint_rows(
+        best, data.images, val_rows, device=device, batch_size=config.runtime.eval_batch_size
     )
     meta, summary = with_threshold(best.meta, probs, data.labels[val_rows], config)
     save_checkpoint(run / "best", tensors=best.tensors, meta=meta)
