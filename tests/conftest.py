@@ -8,6 +8,8 @@ model can learn the difference in a few steps. Tests that need the real images i
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,26 @@ def synthetic_patch(rng: np.random.Generator, label: int, size=(50, 50)) -> np.n
     image = base + noise
     image[blobs] -= 60
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``breastpath ARGS`` in two processes under torchrun (one thread each). ``--standalone``
+    makes it pick a free rendezvous port, so concurrent test runs cannot collide on a fixed one."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "breastpath",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def save_png(path: Path, array: np.ndarray) -> Path:

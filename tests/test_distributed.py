@@ -6,9 +6,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +17,10 @@ from torch import nn
 from breastpath.data.augment import augment_batch
 from breastpath.data.loader import BatchLoader, shard_bounds
 from breastpath.train import distributed
+from conftest import torchrun
 
 #: Dropout masks are drawn per rank (on purpose), so the equality run trains without dropout.
 TINY = {"widths": [8, 16, 16], "hidden": 32, "dropout": 0.0, "head_dropout": 0.0}
-
-
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    """Two processes under torchrun; ``--standalone`` makes it pick a free rendezvous port, so
-    concurrent test runs cannot collide on a fixed one."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "breastpath",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 # -- pieces ---------------------------------------------------------------------------------------
@@ -185,7 +163,7 @@ def test_torchrun_two_processes_train_what_one_process_trains(prepared_idc, tmp_
         "progress": False,
     }  # augmentation and class weights stay on (the defaults)
     (tmp_path / "train.yaml").write_text(yaml.safe_dump({"train": options}))
-    _torchrun(
+    torchrun(
         "train",
         "--data",
         str(prepared_idc),
@@ -243,7 +221,7 @@ def test_torchrun_two_processes_predict_a_folder_like_one_process(tmp_path):
         save_png(folder / f"p{i % 3}" / f"patch_{i:02d}.png", synthetic_patch(rng, i % 2))
     (folder / "p0" / "broken.png").write_bytes(b"not a png")
     assert main(["predict", str(folder), "--out", str(tmp_path / "one.csv")]) == 0
-    _torchrun("predict", "--checkpoint", "default", str(folder), "--out", str(tmp_path / "two.csv"))
+    torchrun("predict", "--checkpoint", "default", str(folder), "--out", str(tmp_path / "two.csv"))
 
     one, two = _read_csv(tmp_path / "one.csv"), _read_csv(tmp_path / "two.csv")
     assert len(one) == 12

@@ -168,20 +168,10 @@ def test_embed_and_probe_commands(prepared_idc, backbone_file, tmp_path):
 def test_two_torchrun_processes_write_what_one_process_writes(
     prepared_idc, backbone_file, embedded, tmp_path
 ):
-    import os
-    import subprocess
-    import sys
+    from conftest import torchrun
 
     out = tmp_path / "two"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "breastpath",
+    torchrun(
         "embed",
         str(prepared_idc),
         "--backbone",
@@ -194,10 +184,7 @@ def test_two_torchrun_processes_write_what_one_process_writes(
         "32",
         "--device",
         "cpu",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )
     assert sorted(p.name for p in out.glob("progress-*.json")) == [
         "progress-0.json",
         "progress-1.json",
