@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from breastpath.choices import STAIN_METHODS
 from breastpath.cli.options import checkpoint_option, runtime_option
 
-_STAIN_METHODS = ("macenko", "reinhard", "vahadane")
+#: the normalizers a start-up stain target can be fitted with (every method but "none")
+_STAIN_METHODS = tuple(m for m in STAIN_METHODS if m != "none")
 #: How often the server's threads hand over the interpreter lock (Python's default: 5 ms).
 SWITCH_INTERVAL_S = 0.001
 

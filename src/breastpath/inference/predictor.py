@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from breastpath.checkpoint import Checkpoint, CheckpointMeta, build_model, load_checkpoint
+from breastpath.choices import RUNTIMES
 from breastpath.data.transforms import fit_to_size, to_model_input
 from breastpath.errors import CheckpointError, ExplanationUnavailableError, InvalidImageError
 from breastpath.imaging import ImageSource, decode_image
@@ -107,8 +108,10 @@ class Predictor:
         """What maps a normalized NCHW batch to logits, for ``self.runtime``."""
         from breastpath.inference.onnx import OnnxForward, export_onnx_bytes
 
-        if self.runtime not in ("torch", "onnx"):
-            raise CheckpointError(f"unknown runtime {self.runtime!r}; use torch or onnx")
+        if self.runtime not in RUNTIMES:
+            raise CheckpointError(
+                f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}"
+            )
         if self.checkpoint.onnx is not None:  # an exported pair: no torch weights at all
             if self.runtime != "onnx":
                 raise CheckpointError(
