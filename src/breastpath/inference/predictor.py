@@ -162,6 +162,12 @@ class Predictor:
         size, stain-normalized when the checkpoint carries a stain target."""
         return self.normalize_stain(self.resize(images))
 
+    def prepare_one(self, image: np.ndarray) -> tuple[np.ndarray, str]:
+        """:meth:`prepare` of one image, and what fitting it to the input size did (the action
+        of :func:`~breastpath.data.transforms.fit_to_size`: padded, resized and cropped, ...)."""
+        fitted, action = fit_to_size(image, self.input_size)
+        return self.normalize_stain(fitted[None])[0], action
+
     def resize(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded RGB images at the model's input size (no stain normalization)."""
         out = np.empty((len(images), *self.input_size, 3), dtype=np.uint8)

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from breastpath.data.transforms import fit_to_size
 from breastpath.imaging import probe_size
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.quality import Quality
@@ -92,9 +91,7 @@ class PredictionService:
         decoded = decode_upload_info(upload, max_pixels=self.limits.max_pixels)
         image = decoded.pixels
         quality = self.predictor.assess([image])[0]
-        model_input, action = fit_to_size(image, self.predictor.input_size)
-        # the checkpoint's stain normalization, if it carries one (what the model was trained on)
-        model_input = self.predictor.normalize_stain(model_input[None])[0]
+        model_input, action = self.predictor.prepare_one(image)
         grid, notes = None, [decoded.note] if decoded.note else []
         if needs_tiling(image.shape, self.predictor.input_size):
             count = tile_count(image.shape, self.predictor.input_size)
