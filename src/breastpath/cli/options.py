@@ -105,7 +105,7 @@ def config_option(key: str, **overrides: Any) -> Callable[[Callable[..., Any]], 
     elif typing.get_origin(hint) is typing.Literal:
         options["type"] = click.Choice(typing.get_args(hint))
     elif typing.get_origin(hint) is tuple:
-        options.update(type=float, multiple=True, default=())
+        options.update(type=typing.get_args(hint)[0], multiple=True, default=())
         options["help"] += " Repeat for several."
     else:
         options["type"] = hint

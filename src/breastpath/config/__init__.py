@@ -12,6 +12,7 @@ section        class                        fields
 ``augment``    :class:`AugmentConfig`       training-time colour and stain augmentation
 ``stop``       :class:`StopConfig`          epoch budget, early stopping, threshold criterion
 ``head``       :class:`HeadConfig`          linear head, or an RBF SVM on embeddings
+``distill``    :class:`DistillConfig`       a teacher checkpoint, its loss share, temperature
 ``runtime``    :class:`RuntimeConfig`       where and how it runs (device, threads, AMP, ...)
 =============  ===========================  =====================================================
 
@@ -46,6 +47,7 @@ from breastpath.config._base import dump_yaml, load_yaml
 from breastpath.config.data import DataConfig
 from breastpath.config.sections import (
     AugmentConfig,
+    DistillConfig,
     HeadConfig,
     ModelConfig,
     OptimConfig,
@@ -70,6 +72,7 @@ __all__ = [
     "STAIN_METHODS",
     "AugmentConfig",
     "DataConfig",
+    "DistillConfig",
     "HeadConfig",
     "ModelConfig",
     "OptimConfig",

@@ -31,8 +31,12 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
     elif hint is str:
         ok = isinstance(value, str)
     elif typing.get_origin(hint) is tuple:
+        strings = typing.get_args(hint)[0] is str
         ok = isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            isinstance(v, str)
+            if strings
+            else isinstance(v, (int, float)) and not isinstance(v, bool)
+            for v in value
         )
         value = tuple(value) if ok else value
     elif typing.get_origin(hint) is dict:
@@ -47,7 +51,7 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin is tuple:
-        return "list of numbers"
+        return "list of strings" if typing.get_args(hint)[0] is str else "list of numbers"
     if origin is dict:
         return "mapping"
     return {bool: "boolean (true/false)", int: "integer", float: "number"}.get(hint, "string")

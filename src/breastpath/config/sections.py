@@ -198,6 +198,36 @@ class HeadConfig(_Config):
 
 
 @dataclass(frozen=True)
+class DistillConfig(_Config):
+    """Knowledge distillation (:mod:`breastpath.train.distill`): a trained teacher's softened
+    probabilities on each augmented training batch join the labels as targets."""
+
+    teachers: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Teacher checkpoint (run, file or bundled name), or a crossval folder whose folds "
+            "match (each fold then learns from its own); several teach as one ensemble (their "
+            "softened probabilities averaged). None: no distillation."
+        ),
+    )
+    weight: float = field(
+        default=0.5,
+        metadata=_help("Share of the loss from the teacher (the rest from the labels)."),
+    )
+    temperature: float = field(
+        default=2.0, metadata=_help("Softmax temperature of teacher and student in that loss.")
+    )
+
+    def validate(self) -> None:
+        if any(not teacher for teacher in self.teachers):
+            raise ConfigError("teacher must name a checkpoint or a crossval folder")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError("distill_weight must be in [0, 1]")
+        if not 0.0 < self.temperature <= 100.0:
+            raise ConfigError("distill_temperature must be in (0, 100]")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig(_Config):
     """Where and how a run executes; not a training choice, so not saved in checkpoints."""
 

@@ -12,6 +12,7 @@ from typing import Any
 from breastpath.config._base import _Config, _help
 from breastpath.config.sections import (
     AugmentConfig,
+    DistillConfig,
     HeadConfig,
     ModelConfig,
     OptimConfig,
@@ -27,6 +28,7 @@ SECTIONS: dict[str, type[_Config]] = {
     "augment": AugmentConfig,
     "stop": StopConfig,
     "head": HeadConfig,
+    "distill": DistillConfig,
     "runtime": RuntimeConfig,
 }
 #: Flat names that differ from their field's name: ``(section, field) -> flat name``.
@@ -35,6 +37,9 @@ RENAMED: dict[tuple[str, str], str] = {
     ("model", "args"): "model_args",
     ("augment", "enabled"): "augment",
     ("head", "kind"): "head",
+    ("distill", "teachers"): "teacher",
+    ("distill", "weight"): "distill_weight",
+    ("distill", "temperature"): "distill_temperature",
 }
 
 
@@ -87,6 +92,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = field(
         default=0, metadata=_help("Seed of the initial weights, the shuffling and augmentation.")
@@ -100,6 +106,8 @@ class TrainConfig:
             getattr(self, section).validate()
         if not 0 <= self.optim.freeze_epochs <= self.stop.epochs:
             raise ConfigError("freeze_epochs must be between 0 and epochs")
+        if self.distill.teachers and self.head.kind != "linear":
+            raise ConfigError("a teacher (distillation) needs the linear head")
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any] | None = None, /, **options: Any) -> TrainConfig:

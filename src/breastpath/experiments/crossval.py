@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from breastpath.io import atomic_write_text, read_csv, read_json, write_csv, wri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cross_validate", "fold_splits", "patient_folds"]
+__all__ = ["cross_validate", "fold_splits", "fold_teacher", "patient_folds"]
 
 
 def patient_folds(
@@ -226,13 +227,17 @@ def _run_fold(
     )
     started = time.perf_counter()
     log.info("fold %d/%d: training", fold + 1, settings["folds"])
+    test_patients = sorted(p for p, s in splits.items() if s == "test")
+    if config.distill.teachers:  # a crossval teacher: this fold's own
+        teachers = tuple(fold_teacher(t, fold, test_patients) for t in config.distill.teachers)
+        config = replace(config, distill=config.distill.replace(teachers=teachers))
     summary = train(view, fold_dir / "run", config)
     test_rows = np.flatnonzero(np.array([splits[p] == "test" for p in data.patients]))
     probs, threshold = _score(fold_dir / "run" / "best.json", data, test_rows, config)
     predictions = prediction_rows(data, test_rows, probs, fold=fold, threshold=threshold)
     result = {
         "fold": fold,
-        "test_patients": sorted(p for p, s in splits.items() if s == "test"),
+        "test_patients": test_patients,
         "val_patients": sorted(p for p, s in splits.items() if s == "val"),
         "train_patients": sum(1 for s in splits.values() if s == "train"),
         "best_epoch": summary.get("best_epoch"),
@@ -243,6 +248,29 @@ def _run_fold(
     write_csv(fold_dir / "predictions.csv", predictions, _prediction_fields(data))
     write_json(done, {"settings": settings, "result": result})
     return {**result, "predictions": predictions}
+
+
+def fold_teacher(teacher: str, fold: int, test_patients: Sequence[str]) -> str:
+    """The teacher of fold ``fold``: ``teacher`` itself when it names a checkpoint, or, when it
+    is a cross-validation folder, its fold ``fold``'s best checkpoint, which must have held out
+    exactly ``test_patients`` (a teacher that saw a fold's test patients would leak their
+    labels into the student's out-of-fold scores).
+
+    Raises :class:`ConfigError` when the folder's fold is missing, unfinished or other.
+    """
+    root = Path(teacher)
+    if not (root / "fold0").is_dir():
+        return teacher
+    done = root / f"fold{fold}" / "fold.json"
+    if not done.is_file():
+        raise ConfigError(f"teacher {teacher}: fold {fold} is not finished ({done} is missing)")
+    held_out = read_json(done).get("result", {}).get("test_patients")
+    if sorted(held_out or []) != sorted(test_patients):
+        raise ConfigError(
+            f"teacher {teacher}: fold {fold} held out other patients than this fold (use the "
+            "same --folds, --split-seed and data)"
+        )
+    return str(root / f"fold{fold}" / "run" / "best.json")
 
 
 def _describe(data: PreparedData, *, patients: int) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def _train_epoch(
         denominator = distributed.global_denominator(y, step.weight, info)  # [weight sum, rows]
         with torch.autocast(device.type, dtype=step.amp_dtype, enabled=step.use_amp):
             logits = step.net(x)  # type: ignore[misc]
-            share = step.criterion(logits.float(), y) / denominator[0]  # our part of the mean
+            share = step.loss_share(logits.float(), x, y, denominator)  # our part of the mean
             loss = share * info.world_size  # DDP averages gradients over ranks
         step.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

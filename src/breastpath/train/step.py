@@ -23,6 +23,7 @@ from breastpath.data.loader import BatchLoader
 from breastpath.errors import ConfigError
 from breastpath.inference.device import DistInfo
 from breastpath.train import distributed, finetune
+from breastpath.train.distill import Teacher, distill_loss_sum
 from breastpath.train.optim import class_weights, make_optimizer
 from breastpath.train.run import apply_runtime, checkpoint_meta, create_initial_model, normalization
 
@@ -46,6 +47,9 @@ class Step:
     amp_dtype: torch.dtype = torch.float16
     scaler: Any = None
     negative_class: int = 0  # what background frames are labelled (augment.background_frac)
+    teacher: Teacher | None = None  # config.distill.teachers, loaded
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     @classmethod
     def create(
@@ -82,6 +86,15 @@ class Step:
         negative = 0  # background frames are labelled with the one non-cancer class
         if config.augment.background_frac > 0:
             negative = negative_class_of(data.class_names, list(meta.cancer_classes))
+        teacher = None
+        if config.distill.teachers:
+            teacher = Teacher.load(
+                config.distill.teachers,
+                class_names=data.class_names,
+                image_size=data.image_size,
+                stain=data.meta.get("stain"),
+                device=device,
+            )
         return cls(
             model=model,
             optimizer=optimizer,
@@ -95,6 +108,9 @@ class Step:
             info=info,
             device=device,
             negative_class=negative,
+            teacher=teacher,
+            distill_weight=config.distill.weight if teacher is not None else 0.0,
+            distill_temperature=config.distill.temperature,
         )
 
     def wrap(self, config: TrainConfig) -> None:
@@ -110,6 +126,20 @@ class Step:
         self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         fp16 = self.use_amp and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+
+    def loss_share(
+        self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, denominator: torch.Tensor
+    ) -> torch.Tensor:
+        """This rank's share of the global batch's mean loss: the (class-weighted)
+        cross-entropy, blended with the teacher's distillation loss when there is a teacher.
+        ``denominator`` is ``[global weight sum, global rows]``."""
+        share = self.criterion(logits, y) / denominator[0]
+        if self.teacher is None:
+            return share
+        temperature = self.distill_temperature
+        soft = self.teacher.probabilities(x, mean=self.mean, std=self.std, temperature=temperature)
+        kd = distill_loss_sum(logits, soft, temperature=temperature) / denominator[1]
+        return (1.0 - self.distill_weight) * share + self.distill_weight * kd
 
     def inputs(
         self,
