@@ -1,25 +1,33 @@
 """Rebuild the bundled default model (CancerNet, IDC) and its model card from the IDC images.
 
-    python scripts/build_default_model.py --idc ../shared/data/idc \
-        --config scripts/default_model.yaml
+    python scripts/build_default_model.py --idc ../shared/data/idc
+
+The served model is a CancerNet *student* distilled from an ensemble of *teachers*
+(:mod:`breastpath.train.distill`): EfficientNet-Lite0 fine-tuned from offline ImageNet weights
+(``scripts/teacher_lite0.yaml``) and a CancerNet trained on the labels
+(``scripts/teacher_cancernet.yaml``). The student keeps CancerNet's speed.
 
 1. Prepares the IDC sample with every patient in the training split (no validation or test
    split: the estimate comes from cross-validation, the model from all development patients).
-2. Estimates the recipe by patient-level 5-fold cross-validation (``breastpath crossval``,
-   folds seeded 0): in each fold 20% of the training patients validate (early stopping and the
-   threshold), the fold's patients are scored once. The folds are then rescored at their
-   **last** epoch (:func:`breastpath.experiments.rescore.rescore_crossval`), because the final
-   model has no validation split to pick an epoch with: that rescoring is the card's estimate.
-3. Trains the recipe on all patients for the configured number of epochs and keeps the last
-   epoch. Its decision threshold is the one that maximises balanced accuracy over the pooled
-   out-of-fold predictions of step 2 (never a validation split, never the training patients).
-4. Scores tissue-free frames (blank glass, white, black, random near-uniform frames) and
+2. Cross-validates each teacher (``breastpath crossval``, patient-level, 5 folds seeded 0; in
+   each fold 20% of the training patients validate: early stopping and the threshold).
+3. Cross-validates the student (``--config``, default ``scripts/default_model.yaml``) on the
+   same folds, each fold taught by the teachers of that fold (which never saw its test
+   patients). The folds are rescored at their **last** epoch
+   (:func:`breastpath.experiments.rescore.rescore_crossval`), because the final model has no
+   validation split to pick an epoch with: that rescoring is the card's estimate.
+4. Trains each teacher on all patients (last epoch), then the student on all patients taught by
+   them (last epoch). Its decision threshold maximises balanced accuracy over the pooled
+   out-of-fold predictions of step 3 (never a validation split, never the training patients).
+5. Scores tissue-free frames (blank glass, white, black, random near-uniform frames) and
    copies the model to ``src/breastpath/assets/cancernet_idc.{json,safetensors}`` with
    ``MODEL_CARD.md``.
 
-``--cv DIR`` reuses a finished cross-validation of the same recipe (its folds are reused when
-their settings match, see ``breastpath crossval --resume``). Same data, config and seeds give
-the same model on CPU.
+Every step reuses what a previous run of the same settings finished (cross-validation folds,
+see ``breastpath crossval --resume``; final runs whose recorded training choices match), so an
+interrupted build continues. ``--teacher-cv`` and ``--cv`` name existing cross-validation
+folders instead of ``WORK/cv-<teacher>`` and ``WORK/cv``. Same data, configs and seeds give the
+same model on CPU.
 """
 
 from __future__ import annotations
@@ -50,33 +58,40 @@ IDC_MPP = 4.0
 CARD_METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idc", required=True, help="IDC folder or zip")
-    parser.add_argument("--work", default="build/default")
-    parser.add_argument("--config", default="scripts/default_model.yaml")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--cv", default=None, help="cross-validation folder (default WORK/cv)")
-    parser.add_argument("--skip-train", action="store_true", help="reuse WORK/run")
-    parser.add_argument("--assets", default=str(ASSETS), help="where the model and card go")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+TEACHERS = ("scripts/teacher_lite0.yaml", "scripts/teacher_cancernet.yaml")
 
+
+def main() -> None:
+    args = _arguments()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from breastpath.data.prepare import prepare
 
     work = Path(args.work)
-    prepared, run = work / "prepared", work / "run"
-    cv_dir = Path(args.cv) if args.cv else work / "cv"
+    prepared = work / "prepared"
     if not (prepared / "meta.json").is_file():
         prepare([args.idc], prepared, config=DataConfig(seed=0, test_frac=0.0, val_frac=0.0))
-    options = load_yaml(args.config)
-    config = TrainConfig.from_dict({**options.get("train", options), "progress": False})
-    cross_validate(prepared, cv_dir, config, folds=args.folds, seed=0, resume=True)
+    teacher_configs = [_config(path) for path in args.teacher_config]
+    names = [_teacher_name(path) for path in args.teacher_config]
+    teacher_cvs = args.teacher_cv or [work / f"cv-{name}" for name in names]
+    if len(teacher_cvs) != len(teacher_configs):
+        raise SystemExit("give one --teacher-cv per --teacher-config")
+    teacher_estimates = []
+    for teacher, cv in zip(teacher_configs, teacher_cvs, strict=True):
+        teacher_estimates.append(
+            cross_validate(prepared, cv, teacher, folds=args.folds, seed=0, resume=True)
+        )
+    config = _config(args.config)
+    student = config.with_options(teacher=[str(cv) for cv in teacher_cvs])
+    cv_dir = Path(args.cv) if args.cv else work / "cv"
+    cross_validate(prepared, cv_dir, student, folds=args.folds, seed=0, resume=True)
     estimate = rescore_crossval([cv_dir], work / "cv-last", checkpoint="last")
     threshold = oof_threshold(work / "cv-last" / "oof_predictions.csv")
-    if not args.skip_train:
-        train(prepared, run, config)
-    final = load_checkpoint(run / "best.json")
+    finals = [
+        train_once(prepared, work / f"teacher-{name}", teacher) / "best.json"
+        for name, teacher in zip(names, teacher_configs, strict=True)
+    ]
+    student = config.with_options(teacher=[str(path) for path in finals])
+    final = load_checkpoint(train_once(prepared, work / "run", student) / "best.json")
     meta = final.meta.replace(
         name="cancernet-idc",
         mpp=IDC_MPP,
@@ -86,6 +101,10 @@ def main() -> None:
         data={**final.meta.data, "prepared": "idc-all-patients"},
         metrics={
             "crossval": crossval_summary(estimate),
+            "teachers_crossval": {
+                name: crossval_summary(result)
+                for name, result in zip(names, teacher_estimates, strict=True)
+            },
             # the shipped rule (one threshold) on the same OOF predictions it was chosen on:
             # optimistic, for comparison with the per-fold-threshold estimate only
             "oof_at_threshold": oof_at(work / "cv-last" / "oof_predictions.csv", threshold),
@@ -97,9 +116,53 @@ def main() -> None:
     assets.mkdir(parents=True, exist_ok=True)
     save_checkpoint(assets / "cancernet_idc", tensors=final.model_state_prefixed(), meta=meta)
     summary = json.loads((prepared / "summary.json").read_text(encoding="utf-8"))
-    card = model_card(meta, summary, estimate, config, n_params=_n_params(final))
+    card = model_card(meta, summary, estimate, student, n_params=_n_params(final))
     atomic_write_text(assets / "MODEL_CARD.md", card)
     print(json.dumps({"threshold": threshold, **meta.metrics}, indent=2))
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idc", required=True, help="IDC folder or zip")
+    parser.add_argument("--work", default="build/default")
+    parser.add_argument("--config", default="scripts/default_model.yaml", help="the student")
+    parser.add_argument(
+        "--teacher-config", action="append", default=None, help=f"default: {', '.join(TEACHERS)}"
+    )
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--teacher-cv", action="append", default=[], help="cross-validation of each teacher"
+    )
+    parser.add_argument("--cv", default=None, help="the student's cross-validation folder")
+    parser.add_argument("--assets", default=str(ASSETS), help="where the model and card go")
+    args = parser.parse_args()
+    args.teacher_config = args.teacher_config or list(TEACHERS)
+    return args
+
+
+def _teacher_name(path: str | Path) -> str:
+    """``scripts/teacher_lite0.yaml`` -> ``lite0``."""
+    return Path(path).stem.removeprefix("teacher_")
+
+
+def _config(path: str | Path) -> TrainConfig:
+    options = load_yaml(path)
+    return TrainConfig.from_dict({**options.get("train", options), "progress": False})
+
+
+def train_once(prepared: Path, run: Path, config: TrainConfig) -> Path:
+    """Train ``config`` on every patient of ``prepared`` into ``run`` (the last epoch is
+    ``best``: there is no validation split), unless ``run`` already holds a finished run of the
+    same training choices."""
+    done = run / "best.json"
+    if done.is_file() and run.joinpath("history.csv").is_file():
+        recorded = TrainConfig.from_dict(load_checkpoint(done).meta.train).training_dict()
+        epochs = len(read_csv(run / "history.csv"))
+        if recorded == config.training_dict() and epochs == config.stop.epochs:
+            logging.info("%s: reusing the finished run", run)
+            return run
+    train(prepared, run, config)
+    return run
 
 
 def oof_threshold(path: Path) -> float:
@@ -190,6 +253,7 @@ def model_card(
     pooled = estimate["pooled"]
     background = meta.metrics["background"]
     recipe = config.training_dict()
+    teacher_names = [f"`{name}`" for name in meta.metrics["teachers_crossval"]]
     lines = [
         "# Model card: cancernet-idc (the bundled `default` model)",
         "",
@@ -206,6 +270,17 @@ def model_card(
         "## Model",
         f"CancerNet (depthwise-separable CNN), {n_params:,} parameters, input 50x50, "
         f"per-channel mean {list(meta.mean)} and std {list(meta.std)} (all training patches).",
+        "It is a *student*: trained on the labels and, with weight "
+        f"{recipe['distill']['weight']:g} at temperature {recipe['distill']['temperature']:g},",
+        "on the softened probabilities of an ensemble of teachers (knowledge distillation),",
+        "each trained on the same patients: " + ", ".join(teacher_names) + ".",
+        "",
+        "| teacher (patient-level CV, each fold's threshold) | " + " | ".join(CARD_METRICS) + " |",
+        "|" + " --- |" * (len(CARD_METRICS) + 1),
+        *[
+            _row(f"{name}, patch", block["image"])
+            for name, block in meta.metrics["teachers_crossval"].items()
+        ],
         "",
         "## Data",
         "A 4% per-patient sample of the Kaggle *Breast Histopathology Images* set (Janowczyk &",

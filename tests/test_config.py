@@ -96,7 +96,10 @@ def test_allowed_values_come_from_choices():
     assert typing.get_args(option_type("stain_augment")) == STAIN_AUGMENTS
 
 
-@pytest.mark.parametrize("name", ["default_model.yaml", "breakhis_model.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["default_model.yaml", "teacher_lite0.yaml", "teacher_cancernet.yaml", "breakhis_model.yaml"],
+)
 def test_the_shipped_recipes_still_load(name):
     from breastpath.config import load_yaml
     from conftest import REPO
