@@ -19,9 +19,10 @@ The served model is a CancerNet *student* distilled from an ensemble of *teacher
 4. Trains each teacher on all patients (last epoch), then the student on all patients taught by
    them (last epoch). Its decision threshold maximises balanced accuracy over the pooled
    out-of-fold predictions of step 3 (never a validation split, never the training patients).
-5. Scores tissue-free frames (blank glass, white, black, random near-uniform frames) and
-   copies the model to ``src/breastpath/assets/cancernet_idc.{json,safetensors}`` with
-   ``MODEL_CARD.md``.
+5. Fits a temperature to the pooled out-of-fold predictions (calibration; the threshold moves
+   with it, so no decision changes), scores tissue-free frames (blank glass, white, black,
+   random near-uniform frames) and copies the model to
+   ``src/breastpath/assets/cancernet_idc.{json,safetensors}`` with ``MODEL_CARD.md``.
 
 Every step reuses what a previous run of the same settings finished (cross-validation folds,
 see ``breastpath crossval --resume``; final runs whose recorded training choices match), so an
@@ -42,6 +43,12 @@ import numpy as np
 
 from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
+from breastpath.evaluate.calibration import (
+    calibration_summary,
+    crossfit_temperature,
+    fit_temperature,
+    with_temperature,
+)
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
 from breastpath.experiments.crossval import cross_validate
 from breastpath.experiments.rescore import rescore_crossval
@@ -110,8 +117,15 @@ def main() -> None:
             "oof_at_threshold": oof_at(work / "cv-last" / "oof_predictions.csv", threshold),
         },
     )
-    background = background_scores(final, threshold)
-    meta = meta.replace(metrics={**meta.metrics, "background": background})
+    temperature, calibration = oof_calibration(work / "cv-last" / "oof_predictions.csv")
+    meta = with_temperature(
+        meta,
+        temperature,
+        rule="fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
+        "cross-validation; the threshold is moved with it, so no decision changes",
+    )
+    background = background_scores(final, meta)
+    meta = meta.replace(metrics={**meta.metrics, "background": background, **calibration})
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
     save_checkpoint(assets / "cancernet_idc", tensors=final.model_state_prefixed(), meta=meta)
@@ -173,6 +187,29 @@ def oof_threshold(path: Path) -> float:
     return float(choose_threshold(y, p, criterion="balanced_accuracy"))
 
 
+def oof_calibration(path: Path) -> tuple[float, dict[str, Any]]:
+    """The temperature fitted on pooled out-of-fold predictions, and the ECE and Brier score
+    before and after it (after: cross-fitted, each fold at the temperature of the others)."""
+    rows = read_csv(path)
+    y = np.array([int(r["label"]) for r in rows])
+    probs = np.array([[float(r["p_non-IDC"]), float(r["p_IDC"])] for r in rows])
+    folds = np.array([int(r["fold"]) for r in rows])
+    temperature = fit_temperature(probs, y)
+    crossfit, _ = crossfit_temperature(probs, y, folds)
+
+    def scores(p: np.ndarray) -> dict[str, Any]:
+        summary = calibration_summary(y, p)
+        return {"ece": summary["ece"], "brier": summary["brier"]}
+
+    return temperature, {
+        "calibration": {
+            "temperature": round(temperature, 4),
+            "raw": scores(probs[:, 1]),
+            "calibrated_out_of_fold": scores(crossfit[:, 1]),
+        }
+    }
+
+
 def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The pooled out-of-fold figures (with 95% intervals) that go into the checkpoint."""
     pooled = result["pooled"]
@@ -200,10 +237,11 @@ def oof_at(path: Path, threshold: float) -> dict[str, Any]:
     return metrics
 
 
-def background_scores(checkpoint: Any, threshold: float) -> dict[str, float]:
-    """IDC probability of frames without tissue: blank glass, white, black, and the share of
-    400 random near-uniform frames (:func:`breastpath.data.augment.background_frames`, a seed
-    training never uses) that reach the threshold."""
+def background_scores(checkpoint: Any, meta: Any) -> dict[str, float]:
+    """IDC probability (at ``meta``'s temperature) of frames without tissue: blank glass,
+    white, black, and the share of 400 random near-uniform frames
+    (:func:`breastpath.data.augment.background_frames`, a seed training never uses) that reach
+    ``meta``'s threshold."""
     import torch
 
     from breastpath.data.augment import GLASS_RGB, background_frames
@@ -219,11 +257,11 @@ def background_scores(checkpoint: Any, threshold: float) -> dict[str, float]:
     )
     frames = background_frames(400, size=(h, w), generator=torch.Generator().manual_seed(123))
     with torch.inference_mode():
-        probs = torch.softmax(
-            model(to_model_input(torch.cat([batch, frames]), mean=mean, std=std, device="cpu")), 1
-        )[:, 1]
+        x = to_model_input(torch.cat([batch, frames]), mean=mean, std=std, device="cpu")
+        probs = torch.softmax(model(x) / meta.temperature, 1)[:, 1]
     out = {name: round(float(probs[i]), 4) for i, name in enumerate(fixed)}
-    out["random_frames_above_threshold"] = round(float((probs[3:] >= threshold).float().mean()), 4)
+    above = (probs[3:] >= meta.threshold).float().mean()
+    out["random_frames_above_threshold"] = round(float(above), 4)
     return out
 
 
@@ -252,6 +290,7 @@ def model_card(
     """``MODEL_CARD.md`` from the final checkpoint's metadata and the cross-validation."""
     pooled = estimate["pooled"]
     background = meta.metrics["background"]
+    calibration = meta.metrics["calibration"]
     recipe = config.training_dict()
     teacher_names = [f"`{name}`" for name in meta.metrics["teachers_crossval"]]
     lines = [
@@ -312,6 +351,16 @@ def model_card(
         "headline. Published patient-disjoint anchors on the full set (F1 / balanced accuracy): "
         + "; ".join(f"{k} {f:.4f} / {b:.4f}" for k, (f, b) in ANCHORS.items())
         + ", trained on about 25x more patches.",
+        "",
+        "## Calibration",
+        f"Probabilities are softmax(logits / {meta.temperature:.3f}): the temperature minimises "
+        "the negative",
+        "log-likelihood of the pooled out-of-fold predictions (the threshold above is on that",
+        "scale). Expected calibration error (15 bins) / Brier score of the out-of-fold",
+        f"predictions: raw {calibration['raw']['ece']:.3f} / {calibration['raw']['brier']:.3f};",
+        "at the temperature (cross-fitted: each fold at the temperature of the other folds) "
+        f"{calibration['calibrated_out_of_fold']['ece']:.3f} / "
+        f"{calibration['calibrated_out_of_fold']['brier']:.3f}.",
         "",
         "## Tissue-free input",
         f"IDC probability of a blank-glass frame (RGB 241, 235, 238): {background['glass']:.3f};"
