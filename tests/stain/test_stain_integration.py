@@ -298,3 +298,36 @@ def test_split_views_of_a_stained_cache_are_refused(stained_cache, tmp_path):
     with pytest.raises(CacheError, match="stain"):
         write_split_view(data, tmp_path / "view", splits)
     assert not (tmp_path / "view" / "meta.json").exists()
+
+
+def test_a_fixed_target_fitted_elsewhere_normalizes_the_cache_and_allows_folds(
+    tree, raw_cache, tmp_path
+):
+    """``prepare --stain-target``: every image normalized to a target fitted on other images
+    (here: tiles of a third stain); the cache carries it (so every checkpoint trained on it), and
+    cross-validation views of it work."""
+    from breastpath.data.views import write_split_view
+    from breastpath.io import write_json
+    from breastpath.stain import load_target_file
+
+    rng = np.random.default_rng(11)
+    other = np.stack([he_tile(rng, (50, 50), stains=HE, scale=(0.6, 0.6)) for _ in range(8)])
+    target = get_normalizer("macenko").fit(other)
+    write_json(tmp_path / "target.json", target.to_dict())
+    out = tmp_path / "prepared"
+    prepare(
+        [tree],
+        out,
+        config=DataConfig(test_frac=0.2, val_frac=0.2, stain_target=str(tmp_path / "target.json")),
+    )
+    fixed, raw = open_prepared(out), open_prepared(raw_cache)
+    assert fixed.meta["stain"] == target.to_dict()
+    assert fixed.meta["stain_info"]["fitted_on"] == "target file"
+    assert fixed.meta["stain_info"]["target"] == "target.json"  # the name, never a machine path
+    expected = load_target_file(tmp_path / "target.json").transform(np.asarray(raw.images[:4]))
+    np.testing.assert_array_equal(np.asarray(fixed.images[:4]), expected)
+    splits = {p: "train" for p in set(fixed.patients.tolist())}
+    view = open_prepared(write_split_view(fixed, tmp_path / "view", splits))
+    assert view.meta["stain"] == target.to_dict()
+    with pytest.raises(ConfigError, match="not both"):
+        DataConfig(stain="macenko", stain_target="target.json").validate()

@@ -56,6 +56,13 @@ from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
     show_default=True,
     help="Training images (seeded sample) the stain target is fitted on.",
 )
+@click.option(
+    "--stain-target",
+    default="",
+    help="Instead of --stain: normalize every image to this fixed target (a JSON file written by "
+    "`breastpath stain fit` on other images); the cache can then be cut into cross-validation "
+    "folds.",
+)
 @click.option("--workers", type=int, default=0, help="Decoding threads [default: CPU count].")
 def command(
     sources,
@@ -69,6 +76,7 @@ def command(
     seed,
     stain,
     stain_sample,
+    stain_target,
     workers,
 ) -> None:
     """Scan SOURCE (folder or Kaggle zip), split by patient and decode into a packed cache."""
@@ -87,14 +95,16 @@ def command(
         seed=seed,
         stain=stain,
         stain_sample=stain_sample,
+        stain_target=stain_target,
     )
     config.validate()
     bars = []
 
     def scanned(total: int) -> None:  # the bar appears once the source is known to be good
         bars.append(tqdm(total=total, unit="img", desc="decoding", dynamic_ncols=True))
-        if stain != "none":
-            bars.append(tqdm(total=total, unit="img", desc=f"stain ({stain})", dynamic_ncols=True))
+        if stain != "none" or stain_target:
+            what = stain if stain != "none" else "fixed target"
+            bars.append(tqdm(total=total, unit="img", desc=f"stain ({what})", dynamic_ncols=True))
 
     try:
         summary = prepare(

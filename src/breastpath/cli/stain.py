@@ -144,20 +144,16 @@ def compare(images, target_image, out_file, max_images, seed, dpi) -> None:
 
 def _load_target(name: str):
     """A fitted normalizer from a target JSON file or from a checkpoint carrying one."""
-    import json
     from pathlib import Path
 
     from breastpath.errors import StainError
-    from breastpath.stain import normalizer_from_dict
+    from breastpath.stain import normalizer_from_dict, read_target_file
 
     path = Path(name)
     if path.is_file() and path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StainError(f"{path}: not a readable JSON file ({exc})") from None
-        if isinstance(data, dict) and data.get("format") == "breastpath.stain":
-            return normalizer_from_dict(data)
+        normalizer = read_target_file(path)
+        if normalizer is not None:
+            return normalizer
     from breastpath.checkpoint import load_checkpoint
 
     meta = load_checkpoint(name).meta

@@ -23,9 +23,14 @@ class DataConfig(_Config):
     # stain normalization of the whole cache to a target fitted on training images only
     stain: str = "none"  # one of STAIN_METHODS
     stain_sample: int = 256  # training images (seeded sample) the target is fitted on
+    # or a fixed target saved by `breastpath stain fit` on other images (no patient of the
+    # cache shapes it, so cross-validation folds may be cut from the cache)
+    stain_target: str = ""
 
     def validate(self) -> None:
         check_choice(self.stain, STAIN_METHODS, what="stain method")
+        if self.stain_target and self.stain != "none":
+            raise ConfigError("give a stain method to fit or a stain target file, not both")
         if self.stain_sample < 1:
             raise ConfigError("stain_sample must be >= 1")
         if not 0 <= self.test_frac < 1 or not 0 <= self.val_frac < 1:

@@ -6,11 +6,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from breastpath.config import DataConfig
 from breastpath.data.cache import write_cache
 from breastpath.data.index import scan_sources
 from breastpath.data.splits import split_patients
-from breastpath.data.stain_cache import stain_step
+from breastpath.data.stain_cache import fixed_target_step, stain_step
 from breastpath.io import read_json, write_json
 
 DEFAULT_IDC_SIZE = 50
@@ -64,24 +66,40 @@ def prepare(
         split_info=split_info,
         workers=workers,
         progress=progress,
-        process=None
-        if config.stain == "none"
-        else stain_step(
-            config.stain, count=config.stain_sample, seed=config.seed, progress=on_stain
-        ),
+        process=_stain_process(config, progress=on_stain),
     )
-    if config.stain != "none":
+    if config.stain != "none" or config.stain_target:
         info = read_json(Path(out_dir) / "meta.json")["stain_info"]
         summary["stain"] = info
+        fitted = (
+            f"the fixed target {info['target']}"
+            if config.stain_target
+            else f"a target fitted on {info['sample']} training images (seed {info['seed']})"
+        )
         summary["notes"].append(
-            f"stain-normalized ({info['method']}) to a target fitted on {info['sample']} "
-            f"training images (seed {info['seed']}); {info['unchanged']} image(s) without "
-            "usable tissue left unchanged"
+            f"stain-normalized ({info['method']}) to {fitted}; {info['unchanged']} image(s) "
+            "without usable tissue left unchanged"
         )
     summary["sources"] = [str(s) for s in sources]
     summary["config"] = config.to_dict()
     write_json(Path(out_dir) / "summary.json", summary)
     return summary
+
+
+def _stain_process(
+    config: DataConfig, *, progress: Callable[[int], None] | None
+) -> Callable[[np.ndarray, np.ndarray], dict] | None:
+    """The cache's stain step: none, a target fitted on the training split, or a fixed one."""
+    if config.stain_target:
+        from breastpath.stain import load_target_file
+
+        normalizer = load_target_file(config.stain_target)
+        return fixed_target_step(
+            normalizer, source=Path(config.stain_target).name, progress=progress
+        )
+    if config.stain == "none":
+        return None
+    return stain_step(config.stain, count=config.stain_sample, seed=config.seed, progress=progress)
 
 
 def format_summary(summary: dict) -> str:

@@ -1,4 +1,5 @@
-"""Stain-normalize a packed cache to a target fitted on training images only.
+"""Stain-normalize a packed cache to a target fitted on training images only, or to a fixed
+target fitted elsewhere (``--stain-target``).
 
 ``breastpath prepare --stain vahadane`` fits the target on a seeded sample of the **training**
 split (validation and test images never shape it), then normalizes every cached image in
@@ -93,6 +94,27 @@ def stain_step(
                 "fitted_on": "train",
                 "sample": int(min(count, len(train_rows))),
                 "seed": seed,
+                "unchanged": unchanged,
+            },
+        }
+
+    return process
+
+
+def fixed_target_step(
+    normalizer: Any, *, source: str, progress: Callable[[int], None] | None = None
+) -> Callable[[np.ndarray, np.ndarray], dict]:
+    """The ``process`` hook of :func:`breastpath.data.cache.write_cache` for ``--stain-target``:
+    every image normalized to a target fitted elsewhere (``source`` names it)."""
+
+    def process(images: np.ndarray, split_of: np.ndarray) -> dict:
+        unchanged = normalize_images(images, normalizer, progress=progress)
+        return {
+            "stain": normalizer.to_dict(),
+            "stain_info": {
+                "method": normalizer.method,
+                "fitted_on": "target file",
+                "target": source,
                 "unchanged": unchanged,
             },
         }

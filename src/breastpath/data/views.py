@@ -67,19 +67,21 @@ def write_split_view(
     Path
         ``out_dir``, ready for :func:`~breastpath.data.cache.open_prepared`.
 
-    Raises :class:`~breastpath.errors.CacheError` for a stain-normalized cache (its target was
-    fitted on training patients that a view may hold out).
+    Raises :class:`~breastpath.errors.CacheError` for a cache stain-normalized to a target
+    fitted on its training patients (a view may hold them out); a fixed target fitted elsewhere
+    (``prepare --stain-target``) is fine.
 
     Examples
     --------
     >>> write_split_view("prepared", "fold0", {"a": "train", "b": "test"})  # doctest: +SKIP
     """
     source = data if isinstance(data, PreparedData) else open_prepared(data)
-    if source.meta.get("stain"):
+    fitted_on = source.meta.get("stain_info", {}).get("fitted_on", "train")
+    if source.meta.get("stain") and fitted_on == "train":
         raise CacheError(
             f"{source.root}: the cache is stain-normalized to a target fitted on its own training "
             "split, which would see the held-out patients of other splits; make views of a cache "
-            "prepared without --stain"
+            "prepared without --stain, or with a fixed --stain-target"
         )
     missing = sorted(set(source.patients.tolist()) - set(split_of_patient))
     if missing:

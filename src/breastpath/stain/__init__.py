@@ -20,6 +20,7 @@ or a torch tensor (which stays on its device, CUDA included), and returns the sa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,31 @@ def normalizer_from_dict(data: dict[str, Any], *, device: Any = None) -> StainNo
     return StainNormalizer.from_dict(data, device=device)
 
 
+def read_target_file(path: str | Path, *, device: Any = None) -> StainNormalizer | None:
+    """The fitted normalizer saved as JSON by ``breastpath stain fit`` (or
+    :meth:`StainNormalizer.to_dict`), ``None`` when the JSON is something else (a checkpoint's,
+    say); :class:`~breastpath.errors.StainError` when the file is missing or unreadable."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StainError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != "breastpath.stain":
+        return None
+    return normalizer_from_dict(data, device=device)
+
+
+def load_target_file(path: str | Path, *, device: Any = None) -> StainNormalizer:
+    """:func:`read_target_file`, with :class:`~breastpath.errors.StainError` when the file is
+    not a stain target."""
+    normalizer = read_target_file(path, device=device)
+    if normalizer is None:
+        raise StainError(f"{path}: not a stain target (breastpath stain fit writes one)")
+    return normalizer
+
+
 def extract_stain_matrix(image: Any, *, method: str = "vahadane", **options: Any) -> np.ndarray:
     """The stain matrix of one image: (2, 3) float, rows hematoxylin then eosin, unit-norm OD.
 
@@ -118,6 +144,8 @@ __all__ = [
     "extract_stain_matrix",
     "get_normalizer",
     "hed_jitter",
+    "load_target_file",
     "normalizer_from_dict",
+    "read_target_file",
     "stain_augment",
 ]
