@@ -36,9 +36,10 @@ from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
+from breastpath.evaluate.calibration import out_of_fold_temperature, with_temperature
 from breastpath.experiments.crossval import cross_validate
 from breastpath.inference.batches import predict_rows
-from breastpath.io import atomic_write_text, read_json
+from breastpath.io import atomic_write_text, read_csv, read_json
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -124,9 +125,9 @@ def main() -> None:
         extra["val_threshold"] = best.meta.threshold
         changes["threshold"] = threshold
         changes["threshold_rule"] = (
-            f"fixed at {threshold:g} (the class-weighted model's balanced operating point); "
-            "in cross-validation, thresholds chosen on each fold's few validation patients "
-            "did worse"
+            f"fixed at {threshold:g} of the network's own softmax (the class-weighted model's "
+            "balanced operating point), then moved with the calibration temperature; in "
+            "cross-validation, thresholds chosen on each fold's few validation patients did worse"
         )
     summary_cv = crossval_summary(crossval)
     summary_cv["colour_baseline"] = colour_baseline(prepared, crossval["fold_of_patient"])
@@ -134,6 +135,14 @@ def main() -> None:
         weights_dtype="float16", float16_check=agreement, crossval=summary_cv, build_seconds=timings
     )
     meta = best.meta.replace(**changes, extra=extra)
+    temperature, calibration = oof_calibration(cv_dir / "oof_predictions.csv", meta.class_names)
+    meta = with_temperature(
+        meta,
+        temperature,
+        rule="fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
+        "cross-validation; the threshold is moved with it, so no decision changes",
+    )
+    meta = meta.replace(metrics={**meta.metrics, "calibration": calibration})
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
     save_checkpoint(assets / STEM, tensors=half, meta=meta)
@@ -157,6 +166,16 @@ def fit_stain_target(folder: Path, work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     write_json(out, normalizer.to_dict())
     return out
+
+
+def oof_calibration(path: Path, class_names: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
+    """The temperature fitted on the cross-validation's pooled out-of-fold predictions, with
+    ECE and Brier score before and after (:func:`out_of_fold_temperature`)."""
+    rows = read_csv(path)
+    y = np.array([int(r["label"]) for r in rows])
+    probs = np.array([[float(r[f"p_{name}"]) for name in class_names] for r in rows])
+    folds = np.array([int(r["fold"]) for r in rows])
+    return out_of_fold_temperature(probs, y, folds)
 
 
 def check_half(
@@ -362,6 +381,7 @@ def model_card(
         "cannot tell how much the model relies on tissue morphology rather than on the colour of",
         "the slides' preparation.",
         "",
+        *_calibration_lines(meta),
         *_outside_lines(outside),
         "## Limits",
         f"- Tiny data: {summary['patients']} patients (32 slides), of whom only "
@@ -377,6 +397,21 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_lines(meta: dict[str, Any]) -> list[str]:
+    report = meta["metrics"]["calibration"]
+    raw, after = report["raw"], report["calibrated_out_of_fold"]
+    return [
+        "## Calibration",
+        f"Probabilities are softmax(logits / {meta['temperature']:.3f}): the temperature "
+        "minimises the negative log-likelihood of the pooled out-of-fold predictions (the",
+        "threshold above is on that scale). Expected calibration error (15 bins) / Brier score",
+        f"of the out-of-fold malignant scores: raw {raw['ece']:.3f} / {raw['brier']:.3f}; at the",
+        "temperature (cross-fitted: each fold at the temperature of the other folds) "
+        f"{after['ece']:.3f} / {after['brier']:.3f}.",
+        "",
+    ]
 
 
 def _colour_limits(meta: dict[str, Any]) -> list[str]:

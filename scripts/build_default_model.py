@@ -43,12 +43,7 @@ import numpy as np
 
 from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
-from breastpath.evaluate.calibration import (
-    calibration_summary,
-    crossfit_temperature,
-    fit_temperature,
-    with_temperature,
-)
+from breastpath.evaluate.calibration import out_of_fold_temperature, with_temperature
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
 from breastpath.experiments.crossval import cross_validate
 from breastpath.experiments.rescore import rescore_crossval
@@ -188,26 +183,14 @@ def oof_threshold(path: Path) -> float:
 
 
 def oof_calibration(path: Path) -> tuple[float, dict[str, Any]]:
-    """The temperature fitted on pooled out-of-fold predictions, and the ECE and Brier score
-    before and after it (after: cross-fitted, each fold at the temperature of the others)."""
+    """The temperature fitted on the pooled out-of-fold predictions, and the ECE and Brier score
+    before and after it (:func:`breastpath.evaluate.calibration.out_of_fold_temperature`)."""
     rows = read_csv(path)
     y = np.array([int(r["label"]) for r in rows])
     probs = np.array([[float(r["p_non-IDC"]), float(r["p_IDC"])] for r in rows])
     folds = np.array([int(r["fold"]) for r in rows])
-    temperature = fit_temperature(probs, y)
-    crossfit, _ = crossfit_temperature(probs, y, folds)
-
-    def scores(p: np.ndarray) -> dict[str, Any]:
-        summary = calibration_summary(y, p)
-        return {"ece": summary["ece"], "brier": summary["brier"]}
-
-    return temperature, {
-        "calibration": {
-            "temperature": round(temperature, 4),
-            "raw": scores(probs[:, 1]),
-            "calibrated_out_of_fold": scores(crossfit[:, 1]),
-        }
-    }
+    temperature, report = out_of_fold_temperature(probs, y, folds)
+    return temperature, {"calibration": report}
 
 
 def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -183,6 +183,41 @@ def calibration_summary(y_true: Any, scores: Any, *, bins: int = 15) -> dict[str
     }
 
 
+def out_of_fold_temperature(
+    probs: Any, labels: Any, folds: Any, *, positive: int = -1
+) -> tuple[float, dict[str, Any]]:
+    """The temperature fitted on pooled out-of-fold ``probs`` (what a model trained on every
+    fold's patients is given), and the ECE and Brier score of the ``positive`` class before and
+    after it; "after" is cross-fitted (each fold at the temperature of the other folds), so it
+    is not measured on the rows its temperature was fitted on.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p1 = rng.choice([0.3, 0.7], size=4000)
+    >>> y = (rng.random(4000) < p1).astype(int)
+    >>> sharp = apply_temperature(np.c_[1 - p1, p1], 0.25)
+    >>> t, report = out_of_fold_temperature(sharp, y, np.arange(4000) % 4)
+    >>> 3.5 < t < 4.5, report["raw"]["ece"] > report["calibrated_out_of_fold"]["ece"]
+    (True, True)
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    temperature = fit_temperature(p, y)
+    crossfit, _ = crossfit_temperature(p, y, folds)
+    truth = (y == (p.shape[1] - 1 if positive < 0 else positive)).astype(int)
+
+    def scores(q: np.ndarray) -> dict[str, Any]:
+        summary = calibration_summary(truth, q[:, positive])
+        return {"ece": summary["ece"], "brier": summary["brier"]}
+
+    return temperature, {
+        "temperature": round(temperature, 4),
+        "raw": scores(p),
+        "calibrated_out_of_fold": scores(crossfit),
+    }
+
+
 def with_temperature(meta: CheckpointMeta, temperature: float, *, rule: str) -> CheckpointMeta:
     """``meta`` at a new temperature, its threshold moved so that every decision of a binary
     model stays the same (``t -> sigmoid(logit(t) T_old / T_new)``); ``rule`` says where the
