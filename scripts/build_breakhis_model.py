@@ -36,7 +36,11 @@ from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
-from breastpath.evaluate.calibration import out_of_fold_temperature, with_temperature
+from breastpath.evaluate.calibration import (
+    TEMPERATURE_RULE,
+    out_of_fold_temperature,
+    with_temperature,
+)
 from breastpath.experiments.crossval import cross_validate
 from breastpath.inference.batches import predict_rows
 from breastpath.io import atomic_write_text, read_csv, read_json
@@ -136,12 +140,8 @@ def main() -> None:
     )
     meta = best.meta.replace(**changes, extra=extra)
     temperature, calibration = oof_calibration(cv_dir / "oof_predictions.csv", meta.class_names)
-    meta = with_temperature(
-        meta,
-        temperature,
-        rule="fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
-        "cross-validation; the threshold is moved with it, so no decision changes",
-    )
+    if calibration["helps"]:
+        meta = with_temperature(meta, temperature, rule=TEMPERATURE_RULE)
     meta = meta.replace(metrics={**meta.metrics, "calibration": calibration})
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
@@ -206,9 +206,13 @@ def score_outside(root: Path, tiles: str, assets: Path) -> list[dict[str, Any]]:
         for r in scan_source(root, dataset="breakhis", magnification="200").records
         if r.patient not in known
     ]
-    predictions = Predictor.from_checkpoint(assets / f"{STEM}.json").predict_sources(
+    predictions = []
+    for prediction in Predictor.from_checkpoint(assets / f"{STEM}.json").predict_sources(
         [Path(r.path) for r in records]
-    )
+    ):
+        if isinstance(prediction, Exception):  # a shared image that no longer decodes
+            raise prediction
+        predictions.append(prediction)
     return [
         {
             "image": Path(r.path).name,

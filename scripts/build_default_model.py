@@ -43,7 +43,11 @@ import numpy as np
 
 from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
-from breastpath.evaluate.calibration import out_of_fold_temperature, with_temperature
+from breastpath.evaluate.calibration import (
+    TEMPERATURE_RULE,
+    out_of_fold_temperature,
+    with_temperature,
+)
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
 from breastpath.experiments.crossval import cross_validate
 from breastpath.experiments.rescore import rescore_crossval
@@ -113,12 +117,8 @@ def main() -> None:
         },
     )
     temperature, calibration = oof_calibration(work / "cv-last" / "oof_predictions.csv")
-    meta = with_temperature(
-        meta,
-        temperature,
-        rule="fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
-        "cross-validation; the threshold is moved with it, so no decision changes",
-    )
+    if calibration["calibration"]["helps"]:
+        meta = with_temperature(meta, temperature, rule=TEMPERATURE_RULE)
     background = background_scores(final, meta)
     meta = meta.replace(metrics={**meta.metrics, "background": background, **calibration})
     assets = Path(args.assets)
@@ -258,6 +258,32 @@ def _row(name: str, block: dict[str, Any]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
+def _calibration_lines(meta: Any, calibration: dict[str, Any]) -> list[str]:
+    raw, after = calibration["raw"], calibration["calibrated_out_of_fold"]
+    figures = (
+        f"Expected calibration error (15 bins) / Brier score of the out-of-fold predictions: raw "
+        f"{raw['ece']:.3f} / {raw['brier']:.3f}; at the fitted temperature "
+        f"{calibration['temperature']:.3f} (cross-fitted: each fold at the temperature of the "
+        f"other folds) {after['ece']:.3f} / {after['brier']:.3f}."
+    )
+    if calibration["helps"]:
+        return [
+            "## Calibration",
+            f"Probabilities are softmax(logits / {meta.temperature:.3f}): the temperature "
+            "minimises the negative log-likelihood of the pooled out-of-fold predictions (the "
+            "threshold above is on that scale). " + figures,
+            "",
+        ]
+    return [
+        "## Calibration",
+        "No temperature is applied: the probabilities are the network's own softmax. " + figures,
+        "A temperature rescales confidence but cannot move it: the error here is a shift towards",
+        "IDC (the loss weights the rarer IDC class up), so it made the calibration worse. Read",
+        "the probability as a score and decide with the threshold; it is not a calibrated risk.",
+        "",
+    ]
+
+
 def _n_params(checkpoint: Any) -> int:
     return sum(p.numel() for p in build_model(checkpoint).parameters())
 
@@ -311,7 +337,12 @@ def model_card(
         f"{summary['splits']['train']['classes']['IDC']:,} IDC). The shipped model is trained",
         "on **all** of them (last epoch kept); its accuracy is estimated by cross-validation.",
         f"{summary['padded']} edge patches smaller than 50x50 were padded with white (61 of the",
-        "62 are non-IDC, so white bands are added to patches of both classes in training).",
+        "62 are non-IDC: a white band is a weak non-IDC cue in this data)."
+        + (
+            " White bands are added to patches of both classes in training."
+            if recipe["augment"]["background_frac"] > 0
+            else ""
+        ),
         "",
         "## Training",
         f"`{json.dumps(recipe)}`",
@@ -335,16 +366,7 @@ def model_card(
         + "; ".join(f"{k} {f:.4f} / {b:.4f}" for k, (f, b) in ANCHORS.items())
         + ", trained on about 25x more patches.",
         "",
-        "## Calibration",
-        f"Probabilities are softmax(logits / {meta.temperature:.3f}): the temperature minimises "
-        "the negative",
-        "log-likelihood of the pooled out-of-fold predictions (the threshold above is on that",
-        "scale). Expected calibration error (15 bins) / Brier score of the out-of-fold",
-        f"predictions: raw {calibration['raw']['ece']:.3f} / {calibration['raw']['brier']:.3f};",
-        "at the temperature (cross-fitted: each fold at the temperature of the other folds) "
-        f"{calibration['calibrated_out_of_fold']['ece']:.3f} / "
-        f"{calibration['calibrated_out_of_fold']['brier']:.3f}.",
-        "",
+        *_calibration_lines(meta, calibration),
         "## Tissue-free input",
         f"IDC probability of a blank-glass frame (RGB 241, 235, 238): {background['glass']:.3f};"
         f" white: {background['white']:.3f}; black: {background['black']:.3f}; share of 400",

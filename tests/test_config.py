@@ -19,11 +19,83 @@ from breastpath.config import (
 )
 from breastpath.errors import ConfigError
 
+#: The flat ``train`` blocks of the bundled checkpoints as an earlier version wrote them (the
+#: models shipped before the sectioned config; today's bundled ones are nested, see below).
+EARLIER_FLAT_BLOCKS = {
+    "default": {
+        "model": "cancernet",
+        "model_args": {},
+        "epochs": 40,
+        "batch_size": 64,
+        "lr": 0.01,
+        "optimizer": "adagrad",
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "schedule": "cosine",
+        "warmup_epochs": 0,
+        "label_smoothing": 0.0,
+        "class_weights": True,
+        "augment": True,
+        "color_jitter": 0.05,
+        "patience": 15,
+        "min_delta": 0.0001,
+        "monitor": "val_auc",
+        "threshold_metric": "balanced_accuracy",
+        "amp": True,
+        "compile": False,
+        "device": "auto",
+        "num_threads": 0,
+        "seed": 0,
+        "max_steps_per_epoch": 0,
+        "eval_batch_size": 256,
+        "progress": False,
+    },
+    "breakhis": {
+        "model": "efficientnet_lite0",
+        "model_args": {"input_size": 160},
+        "epochs": 6,
+        "batch_size": 32,
+        "lr": 0.001,
+        "optimizer": "adamw",
+        "momentum": 0.9,
+        "weight_decay": 1e-05,
+        "schedule": "cosine",
+        "warmup_epochs": 0,
+        "label_smoothing": 0.1,
+        "class_weights": True,
+        "augment": True,
+        "color_jitter": 0.05,
+        "stain_augment": "none",
+        "stain_sigma": 0.0,
+        "patience": 6,
+        "min_delta": 0.0001,
+        "monitor": "val_loss",
+        "threshold_metric": "balanced_accuracy",
+        "amp": True,
+        "compile": False,
+        "device": "auto",
+        "num_threads": 2,
+        "seed": 0,
+        "max_steps_per_epoch": 0,
+        "eval_batch_size": 64,
+        "progress": False,
+        "pretrained": True,
+        "weights": "",
+        "freeze_epochs": 1,
+        "finetune_lr_scale": 0.5,
+        "backbone_lr_scale": 0.5,
+        "tta": "flips",
+        "head": "linear",
+        "backbone_checkpoint": "",
+        "svm_c": [0.1, 1.0, 10.0],
+        "svm_max_train": 4000,
+    },
+}
 
-@pytest.mark.parametrize("name", sorted(BUNDLED))
-def test_the_flat_train_block_of_bundled_checkpoints_still_loads(name):
-    raw = json.loads((assets_dir() / f"{BUNDLED[name]}.json").read_text())["train"]
-    assert isinstance(raw["model"], str)  # written by an earlier version: one flat mapping
+
+@pytest.mark.parametrize("name", sorted(EARLIER_FLAT_BLOCKS))
+def test_the_flat_train_block_of_earlier_bundled_checkpoints_still_loads(name):
+    raw = EARLIER_FLAT_BLOCKS[name]
     config = TrainConfig.from_dict(raw)
     assert config.model.name == raw["model"] and config.model.args == raw["model_args"]
     assert config.stop.epochs == raw["epochs"] and config.optim.lr == raw["lr"]
@@ -32,6 +104,13 @@ def test_the_flat_train_block_of_bundled_checkpoints_still_loads(name):
     flat = config.to_flat()
     for key, value in raw.items():
         assert flat[key] == (tuple(value) if isinstance(value, list) else value), key
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_the_train_block_of_bundled_checkpoints_loads_and_round_trips(name):
+    raw = json.loads((assets_dir() / f"{BUNDLED[name]}.json").read_text())["train"]
+    config = TrainConfig.from_dict(raw)
+    assert json.loads(json.dumps(config.training_dict())) == raw
 
 
 def test_nested_and_flat_forms_round_trip():

@@ -45,7 +45,7 @@ def test_run_folder_is_self_describing(trained_run):
     assert meta["train"]["optim"]["optimizer"] == "adagrad"
     # the training choices, never where it ran: runtime settings stay in config.yaml
     assert "runtime" not in meta["train"] and "device" not in json.dumps(meta["train"])
-    assert set(meta["train"]) == {"seed", "model", "optim", "augment", "stop", "head"}
+    assert set(meta["train"]) == {"seed", "model", "optim", "augment", "stop", "head", "distill"}
     assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
     assert meta["metrics"]["val_at_threshold"]["n"] > 0
     model = build_model(load_checkpoint(trained_run))

@@ -183,13 +183,22 @@ def calibration_summary(y_true: Any, scores: Any, *, bins: int = 15) -> dict[str
     }
 
 
+#: How the build scripts' temperature was chosen (stored with it in the checkpoint).
+TEMPERATURE_RULE = (
+    "fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
+    "cross-validation, kept because it lowers their cross-fitted ECE; the threshold is moved "
+    "with it, so no decision changes"
+)
+
+
 def out_of_fold_temperature(
     probs: Any, labels: Any, folds: Any, *, positive: int = -1
 ) -> tuple[float, dict[str, Any]]:
     """The temperature fitted on pooled out-of-fold ``probs`` (what a model trained on every
     fold's patients is given), and the ECE and Brier score of the ``positive`` class before and
     after it; "after" is cross-fitted (each fold at the temperature of the other folds), so it
-    is not measured on the rows its temperature was fitted on.
+    is not measured on the rows its temperature was fitted on. ``helps`` says whether the
+    cross-fitted ECE is lower than the raw one (apply the temperature only then).
 
     Examples
     --------
@@ -198,7 +207,7 @@ def out_of_fold_temperature(
     >>> y = (rng.random(4000) < p1).astype(int)
     >>> sharp = apply_temperature(np.c_[1 - p1, p1], 0.25)
     >>> t, report = out_of_fold_temperature(sharp, y, np.arange(4000) % 4)
-    >>> 3.5 < t < 4.5, report["raw"]["ece"] > report["calibrated_out_of_fold"]["ece"]
+    >>> 3.5 < t < 4.5, report["helps"]
     (True, True)
     """
     p = np.asarray(probs, dtype=np.float64)
@@ -211,10 +220,14 @@ def out_of_fold_temperature(
         summary = calibration_summary(truth, q[:, positive])
         return {"ece": summary["ece"], "brier": summary["brier"]}
 
+    raw, after = scores(p), scores(crossfit)
     return temperature, {
         "temperature": round(temperature, 4),
-        "raw": scores(p),
-        "calibrated_out_of_fold": scores(crossfit),
+        "raw": raw,
+        "calibrated_out_of_fold": after,
+        # a temperature only rescales confidence: when the error is a shift (class-weighted
+        # training moves every probability towards the rarer class) it can make ECE worse
+        "helps": bool(after["ece"] < raw["ece"]),
     }
 
 
