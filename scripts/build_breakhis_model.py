@@ -38,7 +38,8 @@ from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
 from breastpath.evaluate.calibration import (
     TEMPERATURE_RULE,
-    out_of_fold_temperature,
+    best_out_of_fold_calibration,
+    describe_calibration,
     with_temperature,
 )
 from breastpath.experiments.crossval import cross_validate
@@ -139,9 +140,11 @@ def main() -> None:
         weights_dtype="float16", float16_check=agreement, crossval=summary_cv, build_seconds=timings
     )
     meta = best.meta.replace(**changes, extra=extra)
-    temperature, calibration = oof_calibration(cv_dir / "oof_predictions.csv", meta.class_names)
+    (temperature, shift), calibration = oof_calibration(
+        cv_dir / "oof_predictions.csv", meta.class_names
+    )
     if calibration["helps"]:
-        meta = with_temperature(meta, temperature, rule=TEMPERATURE_RULE)
+        meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
     meta = meta.replace(metrics={**meta.metrics, "calibration": calibration})
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
@@ -168,14 +171,17 @@ def fit_stain_target(folder: Path, work: Path) -> Path:
     return out
 
 
-def oof_calibration(path: Path, class_names: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
-    """The temperature fitted on the cross-validation's pooled out-of-fold predictions, with
-    ECE and Brier score before and after (:func:`out_of_fold_temperature`)."""
+def oof_calibration(
+    path: Path, class_names: tuple[str, ...]
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The calibration (a temperature, or Platt's temperature and shift) with the lower
+    cross-fitted ECE, fitted on the pooled out-of-fold predictions of the cross-validation, and
+    its report (:func:`breastpath.evaluate.calibration.best_out_of_fold_calibration`)."""
     rows = read_csv(path)
     y = np.array([int(r["label"]) for r in rows])
     probs = np.array([[float(r[f"p_{name}"]) for name in class_names] for r in rows])
     folds = np.array([int(r["fold"]) for r in rows])
-    return out_of_fold_temperature(probs, y, folds)
+    return best_out_of_fold_calibration(probs, y, folds)
 
 
 def check_half(
@@ -404,18 +410,7 @@ def model_card(
 
 
 def _calibration_lines(meta: dict[str, Any]) -> list[str]:
-    report = meta["metrics"]["calibration"]
-    raw, after = report["raw"], report["calibrated_out_of_fold"]
-    return [
-        "## Calibration",
-        f"Probabilities are softmax(logits / {meta['temperature']:.3f}): the temperature "
-        "minimises the negative log-likelihood of the pooled out-of-fold predictions (the",
-        "threshold above is on that scale). Expected calibration error (15 bins) / Brier score",
-        f"of the out-of-fold malignant scores: raw {raw['ece']:.3f} / {raw['brier']:.3f}; at the",
-        "temperature (cross-fitted: each fold at the temperature of the other folds) "
-        f"{after['ece']:.3f} / {after['brier']:.3f}.",
-        "",
-    ]
+    return ["## Calibration", describe_calibration(meta["metrics"]["calibration"]), ""]
 
 
 def _colour_limits(meta: dict[str, Any]) -> list[str]:

@@ -45,7 +45,8 @@ from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.evaluate.calibration import (
     TEMPERATURE_RULE,
-    out_of_fold_temperature,
+    best_out_of_fold_calibration,
+    describe_calibration,
     with_temperature,
 )
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
@@ -116,9 +117,9 @@ def main() -> None:
             "oof_at_threshold": oof_at(work / "cv-last" / "oof_predictions.csv", threshold),
         },
     )
-    temperature, calibration = oof_calibration(work / "cv-last" / "oof_predictions.csv")
+    (temperature, shift), calibration = oof_calibration(work / "cv-last" / "oof_predictions.csv")
     if calibration["calibration"]["helps"]:
-        meta = with_temperature(meta, temperature, rule=TEMPERATURE_RULE)
+        meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
     background = background_scores(final, meta)
     meta = meta.replace(metrics={**meta.metrics, "background": background, **calibration})
     assets = Path(args.assets)
@@ -182,15 +183,16 @@ def oof_threshold(path: Path) -> float:
     return float(choose_threshold(y, p, criterion="balanced_accuracy"))
 
 
-def oof_calibration(path: Path) -> tuple[float, dict[str, Any]]:
-    """The temperature fitted on the pooled out-of-fold predictions, and the ECE and Brier score
-    before and after it (:func:`breastpath.evaluate.calibration.out_of_fold_temperature`)."""
+def oof_calibration(path: Path) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The calibration (a temperature, or Platt's temperature and shift) with the lower
+    cross-fitted ECE, fitted on the pooled out-of-fold predictions of the cross-validation, and
+    its report (:func:`breastpath.evaluate.calibration.best_out_of_fold_calibration`)."""
     rows = read_csv(path)
     y = np.array([int(r["label"]) for r in rows])
     probs = np.array([[float(r["p_non-IDC"]), float(r["p_IDC"])] for r in rows])
     folds = np.array([int(r["fold"]) for r in rows])
-    temperature, report = out_of_fold_temperature(probs, y, folds)
-    return temperature, {"calibration": report}
+    scaling, report = best_out_of_fold_calibration(probs, y, folds)
+    return scaling, {"calibration": report}
 
 
 def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -221,29 +223,27 @@ def oof_at(path: Path, threshold: float) -> dict[str, Any]:
 
 
 def background_scores(checkpoint: Any, meta: Any) -> dict[str, float]:
-    """IDC probability (at ``meta``'s temperature) of frames without tissue: blank glass,
-    white, black, and the share of 400 random near-uniform frames
-    (:func:`breastpath.data.augment.background_frames`, a seed training never uses) that reach
-    ``meta``'s threshold."""
+    """IDC probability of frames without tissue, scored as served (the ``Predictor`` with
+    ``meta``: its calibration and threshold): blank glass, white, black, and the share of 400
+    random near-uniform frames (:func:`breastpath.data.augment.background_frames`, a seed
+    training never uses) at or above the threshold."""
+    import dataclasses
+
     import torch
 
     from breastpath.data.augment import GLASS_RGB, background_frames
-    from breastpath.data.transforms import to_model_input
+    from breastpath.inference.predictor import Predictor
 
-    model = build_model(checkpoint).eval()
-    mean = torch.tensor(checkpoint.meta.mean, dtype=torch.float32)
-    std = torch.tensor(checkpoint.meta.std, dtype=torch.float32)
-    h, w = checkpoint.meta.input_size
+    predictor = Predictor(dataclasses.replace(checkpoint, meta=meta), device="cpu")
+    h, w = meta.input_size
     fixed = {"glass": GLASS_RGB, "white": (255, 255, 255), "black": (0, 0, 0)}
     batch = torch.stack(
         [torch.tensor(rgb, dtype=torch.uint8).expand(h, w, 3) for rgb in fixed.values()]
     )
     frames = background_frames(400, size=(h, w), generator=torch.Generator().manual_seed(123))
-    with torch.inference_mode():
-        x = to_model_input(torch.cat([batch, frames]), mean=mean, std=std, device="cpu")
-        probs = torch.softmax(model(x) / meta.temperature, 1)[:, 1]
+    probs = predictor.predict_proba(torch.cat([batch, frames]).numpy())[:, 1]
     out = {name: round(float(probs[i]), 4) for i, name in enumerate(fixed)}
-    above = (probs[3:] >= meta.threshold).float().mean()
+    above = (probs[3:] >= meta.threshold).mean()
     out["random_frames_above_threshold"] = round(float(above), 4)
     return out
 
@@ -259,29 +259,7 @@ def _row(name: str, block: dict[str, Any]) -> str:
 
 
 def _calibration_lines(meta: Any, calibration: dict[str, Any]) -> list[str]:
-    raw, after = calibration["raw"], calibration["calibrated_out_of_fold"]
-    figures = (
-        f"Expected calibration error (15 bins) / Brier score of the out-of-fold predictions: raw "
-        f"{raw['ece']:.3f} / {raw['brier']:.3f}; at the fitted temperature "
-        f"{calibration['temperature']:.3f} (cross-fitted: each fold at the temperature of the "
-        f"other folds) {after['ece']:.3f} / {after['brier']:.3f}."
-    )
-    if calibration["helps"]:
-        return [
-            "## Calibration",
-            f"Probabilities are softmax(logits / {meta.temperature:.3f}): the temperature "
-            "minimises the negative log-likelihood of the pooled out-of-fold predictions (the "
-            "threshold above is on that scale). " + figures,
-            "",
-        ]
-    return [
-        "## Calibration",
-        "No temperature is applied: the probabilities are the network's own softmax. " + figures,
-        "A temperature rescales confidence but cannot move it: the error here is a shift towards",
-        "IDC (the loss weights the rarer IDC class up), so it made the calibration worse. Read",
-        "the probability as a score and decide with the threshold; it is not a calibrated risk.",
-        "",
-    ]
+    return ["## Calibration", describe_calibration(calibration), ""]
 
 
 def _n_params(checkpoint: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -39,6 +40,41 @@ def test_bundled_checkpoints_written_by_0_1_still_load():
     # three meanings of "input size" become two named fields
     assert breakhis.input_size == (224, 224) and breakhis.working_size == (160, 160)
     assert breakhis.extra["crossval"]["folds"] >= 3  # unknown keys are kept verbatim
+
+
+def test_the_predictor_applies_the_logit_bias_before_the_temperature(tmp_path):
+    """``softmax((logits + logit_bias) / temperature)``: what the build scripts' Platt scaling
+    stores, and what their moved threshold assumes."""
+    import torch
+
+    from breastpath.data.transforms import to_model_input
+    from breastpath.evaluate.calibration import with_temperature
+
+    checkpoint = load_checkpoint("default")
+    raw_meta = checkpoint.meta.replace(temperature=1.0, logit_bias=None, threshold=0.5)
+    scaled_meta = with_temperature(raw_meta, 2.0, shift=-1.5, rule="test")
+    assert scaled_meta.logit_bias == (0.0, -1.5)
+    rng = np.random.default_rng(0)
+    batch = np.stack([synthetic_patch(rng, i % 2) for i in range(8)])
+    model = build_model(checkpoint).eval()
+    with torch.no_grad():
+        x = to_model_input(
+            torch.from_numpy(batch),
+            mean=torch.tensor(raw_meta.mean),
+            std=torch.tensor(raw_meta.std),
+            device="cpu",
+        )
+        logits = model(x).double()
+    expected = torch.softmax((logits + torch.tensor([0.0, -1.5], dtype=torch.float64)) / 2.0, 1)
+    for meta, want in ((raw_meta, torch.softmax(logits, 1)), (scaled_meta, expected)):
+        predictor = Predictor(dataclasses.replace(checkpoint, meta=meta), device="cpu")
+        np.testing.assert_allclose(predictor.predict_proba(batch), want.numpy(), atol=1e-5)
+    raw_decisions = Predictor(dataclasses.replace(checkpoint, meta=raw_meta), device="cpu")
+    scaled = Predictor(dataclasses.replace(checkpoint, meta=scaled_meta), device="cpu")
+    assert np.array_equal(  # the threshold moved with the scaling: no decision changes
+        raw_decisions.predict_proba(batch)[:, 1] >= raw_meta.threshold,
+        scaled.predict_proba(batch)[:, 1] >= scaled_meta.threshold,
+    )
 
 
 def _copy_default(tmp_path: Path) -> Path:
@@ -80,6 +116,9 @@ BAD_FIELDS = [
     ("epoch", -1),
     ("stain", "vahadane"),
     ("mpp", -0.25),
+    ("logit_bias", [0.0]),
+    ("logit_bias", [0.0, float("inf")]),
+    ("logit_bias", "shift"),
 ]
 
 

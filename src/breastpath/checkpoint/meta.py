@@ -77,6 +77,9 @@ class CheckpointMeta:
     #: temperature of the stored probabilities: ``softmax(logits / temperature)``; the threshold
     #: applies to the cancer score at this temperature (1.0: the network's own softmax)
     temperature: float = 1.0
+    #: added to the logits before the temperature: ``softmax((logits + logit_bias) / T)``
+    #: (Platt scaling of a binary model: a shift the temperature alone cannot make)
+    logit_bias: tuple[float, ...] | None = None
     working_size: tuple[int, int] | None = None
     name: str = ""
     version: str = ""
@@ -182,6 +185,7 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "cancer_classes": check.cancer_classes(raw.get("cancer_classes"), class_names),
         "threshold": check.unit("threshold", raw.get("threshold", 0.5)),
         "temperature": check.bounded("temperature", raw.get("temperature", 1.0), 0.05, 20.0),
+        "logit_bias": check.logit_bias(raw.get("logit_bias"), classes=len(class_names)),
         "working_size": check.working_size(raw, model),
         "tta": check.choice("tta", raw.get("tta") or "none", TTA_MODES),
         "runtime": check.choice("runtime", raw.get("runtime") or "torch", RUNTIMES),
@@ -233,6 +237,13 @@ class _Checker:
         if not low <= number <= high:
             raise self.fail(name, f"must be in [{low}, {high}], got {value!r}")
         return number
+
+    def logit_bias(self, value: object, *, classes: int) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or len(value) != classes:
+            raise self.fail("logit_bias", f"must be a list of {classes} numbers, got {value!r}")
+        return tuple(self.bounded("logit_bias", v, -50.0, 50.0) for v in value)
 
     def optional_positive(self, name: str, value: object) -> float | None:
         if value is None:

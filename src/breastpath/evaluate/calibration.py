@@ -5,6 +5,8 @@
 - :func:`fit_temperature`: temperature scaling, one scalar ``T`` fitted by minimising the
   negative log-likelihood of ``softmax(log p / T)`` (``log p`` equals the logits up to a
   per-row constant, so the probabilities a model stores are enough).
+- :func:`fit_platt`: Platt scaling of a binary model, a temperature and a logit shift (the
+  shift is what a class-weighted loss leaves, which no temperature can undo).
 - :func:`crossfit_temperature`: out-of-fold probabilities calibrated honestly: each fold's
   items get the temperature fitted on the *other* folds, so the ECE after calibration is not
   measured on the data the temperature was fitted to.
@@ -172,6 +174,52 @@ def crossfit_temperature(probs: Any, labels: Any, folds: Any) -> tuple[np.ndarra
     return out, temperatures
 
 
+def apply_platt(probs: Any, temperature: float, shift: float) -> np.ndarray:
+    """Binary probabilities after Platt scaling: ``p1 = sigmoid((z + shift) / T)`` with ``z`` the
+    logit difference ``log p1 - log p0`` (what ``softmax((logits + [0, shift]) / T)`` gives).
+
+    Examples
+    --------
+    >>> apply_platt([[0.5, 0.5]], 1.0, 1.0).round(3).tolist()
+    [[0.269, 0.731]]
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0)
+    z = (np.log(p[:, 1]) - np.log(p[:, 0]) + shift) / temperature
+    p1 = 1.0 / (1.0 + np.exp(-z))
+    return np.c_[1.0 - p1, p1]
+
+
+def fit_platt(probs: Any, labels: Any) -> tuple[float, float]:
+    """``(temperature, shift)`` minimising the negative log-likelihood of binary ``labels``
+    under :func:`apply_platt` (Platt 1999 on the logit difference): a temperature and the shift
+    that moves every score, such as the one a class-weighted loss leaves.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p1 = rng.choice([0.2, 0.6], size=4000)
+    >>> y = (rng.random(4000) < p1).astype(int)
+    >>> shifted = apply_platt(np.c_[1 - p1, p1], 1.0, 1.5)  # every score pushed up
+    >>> t, shift = fit_platt(shifted, y)
+    >>> 0.8 < t < 1.25 and -1.9 < shift < -1.1
+    True
+    """
+    from scipy.optimize import minimize
+
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2 or p.shape[1] != 2 or len(p) != len(y) or len(y) == 0:
+        raise ConfigError("Platt scaling needs binary probs (N, 2) with one label per row")
+
+    def nll(params: np.ndarray) -> float:
+        scaled = apply_platt(p, float(np.exp(params[0])), float(params[1]))
+        return float(-np.log(np.clip(scaled[np.arange(len(y)), y], _EPS, 1.0)).mean())
+
+    found = minimize(nll, x0=np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-5})
+    temperature = float(np.clip(np.exp(found.x[0]), T_MIN, T_MAX))
+    return temperature, float(np.clip(found.x[1], -50.0, 50.0))
+
+
 def calibration_summary(y_true: Any, scores: Any, *, bins: int = 15) -> dict[str, Any]:
     """ECE, Brier score and the reliability table of binary cancer scores (for reports)."""
     y, p = _binary(y_true, scores)
@@ -183,7 +231,7 @@ def calibration_summary(y_true: Any, scores: Any, *, bins: int = 15) -> dict[str
     }
 
 
-#: How the build scripts' temperature was chosen (stored with it in the checkpoint).
+#: How the build scripts' scaling was chosen (stored with it in the checkpoint).
 TEMPERATURE_RULE = (
     "fitted (negative log-likelihood) on the pooled out-of-fold predictions of the "
     "cross-validation, kept because it lowers their cross-fitted ECE; the threshold is moved "
@@ -191,14 +239,15 @@ TEMPERATURE_RULE = (
 )
 
 
-def out_of_fold_temperature(
-    probs: Any, labels: Any, folds: Any, *, positive: int = -1
-) -> tuple[float, dict[str, Any]]:
-    """The temperature fitted on pooled out-of-fold ``probs`` (what a model trained on every
-    fold's patients is given), and the ECE and Brier score of the ``positive`` class before and
-    after it; "after" is cross-fitted (each fold at the temperature of the other folds), so it
-    is not measured on the rows its temperature was fitted on. ``helps`` says whether the
-    cross-fitted ECE is lower than the raw one (apply the temperature only then).
+def out_of_fold_calibration(
+    probs: Any, labels: Any, folds: Any, *, method: str = "temperature"
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """``(temperature, shift)`` fitted on pooled out-of-fold ``probs`` (what a model trained on
+    every fold's patients is given; ``shift`` is 0 for ``method="temperature"``, Platt's for
+    ``"platt"``, binary only), and the ECE and Brier score of the last class before and after;
+    "after" is cross-fitted (each fold at the scaling fitted on the other folds), so it is not
+    measured on the rows its scaling was fitted on. ``helps`` says whether the cross-fitted ECE
+    is lower than the raw one (apply the scaling only then).
 
     Examples
     --------
@@ -206,23 +255,40 @@ def out_of_fold_temperature(
     >>> p1 = rng.choice([0.3, 0.7], size=4000)
     >>> y = (rng.random(4000) < p1).astype(int)
     >>> sharp = apply_temperature(np.c_[1 - p1, p1], 0.25)
-    >>> t, report = out_of_fold_temperature(sharp, y, np.arange(4000) % 4)
-    >>> 3.5 < t < 4.5, report["helps"]
-    (True, True)
+    >>> (t, shift), report = out_of_fold_calibration(sharp, y, np.arange(4000) % 4)
+    >>> 3.5 < t < 4.5, shift, report["helps"]
+    (True, 0.0, True)
     """
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    temperature = fit_temperature(p, y)
-    crossfit, _ = crossfit_temperature(p, y, folds)
-    truth = (y == (p.shape[1] - 1 if positive < 0 else positive)).astype(int)
+    f = np.asarray(folds)
+
+    def fit(q: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+        return fit_platt(q, t) if method == "platt" else (fit_temperature(q, t), 0.0)
+
+    def apply(q: np.ndarray, scaling: tuple[float, float]) -> np.ndarray:
+        if method == "platt":
+            return apply_platt(q, *scaling)
+        return apply_temperature(q, scaling[0])
+
+    if method not in ("temperature", "platt"):
+        raise ConfigError(f"unknown calibration method {method!r}")
+    scaling = fit(p, y)
+    crossfit = np.empty_like(p)
+    for fold in np.unique(f):
+        held = f == fold
+        crossfit[held] = apply(p[held], fit(p[~held], y[~held]))
+    truth = (y == p.shape[1] - 1).astype(int)
 
     def scores(q: np.ndarray) -> dict[str, Any]:
-        summary = calibration_summary(truth, q[:, positive])
+        summary = calibration_summary(truth, q[:, -1])
         return {"ece": summary["ece"], "brier": summary["brier"]}
 
     raw, after = scores(p), scores(crossfit)
-    return temperature, {
-        "temperature": round(temperature, 4),
+    return scaling, {
+        "method": method,
+        "temperature": round(scaling[0], 4),
+        "shift": round(scaling[1], 4),
         "raw": raw,
         "calibrated_out_of_fold": after,
         # a temperature only rescales confidence: when the error is a shift (class-weighted
@@ -231,10 +297,12 @@ def out_of_fold_temperature(
     }
 
 
-def with_temperature(meta: CheckpointMeta, temperature: float, *, rule: str) -> CheckpointMeta:
-    """``meta`` at a new temperature, its threshold moved so that every decision of a binary
-    model stays the same (``t -> sigmoid(logit(t) T_old / T_new)``); ``rule`` says where the
-    temperature comes from (stored in ``extra["calibration"]``).
+def with_temperature(
+    meta: CheckpointMeta, temperature: float, *, rule: str, shift: float = 0.0
+) -> CheckpointMeta:
+    """``meta`` at a new temperature (and, for Platt scaling, a logit ``shift`` of the last
+    class), its threshold moved so that every decision of a binary model stays the same;
+    ``rule`` says where the scaling comes from (stored in ``extra["calibration"]``).
 
     Examples
     --------
@@ -243,17 +311,62 @@ def with_temperature(meta: CheckpointMeta, temperature: float, *, rule: str) -> 
     >>> hot = with_temperature(meta, 2.0, rule="example")
     >>> hot.temperature, round(hot.threshold, 4) != round(meta.threshold, 4)
     (2.0, True)
+    >>> with_temperature(meta, 1.0, shift=-1.0, rule="example").logit_bias
+    (0.0, -1.0)
     """
     if not meta.is_binary:
         raise ConfigError("temperature scaling of a checkpoint needs a binary model")
     if not T_MIN <= temperature <= T_MAX:
         raise ConfigError(f"temperature must be in [{T_MIN}, {T_MAX}], got {temperature}")
+    old_bias = meta.logit_bias or (0.0, 0.0)
     t = float(np.clip(meta.threshold, 1e-9, 1 - 1e-9))
-    logit = np.log(t / (1 - t)) * meta.temperature / temperature
-    threshold = float(1 / (1 + np.exp(-logit)))
-    calibration = {"temperature": temperature, "rule": rule}
+    z = np.log(t / (1 - t)) * meta.temperature - (old_bias[1] - old_bias[0])  # network logit
+    threshold = float(1 / (1 + np.exp(-(z + shift) / temperature)))
+    calibration = {"temperature": temperature, "shift": shift, "rule": rule}
     return meta.replace(
         temperature=float(temperature),
+        logit_bias=[0.0, float(shift)] if shift else None,
         threshold=threshold,
         extra={**meta.extra, "calibration": calibration},
+    )
+
+
+def best_out_of_fold_calibration(
+    probs: Any, labels: Any, folds: Any
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """:func:`out_of_fold_calibration` by temperature and, for a binary model, by Platt
+    scaling; the one with the lower cross-fitted ECE (the report lists both ECEs)."""
+    methods = ("temperature", "platt") if np.asarray(probs).shape[1] == 2 else ("temperature",)
+    fitted = {m: out_of_fold_calibration(probs, labels, folds, method=m) for m in methods}
+    best = min(methods, key=lambda m: fitted[m][1]["calibrated_out_of_fold"]["ece"])
+    scaling, report = fitted[best]
+    report["cross_fitted_ece_by_method"] = {
+        m: fitted[m][1]["calibrated_out_of_fold"]["ece"] for m in methods
+    }
+    return scaling, report
+
+
+def describe_calibration(report: dict[str, Any]) -> str:
+    """One paragraph for a model card from an :func:`out_of_fold_calibration` report."""
+    raw, after = report["raw"], report["calibrated_out_of_fold"]
+    t, shift = report["temperature"], report.get("shift", 0.0)
+    scaling = (
+        f"softmax((logits + [0, {shift:.3f}]) / {t:.3f})" if shift else f"softmax(logits / {t:.3f})"
+    )
+    figures = (
+        f"Expected calibration error (15 bins) / Brier score of the pooled out-of-fold "
+        f"predictions: raw {raw['ece']:.3f} / {raw['brier']:.3f}; scaled as {scaling} "
+        f"(cross-fitted: each fold at the scaling fitted on the other folds) "
+        f"{after['ece']:.3f} / {after['brier']:.3f}."
+    )
+    if report["helps"]:
+        return (
+            f"Probabilities are {scaling}, fitted ({report['method']}, negative log-likelihood) "
+            "on the pooled out-of-fold predictions of the cross-validation; the threshold is on "
+            f"that scale. {figures}"
+        )
+    return (
+        "No scaling is applied: the probabilities are the network's own softmax, because the "
+        f"fitted one did not lower the cross-fitted ECE. {figures} Read the probability as a "
+        "score and decide with the threshold; it is not a calibrated risk."
     )

@@ -102,6 +102,8 @@ class Predictor:
         self.threshold = self.meta.threshold
         self.cancer_classes: list[int] = list(self.meta.cancer_classes)
         self.stain = stain_normalizer(self.meta, device=self.device)
+        bias = self.meta.logit_bias
+        self._logit_bias = None if bias is None else torch.tensor(bias, device=self.device)
         self._lock = threading.Lock()
 
     def _build_forward(self, *, compile: bool) -> Any:
@@ -218,7 +220,10 @@ class Predictor:
                     np.ascontiguousarray(batch[start : start + self.batch_size])
                 )
                 x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
-                logits = self._forward(x).float() / self.meta.temperature
+                logits = self._forward(x).float()
+                if self._logit_bias is not None:
+                    logits = logits + self._logit_bias
+                logits = logits / self.meta.temperature
                 outputs.append(torch.softmax(logits, dim=1).cpu().numpy())
         if not outputs:
             return np.zeros((0, len(self.class_names)))
