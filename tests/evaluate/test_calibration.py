@@ -79,15 +79,23 @@ def test_bad_inputs_are_config_errors():
 
 
 def test_a_checkpoint_at_a_temperature_scores_and_decides_consistently(tmp_path):
+    import dataclasses
+
     from breastpath.checkpoint import load_checkpoint, save_checkpoint
     from breastpath.evaluate.calibration import with_temperature
     from breastpath.inference.predictor import Predictor
 
-    original = load_checkpoint("default")
+    bundled = load_checkpoint("default")
+    # the network's own softmax (the bundled model is calibrated), its threshold moved back
+    raw = with_temperature(bundled.meta, 1.0, rule="uncalibrated")
+    assert raw.logit_bias is None and raw.temperature == 1.0
+    original = dataclasses.replace(bundled, meta=raw)
     hot = with_temperature(original.meta, 1.7, rule="test")
     save_checkpoint(tmp_path / "hot", tensors=original.tensors, meta=hot)
     batch = np.random.default_rng(5).integers(0, 256, size=(40, 50, 50, 3), dtype=np.uint8)
     cold_p = Predictor(original).predict_proba(batch)
+    bundled_p = Predictor(bundled).predict_proba(batch)  # calibrated, yet the same decisions
+    assert list(bundled_p[:, 1] >= bundled.meta.threshold) == list(cold_p[:, 1] >= raw.threshold)
     warm = Predictor.from_checkpoint(tmp_path / "hot")
     warm_p = warm.predict_proba(batch)
     np.testing.assert_allclose(warm_p, apply_temperature(cold_p, 1.7), atol=1e-5)
