@@ -43,8 +43,9 @@ from breastpath.evaluate.calibration import (
     with_temperature,
 )
 from breastpath.experiments.crossval import cross_validate
+from breastpath.experiments.paired import read_oof
 from breastpath.inference.batches import predict_rows
-from breastpath.io import atomic_write_text, read_csv, read_json
+from breastpath.io import atomic_write_text, read_json
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -140,8 +141,10 @@ def main() -> None:
         weights_dtype="float16", float16_check=agreement, crossval=summary_cv, build_seconds=timings
     )
     meta = best.meta.replace(**changes, extra=extra)
-    (temperature, shift), calibration = oof_calibration(
-        cv_dir / "oof_predictions.csv", meta.class_names
+    oof = read_oof(cv_dir / "oof_predictions.csv", positive=meta.class_names[-1])
+    # a temperature, or Platt's temperature and shift: whichever lowers the cross-fitted ECE
+    (temperature, shift), calibration = best_out_of_fold_calibration(
+        oof["probs"], oof["label"], oof["fold"]
     )
     if calibration["helps"]:
         meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
@@ -169,19 +172,6 @@ def fit_stain_target(folder: Path, work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     write_json(out, normalizer.to_dict())
     return out
-
-
-def oof_calibration(
-    path: Path, class_names: tuple[str, ...]
-) -> tuple[tuple[float, float], dict[str, Any]]:
-    """The calibration (a temperature, or Platt's temperature and shift) with the lower
-    cross-fitted ECE, fitted on the pooled out-of-fold predictions of the cross-validation, and
-    its report (:func:`breastpath.evaluate.calibration.best_out_of_fold_calibration`)."""
-    rows = read_csv(path)
-    y = np.array([int(r["label"]) for r in rows])
-    probs = np.array([[float(r[f"p_{name}"]) for name in class_names] for r in rows])
-    folds = np.array([int(r["fold"]) for r in rows])
-    return best_out_of_fold_calibration(probs, y, folds)
 
 
 def check_half(

@@ -51,6 +51,7 @@ from breastpath.evaluate.calibration import (
 )
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
 from breastpath.experiments.crossval import cross_validate
+from breastpath.experiments.paired import read_oof
 from breastpath.experiments.rescore import rescore_crossval
 from breastpath.io import atomic_write_text, read_csv
 from breastpath.train.loop import train
@@ -92,7 +93,8 @@ def main() -> None:
     cv_dir = Path(args.cv) if args.cv else work / "cv"
     cross_validate(prepared, cv_dir, student, folds=args.folds, seed=0, resume=True)
     estimate = rescore_crossval([cv_dir], work / "cv-last", checkpoint="last")
-    threshold = oof_threshold(work / "cv-last" / "oof_predictions.csv")
+    oof = read_oof(work / "cv-last" / "oof_predictions.csv")
+    threshold = float(choose_threshold(oof["label"], oof["raw"], criterion="balanced_accuracy"))
     finals = [
         train_once(prepared, work / f"teacher-{name}", teacher) / "best.json"
         for name, teacher in zip(names, teacher_configs, strict=True)
@@ -114,14 +116,17 @@ def main() -> None:
             },
             # the shipped rule (one threshold) on the same OOF predictions it was chosen on:
             # optimistic, for comparison with the per-fold-threshold estimate only
-            "oof_at_threshold": oof_at(work / "cv-last" / "oof_predictions.csv", threshold),
+            "oof_at_threshold": oof_at(oof, threshold),
         },
     )
-    (temperature, shift), calibration = oof_calibration(work / "cv-last" / "oof_predictions.csv")
-    if calibration["calibration"]["helps"]:
+    # a temperature, or Platt's temperature and shift: whichever lowers the cross-fitted ECE
+    (temperature, shift), report = best_out_of_fold_calibration(
+        oof["probs"], oof["label"], oof["fold"]
+    )
+    if report["helps"]:
         meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
     background = background_scores(final, meta)
-    meta = meta.replace(metrics={**meta.metrics, "background": background, **calibration})
+    meta = meta.replace(metrics={**meta.metrics, "background": background, "calibration": report})
     assets = Path(args.assets)
     assets.mkdir(parents=True, exist_ok=True)
     save_checkpoint(assets / "cancernet_idc", tensors=final.model_state_prefixed(), meta=meta)
@@ -175,26 +180,6 @@ def train_once(prepared: Path, run: Path, config: TrainConfig) -> Path:
     return run
 
 
-def oof_threshold(path: Path) -> float:
-    """The threshold maximising balanced accuracy over pooled out-of-fold IDC probabilities."""
-    rows = read_csv(path)
-    y = np.array([int(r["label"]) for r in rows])
-    p = np.array([float(r["p_IDC"]) for r in rows])
-    return float(choose_threshold(y, p, criterion="balanced_accuracy"))
-
-
-def oof_calibration(path: Path) -> tuple[tuple[float, float], dict[str, Any]]:
-    """The calibration (a temperature, or Platt's temperature and shift) with the lower
-    cross-fitted ECE, fitted on the pooled out-of-fold predictions of the cross-validation, and
-    its report (:func:`breastpath.evaluate.calibration.best_out_of_fold_calibration`)."""
-    rows = read_csv(path)
-    y = np.array([int(r["label"]) for r in rows])
-    probs = np.array([[float(r["p_non-IDC"]), float(r["p_IDC"])] for r in rows])
-    folds = np.array([int(r["fold"]) for r in rows])
-    scaling, report = best_out_of_fold_calibration(probs, y, folds)
-    return scaling, {"calibration": report}
-
-
 def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The pooled out-of-fold figures (with 95% intervals) that go into the checkpoint."""
     pooled = result["pooled"]
@@ -208,12 +193,9 @@ def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def oof_at(path: Path, threshold: float) -> dict[str, Any]:
+def oof_at(oof: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     """Pooled out-of-fold patch metrics at one global threshold, with patient-bootstrap CIs."""
-    rows = read_csv(path)
-    y = np.array([int(r["label"]) for r in rows])
-    p = np.array([float(r["p_IDC"]) for r in rows])
-    groups = np.array([r["patient"] for r in rows])
+    y, p, groups = oof["label"], oof["raw"], oof["patient"]
     metrics = binary_metrics(y, p, threshold=threshold)
     metrics["ci95"] = {
         m: bootstrap_ci(y, p, metric=m, threshold=threshold, groups=groups, n_boot=1000, seed=0)

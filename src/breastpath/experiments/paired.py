@@ -27,14 +27,18 @@ METRICS = ("f1", "balanced_accuracy", "roc_auc")
 
 
 def read_oof(path: str | Path, *, positive: str = "IDC") -> dict[str, np.ndarray]:
-    """Rows of an ``oof_predictions.csv`` (binary): ``row``, ``label``, ``patient``, raw
-    positive probability ``raw`` and ``centred`` score (its fold threshold at 0.5)."""
+    """Rows of an ``oof_predictions.csv`` (binary): ``row``, ``label``, ``patient``, ``fold``,
+    every class probability ``probs`` (columns in the file's class order), the raw positive
+    probability ``raw`` and the ``centred`` score (its fold threshold at 0.5)."""
     rows = sorted(read_csv(Path(path)), key=lambda r: int(r["row"]))
     raw = np.array([float(r[f"p_{positive}"]) for r in rows])
+    columns = [key for key in (rows[0] if rows else {}) if key.startswith("p_")]
     return {
         "row": np.array([int(r["row"]) for r in rows]),
         "label": np.array([int(r["label"]) for r in rows]),
         "patient": np.array([r["patient"] for r in rows]),
+        "fold": np.array([int(r["fold"]) for r in rows]),
+        "probs": np.array([[float(r[key]) for key in columns] for r in rows]),
         "raw": raw,
         "centred": centre_scores(raw, np.array([float(r["threshold"]) for r in rows])),
     }
