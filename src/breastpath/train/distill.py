@@ -42,7 +42,6 @@ class Teacher:
     teach as one ensemble (their softened probabilities averaged)."""
 
     members: list[_Member]
-    sources: list[str]
 
     @classmethod
     def load(
@@ -58,7 +57,7 @@ class Teacher:
         (other classes, image size or stain target)."""
         if not names_or_paths:
             raise ConfigError("distillation needs at least one teacher")
-        members, sources = [], []
+        members = []
         for name in names_or_paths:
             checkpoint = load_checkpoint(name)
             _check_fits(checkpoint, class_names=class_names, image_size=image_size, stain=stain)
@@ -73,8 +72,7 @@ class Teacher:
                     std=torch.tensor(meta.std, device=device).view(1, 3, 1, 1),
                 )
             )
-            sources.append(str(checkpoint.path))
-        return cls(members=members, sources=sources)
+        return cls(members=members)
 
     @torch.no_grad()
     def probabilities(
