@@ -72,3 +72,42 @@ def test_members_with_other_folds_or_bad_options_are_refused(two_runs, tmp_path)
         rescore_crossval([cv0], tmp_path / "x", checkpoint="middle")
     with pytest.raises(ConfigError, match=r"no crossval\.json"):
         rescore_crossval([tmp_path], tmp_path / "x")
+
+
+@pytest.fixture(scope="module")
+def cv48(tmp_path_factory) -> Path:
+    """A tiny cross-validation at 48 px (CancerNet's pooling exports to ONNX from there)."""
+    from breastpath.data.prepare import prepare
+
+    base = tmp_path_factory.mktemp("rescore48")
+    prepare([make_tile_tree(base / "tiles")], base / "p", config=DataConfig(image_size=48, seed=0))
+    config = TrainConfig.from_dict(TINY)
+    cross_validate(base / "p", base / "cv", config, folds=3, val_frac=0.3, n_boot=20)
+    return base / "cv"
+
+
+def test_int8_rescoring_quantizes_each_fold_on_its_training_patients(cv48, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    plain = rescore_crossval([cv48], tmp_path / "plain", checkpoint="last", n_boot=20)
+    int8 = rescore_crossval([cv48], tmp_path / "int8", checkpoint="last", runtime="int8", n_boot=20)
+    assert int8["runtime"] == "int8" and plain["runtime"] == "torch"
+    assert "runtime `int8`" in (tmp_path / "int8" / "crossval.md").read_text()
+
+    def probs(name):
+        lines = (tmp_path / name / "oof_predictions.csv").read_text().splitlines()
+        return [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
+
+    a, b = probs("plain"), probs("int8")
+    assert len(a) == len(b) and a != b  # every image scored once, by another network
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.25
+    with pytest.raises(ConfigError, match="without test-time augmentation"):
+        rescore_crossval([cv48], tmp_path / "x", runtime="int8", tta="flips", n_boot=20)
+    with pytest.raises(ConfigError, match="runtime"):
+        rescore_crossval([cv48], tmp_path / "x", runtime="fp16", n_boot=20)
+
+
+def test_a_model_onnx_cannot_express_is_a_config_error(two_runs, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    _, cv0, _ = two_runs  # CancerNet at 32 px: its adaptive pooling has no ONNX form
+    with pytest.raises(ConfigError, match="cannot be exported to ONNX"):
+        rescore_crossval([cv0], tmp_path / "x", runtime="int8", n_boot=20)

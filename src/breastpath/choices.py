@@ -29,7 +29,7 @@ ThresholdMetric = Literal["balanced_accuracy", "f1", "youden"]
 Head = Literal["linear", "svm"]
 #: Heads of ``breastpath probe`` on frozen embeddings.
 ProbeHead = Literal["linear", "logreg", "svm", "knn"]
-Runtime = Literal["torch", "onnx"]
+Runtime = Literal["torch", "onnx", "int8"]
 PatientReduce = Literal["mean", "max", "fraction"]
 #: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
 SlideBackend = Literal["auto", "openslide", "wsidicom", "tifffile"]

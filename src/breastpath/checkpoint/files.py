@@ -15,6 +15,12 @@ An exported ONNX pair (``<stem>.onnx`` + ``<stem>.json``, see :mod:`breastpath.e
 the same way: its JSON says ``runtime: onnx`` and holds the sha256 of the ``.onnx`` file, which is
 checked like the weights' (the :class:`Checkpoint` then has ``onnx`` bytes and no tensors).
 
+A checkpoint may also carry an int8 copy of its network (:func:`attach_int8`, made by
+:func:`breastpath.export.quantize.quantize_int8`): ``<stem>.int8-<sha256[:16]>.onnx`` beside the
+weights, named in the JSON with its sha256 (``int8_file``, ``int8_sha256``) and verified on load
+(the :class:`Checkpoint` then has both tensors and ``int8`` bytes). The runtime ``int8`` scores
+with it; Grad-CAM still uses the float weights.
+
 Named checkpoints ship inside the package (``default``, ``breakhis``): see :data:`BUNDLED`.
 """
 
@@ -76,6 +82,8 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     path: Path
     onnx: bytes | None = None
+    #: the statically quantized ONNX network (runtime ``int8``), when one is attached
+    int8: bytes | None = None
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
@@ -114,8 +122,8 @@ def save_checkpoint(
     weights = stem.with_suffix(".safetensors")
     plain = meta.to_dict()
     plain.update(runtime="torch", weights_file=weights.name, weights_sha256=digest)
-    for key in ("onnx_file", "onnx_sha256", "onnx_opset"):
-        plain.pop(key, None)
+    for key in ("onnx_file", "onnx_sha256", "onnx_opset", "int8_file", "int8_sha256"):
+        plain.pop(key, None)  # new weights: an attached int8 copy no longer matches them
     staged = _staged(weights, digest)
     weights.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(weights)  # of a save that was killed part-way
@@ -186,7 +194,35 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
         onnx = _verified_bytes(json_path, meta.onnx_file, meta.onnx_sha256, what="ONNX model")
         return Checkpoint(meta=meta, tensors={}, path=json_path, onnx=onnx)
     data = _verified_bytes(json_path, meta.weights_file, meta.weights_sha256, what="weights")
-    return Checkpoint(meta=meta, tensors=_tensors(data, json_path), path=json_path)
+    int8 = None
+    if meta.int8_file:
+        int8 = _verified_bytes(json_path, meta.int8_file, meta.int8_sha256, what="int8 model")
+    return Checkpoint(meta=meta, tensors=_tensors(data, json_path), path=json_path, int8=int8)
+
+
+def attach_int8(name_or_path: str | Path, data: bytes, *, make_default: bool = True) -> Path:
+    """Store ``data`` (int8 ONNX bytes of this checkpoint's network) beside a torch checkpoint
+    and name it in its JSON; with ``make_default`` its runtime becomes ``int8``. Returns the
+    JSON path.
+
+    The file's name carries its hash, so the JSON (written last, the commit point) always names
+    bytes that exist: a process killed part-way leaves the previous, loadable pair. A file a
+    previous attach left behind is removed after the commit.
+    """
+    json_path = resolve_checkpoint(name_or_path)
+    meta = read_meta(json_path)
+    if meta.runtime == "onnx":
+        raise CheckpointError(f"{json_path}: an exported ONNX pair has no torch weights to pair")
+    digest = _sha256(data)
+    target = json_path.with_name(f"{json_path.stem}.int8-{digest[:16]}.onnx")
+    atomic_write_bytes(target, data)
+    runtime = "int8" if make_default else ("torch" if meta.runtime == "int8" else meta.runtime)
+    meta = meta.replace(int8_file=target.name, int8_sha256=digest, runtime=runtime)
+    write_json(json_path, meta.to_dict())
+    for old in json_path.parent.glob(f"{json_path.stem}.int8-*.onnx"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return json_path
 
 
 def read_meta(json_path: Path) -> CheckpointMeta:

@@ -99,6 +99,9 @@ class CheckpointMeta:
     onnx_file: str = ""
     onnx_sha256: str = ""
     onnx_opset: int = 0
+    #: a statically quantized ONNX copy of the network beside the weights (runtime ``int8``)
+    int8_file: str = ""
+    int8_sha256: str = ""
     resume: dict[str, Any] | None = None
     #: other keys, kept verbatim (an SVM report, a cross-validation summary, ...)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -194,12 +197,14 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "onnx_opset": check.integer("onnx_opset", raw.get("onnx_opset", 0), low=0, high=100),
     }
     for key in ("threshold_rule", "name", "version", "weights_file", "weights_sha256",
-                "onnx_file", "onnx_sha256"):  # fmt: skip
+                "onnx_file", "onnx_sha256", "int8_file", "int8_sha256"):  # fmt: skip
         values[key] = check.text(key, raw.get(key, ""))
     for key in ("data", "train", "metrics", "init"):
         values[key] = check.mapping(key, raw.get(key, {}))
     for key in ("stain", "data_config", "resume"):
         values[key] = check.mapping(key, raw[key]) if raw.get(key) is not None else None
+    if values["runtime"] == "int8" and not values["int8_file"]:
+        raise check.fail("runtime", "is 'int8' but no int8 model is attached (int8_file)")
     extra = {k: v for k, v in raw.items() if k not in _KNOWN and k not in _DROPPED}
     return CheckpointMeta(**values, extra=extra)
 

@@ -64,6 +64,7 @@ COMMANDS = (
     "predict",
     "serve",
     "export",
+    "quantize",
     "mosaic",
     "slide",
     "compare",

@@ -30,10 +30,12 @@ from breastpath.experiments.crossval import prediction_rows
 from breastpath.experiments.crossval_metrics import format_markdown, summarise
 from breastpath.io import atomic_write_text, read_json, write_csv, write_json
 
-__all__ = ["CHECKPOINTS", "fold_probabilities", "rescore_crossval"]
+__all__ = ["CHECKPOINTS", "RESCORE_RUNTIMES", "fold_probabilities", "rescore_crossval"]
 
 #: Which checkpoint of a fold run is scored.
 CHECKPOINTS = ("best", "last")
+#: What scores the folds: the float network, or it quantized on the fold's training patients.
+RESCORE_RUNTIMES = ("torch", "int8")
 
 
 def _load_runs(cv_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -63,14 +65,32 @@ def fold_probabilities(
     *,
     checkpoint: str = "best",
     tta: str = "none",
+    runtime: str = "torch",
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Class probabilities of ``rows`` from one fold's ``checkpoint`` with ``tta`` (CPU)."""
+    """Class probabilities of ``rows`` from one fold's ``checkpoint`` with ``tta`` (CPU).
+
+    ``runtime="int8"`` first quantizes the fold's model
+    (:func:`~breastpath.export.quantize.quantize_int8`), calibrated on the fold's own training
+    patients, as a shipped model is calibrated on its training data.
+    """
+    import dataclasses
+
     from breastpath.checkpoint import load_checkpoint
     from breastpath.inference.batches import checkpoint_rows
 
     state = load_checkpoint(fold_dir / "run" / f"{checkpoint}.json")
-    return checkpoint_rows(state, data.images, rows, tta=tta, batch_size=batch_size)
+    if runtime == "int8":
+        if tta != "none":
+            raise ConfigError("the int8 runtime scores without test-time augmentation")
+        from breastpath.export.quantize import quantize_int8
+
+        train_rows = data.indices("train")
+        int8 = quantize_int8(state, np.asarray(data.images[train_rows]))
+        state = dataclasses.replace(state, int8=int8)
+    return checkpoint_rows(
+        state, data.images, rows, tta=tta, runtime=runtime, batch_size=batch_size
+    )
 
 
 def _rescore_fold(
@@ -79,6 +99,7 @@ def _rescore_fold(
     *,
     checkpoint: str,
     tta: str,
+    runtime: str,
     threshold_metric: str,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from breastpath.checkpoint import default_cancer_classes
@@ -90,7 +111,12 @@ def _rescore_fold(
     probs = np.mean(
         [
             fold_probabilities(
-                run["dir"] / f"fold{fold}", view, rows, checkpoint=checkpoint, tta=tta
+                run["dir"] / f"fold{fold}",
+                view,
+                rows,
+                checkpoint=checkpoint,
+                tta=tta,
+                runtime=runtime,
             )
             for run in runs
         ],
@@ -122,6 +148,7 @@ def rescore_crossval(
     *,
     checkpoint: str = "best",
     tta: str = "none",
+    runtime: str = "torch",
     threshold_metric: str = "balanced_accuracy",
     reduce: str = "mean",
     n_boot: int = 1000,
@@ -140,6 +167,9 @@ def rescore_crossval(
         estimate for a model trained a fixed number of epochs without validation).
     tta
         Test-time augmentation of every member: ``none``, ``flips`` or ``dihedral``.
+    runtime
+        ``torch``, or ``int8``: each fold's model quantized on its own training patients and
+        scored as the ``int8`` runtime serves it (the estimate for a quantized shipped model).
     threshold_metric
         What each fold's validation-chosen threshold maximises.
     reduce, n_boot
@@ -152,12 +182,18 @@ def rescore_crossval(
     """
     check_choice(checkpoint, CHECKPOINTS, what="checkpoint")
     check_choice(tta, TTA_MODES, what="tta")
+    check_choice(runtime, RESCORE_RUNTIMES, what="runtime")
     runs = _load_runs(cv_dirs)
     started = time.perf_counter()
     folds, predictions = [], []
     for fold in range(int(runs[0]["folds"])):
         result, rows = _rescore_fold(
-            runs, fold, checkpoint=checkpoint, tta=tta, threshold_metric=threshold_metric
+            runs,
+            fold,
+            checkpoint=checkpoint,
+            tta=tta,
+            runtime=runtime,
+            threshold_metric=threshold_metric,
         )
         folds.append(result)
         predictions.extend(rows)
@@ -171,6 +207,7 @@ def rescore_crossval(
         "members": [str(run["dir"]) for run in runs],
         "checkpoint": checkpoint,
         "tta": tta,
+        "runtime": runtime,
         "threshold": "fold",
         "reduce": reduce,
         "n_boot": n_boot,
@@ -184,7 +221,8 @@ def rescore_crossval(
     write_csv(out / "oof_predictions.csv", predictions, fields + [f"p_{c}" for c in class_names])
     write_json(out / "crossval.json", result)
     note = (
-        f"\nRescored: {len(runs)} member(s), checkpoint `{checkpoint}`, TTA `{tta}`; "
+        f"\nRescored: {len(runs)} member(s), checkpoint `{checkpoint}`, TTA `{tta}`, "
+        f"runtime `{runtime}`; "
         "thresholds chosen again on each fold's validation patients.\n"
     )
     atomic_write_text(out / "crossval.md", format_markdown(result) + note)

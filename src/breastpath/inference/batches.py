@@ -78,20 +78,51 @@ def checkpoint_rows(
     device: torch.device | str = "cpu",
     batch_size: int = 256,
     tta: str | None = None,
+    runtime: str = "torch",
 ) -> np.ndarray:
     """:func:`predict_rows` with a loaded checkpoint's model (channels-last, as the
     :class:`~breastpath.inference.predictor.Predictor` runs it) and its own mean/std; ``tta``
-    overrides the checkpoint's test-time augmentation."""
+    overrides the checkpoint's test-time augmentation. ``runtime="int8"`` scores with the
+    checkpoint's attached int8 network instead (onnxruntime, CPU; no test-time augmentation)."""
+    mean = torch.tensor(checkpoint.meta.mean, dtype=torch.float32)
+    std = torch.tensor(checkpoint.meta.std, dtype=torch.float32)
+    if runtime == "int8":
+        return _int8_rows(checkpoint, images, rows, mean=mean, std=std, batch_size=batch_size)
     model = build_model(checkpoint, tta=tta).to(device).to(memory_format=torch.channels_last)
     return predict_rows(
         model,
         images,
         rows,
-        mean=torch.tensor(checkpoint.meta.mean, dtype=torch.float32),
-        std=torch.tensor(checkpoint.meta.std, dtype=torch.float32),
+        mean=mean,
+        std=std,
         device=device,
         batch_size=batch_size,
     )
+
+
+def _int8_rows(
+    checkpoint: Checkpoint,
+    images: np.ndarray,
+    rows: np.ndarray,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int,
+) -> np.ndarray:
+    """Softmax probabilities of ``rows`` from the checkpoint's int8 network."""
+    from breastpath.errors import CheckpointError
+    from breastpath.inference.onnx import OnnxForward
+
+    if checkpoint.int8 is None:
+        raise CheckpointError(f"{checkpoint.path}: no int8 model is attached")
+    forward = OnnxForward(checkpoint.int8, threads=torch.get_num_threads())
+    loader = BatchLoader(images, np.zeros(len(images), dtype=np.int64), rows, batch_size=batch_size)
+    outputs = [
+        torch.softmax(forward(to_model_input(batch, mean=mean, std=std, device="cpu")), 1)
+        for batch, _, _ in loader
+    ]
+    probs = torch.cat(outputs).numpy() if outputs else np.zeros((0, 1), np.float32)
+    return probs.astype(np.float64)
 
 
 def logits_rows(

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 
-from breastpath.errors import BreastpathError, CheckpointError
+from breastpath.errors import BreastpathError, CheckpointError, ConfigError
 
 OPSET = 17
 
@@ -39,6 +39,13 @@ def export_onnx_bytes(model: torch.nn.Module, *, input_size: tuple[int, int]) ->
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _export(model, example, buffer)
+    return buffer.getvalue()
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, buffer: io.BytesIO) -> None:
+    """``torch.onnx.export``; an operator ONNX cannot express becomes a :class:`ConfigError`."""
+    try:
         torch.onnx.export(
             model,
             (example,),
@@ -49,7 +56,9 @@ def export_onnx_bytes(model: torch.nn.Module, *, input_size: tuple[int, int]) ->
             opset_version=OPSET,
             dynamo=False,
         )
-    return buffer.getvalue()
+    except torch.onnx.errors.OnnxExporterError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"this model cannot be exported to ONNX: {first}") from None
 
 
 class OnnxForward:

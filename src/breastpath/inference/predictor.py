@@ -89,8 +89,9 @@ class Predictor:
         self.meta: CheckpointMeta = checkpoint.meta
         self.device = select_device(device)
         self.batch_size = batch_size
-        #: what scores images: ``torch`` or ``onnx`` (onnxruntime, CPU); default: the
-        #: checkpoint's own (``onnx`` for an exported pair).
+        #: what scores images: ``torch``, ``onnx`` (onnxruntime, CPU) or ``int8`` (the
+        #: checkpoint's attached quantized network, onnxruntime); default: the checkpoint's own
+        #: (``onnx`` for an exported pair).
         self.runtime = runtime or self.meta.runtime
         #: the torch model (Grad-CAM runs on it); ``None`` for an exported ONNX pair
         self.model: torch.nn.Module | None = None
@@ -122,6 +123,13 @@ class Predictor:
             return OnnxForward(self.checkpoint.onnx, threads=torch.get_num_threads())
         model = build_model(self.checkpoint).to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last)
+        if self.runtime == "int8":
+            if self.checkpoint.int8 is None:
+                raise CheckpointError(
+                    f"{self.checkpoint.path}: no int8 model is attached "
+                    "(make one with `breastpath export --format int8`)"
+                )
+            return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
         if self.runtime == "onnx":
             import copy
 
