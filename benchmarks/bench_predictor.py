@@ -1,6 +1,7 @@
 """Scoring throughput of a checkpoint as served: ``Predictor.predict_proba`` on prepared patches.
 
-Scores the same batches with each runtime (torch, onnx) and thread count, and prints wall-clock
+Scores the same batches with each runtime (torch, onnx, and int8 when the checkpoint carries a
+quantized network) and thread count, and prints wall-clock
 patches/s and patches per CPU-second of this process (``est. N-core``: the CPU-time rate times
 the thread count, which other load on a shared machine disturbs less than wall-clock time).
 Patches are the real IDC sample when ``../shared/data/idc`` is there (prepared once into a
@@ -61,14 +62,17 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"])
+    parser.add_argument(
+        "--runtimes", nargs="+", default=None, help="default: torch, onnx and int8 if attached"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     probe = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+    runtimes = args.runtimes or ["torch", "onnx"] + (["int8"] if probe.checkpoint.int8 else [])
     batch, source = patches(args.patches, tuple(probe.input_size))
     batch = probe.prepare(list(batch)) if probe.stain is not None else batch
     rows = []
-    for runtime in args.runtimes:
+    for runtime in runtimes:
         for threads in args.threads:
             torch.set_num_threads(threads)
             predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", runtime=runtime)

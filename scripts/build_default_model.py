@@ -1,28 +1,34 @@
-"""Rebuild the bundled default model (CancerNet, IDC) and its model card from the IDC images.
+"""Rebuild the bundled default model (IDC) and its model card from the IDC images.
 
     python scripts/build_default_model.py --idc ../shared/data/idc
 
-The served model is a CancerNet *student* distilled from an ensemble of *teachers*
-(:mod:`breastpath.train.distill`): EfficientNet-Lite0 fine-tuned from offline ImageNet weights
-(``scripts/teacher_lite0.yaml``) and a CancerNet trained on the labels
-(``scripts/teacher_cancernet.yaml``). The student keeps CancerNet's speed.
+The served model is EfficientNet-Lite0 fine-tuned from offline ImageNet weights on the 50x50
+patches (``--config``, default ``scripts/default_model.yaml``), served by the ``int8`` runtime:
+its network quantized after training (:mod:`breastpath.export.quantize`), which is what lets it
+score at more than 2,000 patches/s on 2 CPU cores. ``--runtime torch`` ships the float network
+instead; ``--teacher-config`` (repeatable) makes the served model a *student* distilled from
+those teachers (:mod:`breastpath.train.distill`; ``scripts/student_cancernet.yaml`` with
+``scripts/teacher_lite0.yaml`` and ``scripts/teacher_cancernet.yaml`` is the earlier CancerNet
+default).
 
 1. Prepares the IDC sample with every patient in the training split (no validation or test
    split: the estimate comes from cross-validation, the model from all development patients).
-2. Cross-validates each teacher (``breastpath crossval``, patient-level, 5 folds seeded 0; in
-   each fold 20% of the training patients validate: early stopping and the threshold).
-3. Cross-validates the student (``--config``, default ``scripts/default_model.yaml``) on the
-   same folds, each fold taught by the teachers of that fold (which never saw its test
-   patients). The folds are rescored at their **last** epoch
-   (:func:`breastpath.experiments.rescore.rescore_crossval`), because the final model has no
-   validation split to pick an epoch with: that rescoring is the card's estimate.
-4. Trains each teacher on all patients (last epoch), then the student on all patients taught by
-   them (last epoch). Its decision threshold maximises balanced accuracy over the pooled
-   out-of-fold predictions of step 3 (never a validation split, never the training patients).
-5. Fits a temperature to the pooled out-of-fold predictions (calibration; the threshold moves
-   with it, so no decision changes), scores tissue-free frames (blank glass, white, black,
-   random near-uniform frames) and copies the model to
-   ``src/breastpath/assets/cancernet_idc.{json,safetensors}`` with ``MODEL_CARD.md``.
+2. Cross-validates each teacher, if any (``breastpath crossval``, patient-level, 5 folds seeded
+   0; in each fold 20% of the training patients validate: early stopping and the threshold).
+3. Cross-validates the served recipe on the same folds (a student: each fold taught by the
+   teachers of that fold, which never saw its test patients). The folds are rescored at their
+   **last** epoch and with the served runtime (``int8``: each fold's model quantized on its own
+   training patients; :func:`breastpath.experiments.rescore.rescore_crossval`), because the
+   final model has no validation split to pick an epoch with: that rescoring is the card's
+   estimate.
+4. Trains each teacher on all patients, then the served model on all patients (last epoch), and
+   quantizes it on a seeded sample of all the patches. Its decision threshold maximises balanced
+   accuracy over the pooled out-of-fold predictions of step 3 (never a validation split, never
+   the training patients).
+5. Calibrates on the pooled out-of-fold predictions (a temperature, or Platt's temperature and
+   shift, whichever lowers the cross-fitted ECE; the threshold moves with it, so no decision
+   changes), scores tissue-free frames (blank glass, white, black, random near-uniform frames)
+   as served and writes ``src/breastpath/assets/efficientnet_idc.*`` with ``MODEL_CARD.md``.
 
 Every step reuses what a previous run of the same settings finished (cross-validation folds,
 see ``breastpath crossval --resume``; final runs whose recorded training choices match), so an
@@ -41,7 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from breastpath.checkpoint import build_model, load_checkpoint, save_checkpoint
+from breastpath.checkpoint import (
+    BUNDLED,
+    BUNDLED_CARDS,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.evaluate.calibration import (
     TEMPERATURE_RULE,
@@ -52,8 +64,8 @@ from breastpath.evaluate.calibration import (
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
 from breastpath.experiments.crossval import cross_validate
 from breastpath.experiments.paired import read_oof
-from breastpath.experiments.rescore import rescore_crossval
-from breastpath.io import atomic_write_text, read_csv
+from breastpath.experiments.rescore import RESCORE_RUNTIMES, rescore_crossval
+from breastpath.io import atomic_write_text, read_csv, write_json
 from breastpath.train.loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "breastpath" / "assets"
@@ -66,7 +78,7 @@ IDC_MPP = 4.0
 CARD_METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy", "sensitivity", "specificity")
 
 
-TEACHERS = ("scripts/teacher_lite0.yaml", "scripts/teacher_cancernet.yaml")
+MODEL_NAME = "efficientnet-idc"
 
 
 def main() -> None:
@@ -78,42 +90,33 @@ def main() -> None:
     prepared = work / "prepared"
     if not (prepared / "meta.json").is_file():
         prepare([args.idc], prepared, config=DataConfig(seed=0, test_frac=0.0, val_frac=0.0))
-    teacher_configs = [_config(path) for path in args.teacher_config]
-    names = [_teacher_name(path) for path in args.teacher_config]
-    teacher_cvs = args.teacher_cv or [work / f"cv-{name}" for name in names]
-    if len(teacher_cvs) != len(teacher_configs):
-        raise SystemExit("give one --teacher-cv per --teacher-config")
-    teacher_estimates = []
-    for teacher, cv in zip(teacher_configs, teacher_cvs, strict=True):
-        teacher_estimates.append(
-            cross_validate(prepared, cv, teacher, folds=args.folds, seed=0, resume=True)
-        )
+    teachers = cross_validated_teachers(args, prepared)
     config = _config(args.config)
-    student = config.with_options(teacher=[str(cv) for cv in teacher_cvs])
+    recipe = config.with_options(teacher=[str(t["cv"]) for t in teachers]) if teachers else config
     cv_dir = Path(args.cv) if args.cv else work / "cv"
-    cross_validate(prepared, cv_dir, student, folds=args.folds, seed=0, resume=True)
-    estimate = rescore_crossval([cv_dir], work / "cv-last", checkpoint="last")
-    oof = read_oof(work / "cv-last" / "oof_predictions.csv")
+    cross_validate(prepared, cv_dir, recipe, folds=args.folds, seed=0, resume=True)
+    rescored = work / f"cv-last-{args.runtime}"
+    estimate = rescore_crossval([cv_dir], rescored, checkpoint="last", runtime=args.runtime)
+    oof = read_oof(rescored / "oof_predictions.csv")
     threshold = float(choose_threshold(oof["label"], oof["raw"], criterion="balanced_accuracy"))
-    finals = [
-        train_once(prepared, work / f"teacher-{name}", teacher) / "best.json"
-        for name, teacher in zip(names, teacher_configs, strict=True)
-    ]
-    student = config.with_options(teacher=[str(path) for path in finals])
-    final = load_checkpoint(train_once(prepared, work / "run", student) / "best.json")
+    if teachers:
+        finals = [
+            train_once(prepared, work / f"teacher-{t['name']}", t["config"]) for t in teachers
+        ]
+        recipe = config.with_options(teacher=[str(path / "best.json") for path in finals])
+    final = load_checkpoint(train_once(prepared, work / "run", recipe) / "best.json")
     meta = final.meta.replace(
-        name="cancernet-idc",
+        name=MODEL_NAME,
         mpp=IDC_MPP,
         threshold=threshold,
         threshold_rule="maximises balanced accuracy of the pooled out-of-fold predictions of "
-        f"patient-level {args.folds}-fold cross-validation (last epoch of each fold)",
+        f"patient-level {args.folds}-fold cross-validation (last epoch of each fold, runtime "
+        f"{args.runtime})",
         data={**final.meta.data, "prepared": "idc-all-patients"},
+        init=_portable(final.meta.init),
         metrics={
             "crossval": crossval_summary(estimate),
-            "teachers_crossval": {
-                name: crossval_summary(result)
-                for name, result in zip(names, teacher_estimates, strict=True)
-            },
+            "teachers_crossval": {t["name"]: crossval_summary(t["estimate"]) for t in teachers},
             # the shipped rule (one threshold) on the same OOF predictions it was chosen on:
             # optimistic, for comparison with the per-fold-threshold estimate only
             "oof_at_threshold": oof_at(oof, threshold),
@@ -125,34 +128,72 @@ def main() -> None:
     )
     if report["helps"]:
         meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
-    background = background_scores(final, meta)
-    meta = meta.replace(metrics={**meta.metrics, "background": background, "calibration": report})
     assets = Path(args.assets)
-    assets.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(assets / "cancernet_idc", tensors=final.model_state_prefixed(), meta=meta)
+    shipped = ship(final, meta, assets / BUNDLED["default"], prepared, runtime=args.runtime)
+    meta = shipped.meta.replace(
+        metrics={**meta.metrics, "background": background_scores(shipped), "calibration": report}
+    )
+    write_json(shipped.path, meta.to_dict())
     summary = json.loads((prepared / "summary.json").read_text(encoding="utf-8"))
-    card = model_card(meta, summary, estimate, student, n_params=_n_params(final))
-    atomic_write_text(assets / "MODEL_CARD.md", card)
+    card = model_card(meta, summary, estimate, recipe, n_params=_n_params(final))
+    atomic_write_text(assets / BUNDLED_CARDS["default"], card)
     print(json.dumps({"threshold": threshold, **meta.metrics}, indent=2))
+
+
+def _portable(init: dict[str, Any]) -> dict[str, Any]:
+    """The weights' provenance with the file's name only: no machine paths in the repository."""
+    return {**init, "file": Path(init["file"]).name} if "file" in init else dict(init)
+
+
+def cross_validated_teachers(args: argparse.Namespace, prepared: Path) -> list[dict[str, Any]]:
+    """Each ``--teacher-config``'s name, config, cross-validation folder and estimate."""
+    names = [_teacher_name(path) for path in args.teacher_config]
+    cvs = args.teacher_cv or [Path(args.work) / f"cv-{name}" for name in names]
+    if len(cvs) != len(names):
+        raise SystemExit("give one --teacher-cv per --teacher-config")
+    teachers = []
+    for name, path, cv in zip(names, args.teacher_config, cvs, strict=True):
+        config = _config(path)
+        estimate = cross_validate(prepared, cv, config, folds=args.folds, seed=0, resume=True)
+        teachers.append({"name": name, "config": config, "cv": Path(cv), "estimate": estimate})
+    return teachers
+
+
+def ship(final: Any, meta: Any, stem: Path, prepared: Path, *, runtime: str) -> Any:
+    """Save the final weights with ``meta`` at ``stem`` (and, for ``int8``, the network
+    quantized on a seeded sample of all the training patches); the loaded shipped checkpoint."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if runtime != "int8":
+        save_checkpoint(stem, tensors=final.model_state_prefixed(), meta=meta)
+        return load_checkpoint(stem.with_suffix(".json"))
+    import dataclasses
+
+    from breastpath.data.cache import open_prepared
+    from breastpath.export.quantize import quantized_copy
+
+    data = open_prepared(prepared)
+    images = np.asarray(data.images[data.indices("train")])
+    source = f"all {len(images):,} training patches ({data.meta.get('dataset', 'idc')})"
+    quantized_copy(dataclasses.replace(final, meta=meta), stem, images=images, source=source)
+    return load_checkpoint(stem.with_suffix(".json"))
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idc", required=True, help="IDC folder or zip")
     parser.add_argument("--work", default="build/default")
-    parser.add_argument("--config", default="scripts/default_model.yaml", help="the student")
+    parser.add_argument("--config", default="scripts/default_model.yaml", help="the served model")
     parser.add_argument(
-        "--teacher-config", action="append", default=None, help=f"default: {', '.join(TEACHERS)}"
+        "--teacher-config", action="append", default=[], help="distil from these (repeatable)"
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument(
         "--teacher-cv", action="append", default=[], help="cross-validation of each teacher"
     )
-    parser.add_argument("--cv", default=None, help="the student's cross-validation folder")
+    parser.add_argument("--cv", default=None, help="the served recipe's cross-validation folder")
+    parser.add_argument("--runtime", choices=RESCORE_RUNTIMES, default="int8")
     parser.add_argument("--assets", default=str(ASSETS), help="where the model and card go")
-    args = parser.parse_args()
-    args.teacher_config = args.teacher_config or list(TEACHERS)
-    return args
+    return parser.parse_args()
 
 
 def _teacher_name(path: str | Path) -> str:
@@ -204,19 +245,19 @@ def oof_at(oof: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     return metrics
 
 
-def background_scores(checkpoint: Any, meta: Any) -> dict[str, float]:
-    """IDC probability of frames without tissue, scored as served (the ``Predictor`` with
-    ``meta``: its calibration and threshold): blank glass, white, black, and the share of 400
+def background_scores(checkpoint: Any) -> dict[str, float]:
+    """IDC probability of frames without tissue, scored as served (the ``Predictor`` of the
+    shipped checkpoint: its runtime, calibration and threshold): blank glass, white, black, and
+    the share of 400
     random near-uniform frames (:func:`breastpath.data.augment.background_frames`, a seed
     training never uses) at or above the threshold."""
-    import dataclasses
-
     import torch
 
     from breastpath.data.augment import GLASS_RGB, background_frames
     from breastpath.inference.predictor import Predictor
 
-    predictor = Predictor(dataclasses.replace(checkpoint, meta=meta), device="cpu")
+    meta = checkpoint.meta
+    predictor = Predictor(checkpoint, device="cpu")
     h, w = meta.input_size
     fixed = {"glass": GLASS_RGB, "white": (255, 255, 255), "black": (0, 0, 0)}
     batch = torch.stack(
@@ -248,6 +289,44 @@ def _n_params(checkpoint: Any) -> int:
     return sum(p.numel() for p in build_model(checkpoint).parameters())
 
 
+def _model_lines(meta: Any, recipe: dict[str, Any], *, n_params: int) -> list[str]:
+    """What the network is, how it is served, and its teachers (if distilled)."""
+    working = meta.working_size or meta.input_size
+    upsampled = f" (upsampled to {working[0]}x{working[1]} inside the network)"
+    source = meta.init.get("source")
+    start = f"offline weights: {source}" if source else "random weights"
+    lines = [
+        f"`{meta.model.name}`, {n_params:,} parameters, input 50x50"
+        + (upsampled if tuple(working) != tuple(meta.input_size) else "")
+        + f", from {start}; per-channel mean {list(meta.mean)} and std {list(meta.std)}.",
+    ]
+    if meta.runtime == "int8":
+        calibration = meta.extra.get("int8_calibration", {})
+        lines += [
+            "Served by the `int8` runtime: the network quantized after training (onnxruntime,",
+            f"static; {calibration.get('format', 'int8')}), activation ranges from",
+            f"{calibration.get('samples', '?')} of {calibration.get('source', '?')}.",
+            "The estimate below is of fold models quantized the same way (each on its own",
+            "training patients). `--runtime torch` runs the float network; Grad-CAM always does.",
+        ]
+    teachers = meta.metrics.get("teachers_crossval") or {}
+    if teachers:
+        names = ", ".join(f"`{name}`" for name in teachers)
+        distill = recipe["distill"]
+        lines += [
+            f"It is a *student*: trained on the labels and, with weight {distill['weight']:g} at",
+            f"temperature {distill['temperature']:g}, on the softened probabilities of an",
+            f"ensemble of teachers ({names}), each trained on the same patients.",
+            "",
+            "| teacher (patient-level CV, each fold's threshold) | "
+            + " | ".join(CARD_METRICS)
+            + " |",
+            "|" + " --- |" * (len(CARD_METRICS) + 1),
+            *[_row(f"{name}, patch", block["image"]) for name, block in teachers.items()],
+        ]
+    return lines
+
+
 def model_card(
     meta: Any,
     summary: dict[str, Any],
@@ -261,9 +340,8 @@ def model_card(
     background = meta.metrics["background"]
     calibration = meta.metrics["calibration"]
     recipe = config.training_dict()
-    teacher_names = [f"`{name}`" for name in meta.metrics["teachers_crossval"]]
     lines = [
-        "# Model card: cancernet-idc (the bundled `default` model)",
+        f"# Model card: {meta.name} (the bundled `default` model)",
         "",
         "**Research use only. Not a diagnostic device; not validated for clinical use.**",
         "",
@@ -276,19 +354,7 @@ def model_card(
         f"Decision threshold {meta.threshold:.4f}: {meta.threshold_rule}.",
         "",
         "## Model",
-        f"CancerNet (depthwise-separable CNN), {n_params:,} parameters, input 50x50, "
-        f"per-channel mean {list(meta.mean)} and std {list(meta.std)} (all training patches).",
-        "It is a *student*: trained on the labels and, with weight "
-        f"{recipe['distill']['weight']:g} at temperature {recipe['distill']['temperature']:g},",
-        "on the softened probabilities of an ensemble of teachers (knowledge distillation),",
-        "each trained on the same patients: " + ", ".join(teacher_names) + ".",
-        "",
-        "| teacher (patient-level CV, each fold's threshold) | " + " | ".join(CARD_METRICS) + " |",
-        "|" + " --- |" * (len(CARD_METRICS) + 1),
-        *[
-            _row(f"{name}, patch", block["image"])
-            for name, block in meta.metrics["teachers_crossval"].items()
-        ],
+        *_model_lines(meta, recipe, n_params=n_params),
         "",
         "## Data",
         "A 4% per-patient sample of the Kaggle *Breast Histopathology Images* set (Janowczyk &",

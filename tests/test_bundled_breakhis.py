@@ -62,7 +62,7 @@ def test_each_bundled_model_shows_its_own_card(checkpoint):
     breakhis = model_card_markdown(resolve_checkpoint("breakhis"), {"name": "x"})
     default = model_card_markdown(resolve_checkpoint("default"), {"name": "x"})
     assert "efficientnet-breakhis" in breakhis and "Patient-level cross-validation" in breakhis
-    assert "cancernet-idc" in default and "efficientnet-breakhis" not in default
+    assert "efficientnet-idc" in default and "efficientnet-breakhis" not in default
 
 
 @pytest.mark.data

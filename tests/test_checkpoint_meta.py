@@ -67,7 +67,9 @@ def test_the_predictor_applies_the_logit_bias_before_the_temperature(tmp_path):
         logits = model(x).double()
     expected = torch.softmax((logits + torch.tensor([0.0, -1.5], dtype=torch.float64)) / 2.0, 1)
     for meta, want in ((raw_meta, torch.softmax(logits, 1)), (scaled_meta, expected)):
-        predictor = Predictor(dataclasses.replace(checkpoint, meta=meta), device="cpu")
+        predictor = Predictor(
+            dataclasses.replace(checkpoint, meta=meta), device="cpu", runtime="torch"
+        )
         np.testing.assert_allclose(predictor.predict_proba(batch), want.numpy(), atol=1e-5)
     raw_decisions = Predictor(dataclasses.replace(checkpoint, meta=raw_meta), device="cpu")
     scaled = Predictor(dataclasses.replace(checkpoint, meta=scaled_meta), device="cpu")
@@ -79,9 +81,9 @@ def test_the_predictor_applies_the_logit_bias_before_the_temperature(tmp_path):
 
 def _copy_default(tmp_path: Path) -> Path:
     source = resolve_checkpoint("default")
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(source.with_suffix(suffix), tmp_path / f"cancernet_idc{suffix}")
-    return tmp_path / "cancernet_idc.json"
+    for path in source.parent.glob(f"{source.stem}.*"):  # the JSON, weights and int8 network
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path / source.name
 
 
 def _with(path: Path, key: str, value: object) -> Path:
@@ -131,7 +133,8 @@ def test_a_wrong_field_is_a_checkpoint_error_naming_it(tmp_path, key, value):
 
 def test_absurd_model_arguments_fail_before_any_allocation(tmp_path):
     # 10^6 channels would need terabytes: the layout check on the meta device refuses it first
-    path = _with(_copy_default(tmp_path), "model.args", {"widths": [10**6, 10**6, 10**6]})
+    absurd = {"name": "cancernet", "num_classes": 2, "args": {"widths": [10**6, 10**6, 10**6]}}
+    path = _with(_copy_default(tmp_path), "model", absurd)
     with pytest.raises(CheckpointError, match="do not match"):
         build_model(load_checkpoint(path))
 

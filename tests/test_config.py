@@ -177,7 +177,13 @@ def test_allowed_values_come_from_choices():
 
 @pytest.mark.parametrize(
     "name",
-    ["default_model.yaml", "teacher_lite0.yaml", "teacher_cancernet.yaml", "breakhis_model.yaml"],
+    [
+        "default_model.yaml",
+        "student_cancernet.yaml",
+        "teacher_lite0.yaml",
+        "teacher_cancernet.yaml",
+        "breakhis_model.yaml",
+    ],
 )
 def test_the_shipped_recipes_still_load(name):
     from breastpath.config import load_yaml

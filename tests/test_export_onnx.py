@@ -42,7 +42,7 @@ def test_predictor_onnx_runtime_matches_torch():
     from breastpath.inference.predictor import Predictor
 
     batch = np.random.default_rng(0).integers(0, 256, size=(20, 50, 50, 3), dtype=np.uint8)
-    expected = Predictor.from_checkpoint("default").predict_proba(batch)
+    expected = Predictor.from_checkpoint("default", runtime="torch").predict_proba(batch)
     got = Predictor.from_checkpoint("default", runtime="onnx").predict_proba(batch)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
@@ -77,6 +77,8 @@ def test_predict_with_the_exported_pair_matches_the_torch_model(exported, shared
                 "predict",
                 "--checkpoint",
                 "default",
+                "--runtime",
+                "torch",
                 str(folder),
                 "--out",
                 str(tmp_path / "torch.csv"),

@@ -130,7 +130,7 @@ def page(server):
 
 def test_upload_one_real_patch(page, server, real_files):
     page.wait_for_function(
-        "() => document.getElementById('model').textContent.includes('cancernet')"
+        "() => document.getElementById('model').textContent.includes('efficientnet')"
     )
     patch = real_files["patches"][0]
     page.set_input_files("#file", str(patch))
@@ -203,7 +203,7 @@ def test_batch_table_csv_and_screenshot(page, real_files, tmp_path):
 
 def test_no_errors_and_nothing_fetched_from_elsewhere(page, server):
     page.goto(server["url"] + "/model-card")
-    assert "cancernet-idc" in page.text_content("h1")
+    assert "efficientnet-idc" in page.text_content("h1")
     outside = [url for url in REQUESTS if not url.startswith((server["url"], "data:", "blob:"))]
     assert REQUESTS and not outside, outside
     assert not ERRORS, ERRORS

@@ -26,7 +26,9 @@ def _png(array: np.ndarray) -> bytes:
 def clients():
     out = {}
     with (
-        TestClient(create_app(Predictor.from_checkpoint("default"))) as torch_client,
+        TestClient(
+            create_app(Predictor.from_checkpoint("default", runtime="torch"))
+        ) as torch_client,
         TestClient(create_app(Predictor.from_checkpoint("default", runtime="onnx"))) as onnx_client,
     ):
         out["torch"], out["onnx"] = torch_client, onnx_client
@@ -64,3 +66,23 @@ def test_onnx_runtime_still_explains_with_torch(clients):
     explain = response.json()["explain"]
     assert explain["method"] == "grad-cam" and explain["gradcam_png"]
     assert clients["onnx"].get("/api/models").json()["models"][0]["runtime"] == "onnx"
+
+
+def test_the_bundled_default_serves_its_int8_network_and_explains_with_torch():
+    """The default checkpoint's own runtime is int8: the API scores with the quantized network
+    (close to the float one, not equal) and Grad-CAM still answers from the float weights."""
+    rng = np.random.default_rng(5)
+    patches = [synthetic_patch(rng, i % 2) for i in range(6)]
+    served = Predictor.from_checkpoint("default")
+    assert served.runtime == "int8"
+    float_p = Predictor.from_checkpoint("default", runtime="torch").predict_proba(np.stack(patches))
+    int8_p = served.predict_proba(np.stack(patches))
+    assert np.abs(int8_p - float_p).max() < 0.15 and not np.allclose(int8_p, float_p, atol=1e-6)
+    with TestClient(create_app(served)) as client:
+        response = client.post(
+            "/api/predict?explain=true", files={"file": ("p.png", _png(patches[1]), "image/png")}
+        )
+    body = response.json()
+    assert response.status_code == 200 and body["model"]["runtime"] == "int8"
+    assert body["probability"] == pytest.approx(float(int8_p[1, 1]), abs=1e-5)
+    assert body["explain"]["method"] == "grad-cam" and body["explain"]["gradcam_png"]

@@ -56,11 +56,12 @@ def test_model_card_html_and_markdown(client):
     markdown = client.get("/api/model-card")
     assert markdown.status_code == 200
     assert markdown.headers["content-type"].startswith("text/markdown")
-    assert markdown.text.startswith("# Model card: cancernet-idc")
+    assert markdown.text.startswith("# Model card: efficientnet-idc")
     page = client.get("/model-card")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert (
-        "<h1>Model card: cancernet-idc (the bundled <code>default</code> model)</h1>" in page.text
+        "<h1>Model card: efficientnet-idc (the bundled <code>default</code> model)</h1>"
+        in page.text
     )
     assert "<table>" in page.text and "<strong>Research use only." in page.text
     assert not EXTERNAL.search(page.text)
@@ -68,8 +69,8 @@ def test_model_card_html_and_markdown(client):
 
 def test_model_card_of_a_checkpoint_without_one(predictor, tmp_path):
     source = predictor.checkpoint.path
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(source.with_suffix(suffix), tmp_path / f"{source.stem}{suffix}")
+    for path in source.parent.glob(f"{source.stem}.*"):  # JSON, weights, int8 network
+        shutil.copy(path, tmp_path / path.name)
     copy = Predictor.from_checkpoint(tmp_path / source.name)
     with TestClient(create_app(copy)) as client:
         text = client.get("/api/model-card").text

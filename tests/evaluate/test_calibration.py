@@ -93,8 +93,9 @@ def test_a_checkpoint_at_a_temperature_scores_and_decides_consistently(tmp_path)
     hot = with_temperature(original.meta, 1.7, rule="test")
     save_checkpoint(tmp_path / "hot", tensors=original.tensors, meta=hot)
     batch = np.random.default_rng(5).integers(0, 256, size=(40, 50, 50, 3), dtype=np.uint8)
-    cold_p = Predictor(original).predict_proba(batch)
-    bundled_p = Predictor(bundled).predict_proba(batch)  # calibrated, yet the same decisions
+    cold_p = Predictor(original, runtime="torch").predict_proba(batch)
+    # calibrated, yet the same decisions
+    bundled_p = Predictor(bundled, runtime="torch").predict_proba(batch)
     assert list(bundled_p[:, 1] >= bundled.meta.threshold) == list(cold_p[:, 1] >= raw.threshold)
     warm = Predictor.from_checkpoint(tmp_path / "hot")
     warm_p = warm.predict_proba(batch)

@@ -46,7 +46,7 @@ MAX_METADATA_BYTES = 16 * 2**20  # a checkpoint's JSON is a few KB; refuse to pa
 
 #: Checkpoints bundled in ``breastpath/assets``: name -> file stem. ``default`` scores 50x50 IDC
 #: patches; ``breakhis`` scores 200X BreakHis images (benign vs malignant).
-BUNDLED = {"default": "cancernet_idc", "breakhis": "efficientnet_breakhis"}
+BUNDLED = {"default": "efficientnet_idc", "breakhis": "efficientnet_breakhis"}
 
 #: Model card of each bundled checkpoint, in ``breastpath/assets``: name -> file name.
 BUNDLED_CARDS = {"default": "MODEL_CARD.md", "breakhis": "MODEL_CARD_breakhis.md"}

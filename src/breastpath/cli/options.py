@@ -138,6 +138,8 @@ runtime_option = click.option(
     "--runtime",
     type=click.Choice(RUNTIMES),
     default=None,
-    help="torch, or onnx (onnxruntime on the CPU; needs the `onnx` extra). Default: the "
-    "checkpoint's own (onnx for an exported .onnx file). Grad-CAM needs the torch weights.",
+    help="torch; onnx (onnxruntime on the CPU; needs the `onnx` extra); or int8 (the "
+    "checkpoint's attached quantized network, see `breastpath quantize`). Default: the "
+    "checkpoint's own (int8 for the bundled default, onnx for an exported .onnx file). "
+    "Grad-CAM needs the torch weights.",
 )

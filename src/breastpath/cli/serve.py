@@ -1,5 +1,5 @@
 """``breastpath serve [--checkpoint default|PATH] [--host 127.0.0.1] [--port 8000]
-[--runtime torch|onnx] [limits]``."""
+[--runtime torch|onnx|int8] [limits]``."""
 
 from __future__ import annotations
 

@@ -199,7 +199,7 @@ def load_weights(
     info: dict[str, Any] = {"tensors": len(mapped), "skipped": skipped}
     if not isinstance(source, dict):
         path = Path(source)
-        info["file"] = str(path)
+        info["file"] = path.name  # its name and hash: no machine paths in a checkpoint
         if path.is_file():
             info["sha256"] = file_sha256(path)
     return info
