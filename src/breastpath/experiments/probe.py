@@ -57,6 +57,18 @@ class ProbeOptions:
     seed: int = 0
 
 
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """scikit-learn's balanced accuracy (mean recall over the classes of ``y``), without its
+    warning when ``pred`` has a class ``y`` lacks."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y, pred))
+
+
 @dataclass
 class FittedHead:
     """A fitted head module and the ``probe`` model arguments that rebuild it."""
@@ -64,17 +76,6 @@ class FittedHead:
     module: nn.Module
     args: dict[str, Any]
     report: dict[str, Any]
-
-
-def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``y``.
-
-    Examples
-    --------
-    >>> balanced_accuracy(np.array([0, 0, 1]), np.array([0, 1, 1]))
-    0.75
-    """
-    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
 
 
 def fit_linear(
@@ -126,7 +127,7 @@ def _fit_linear(
             if step >= options.max_steps:
                 break
         with torch.no_grad():
-            score = balanced_accuracy(vy, head(tvx).argmax(1).numpy())
+            score = _balanced_accuracy(vy, head(tvx).argmax(1).numpy())
         if score > best:
             best, best_step = score, step
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
