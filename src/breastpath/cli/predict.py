@@ -25,7 +25,12 @@ from breastpath.cli.options import (
     type=click.Path(dir_okay=False),
     help="Write a CSV here instead of stdout.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per forward pass [default: 64 with torch, 256 with onnxruntime].",
+)
 @click.option(
     "--compile",
     "use_compile",

@@ -79,7 +79,10 @@ class OnnxForward:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CheckpointError(f"invalid ONNX model ({exc})") from None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        (logits,) = self.session.run(["logits"], {"input": array})
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Logits of a normalised NCHW batch: a tensor, or a float32 array (see
+        :func:`~breastpath.data.transforms.to_model_array`), which is passed as it is."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().float().contiguous().numpy()
+        (logits,) = self.session.run(["logits"], {"input": np.ascontiguousarray(x, np.float32)})
         return torch.from_numpy(logits)

@@ -19,7 +19,7 @@ import torch
 
 from breastpath.checkpoint import Checkpoint, CheckpointMeta, build_model, load_checkpoint
 from breastpath.choices import RUNTIMES
-from breastpath.data.transforms import fit_to_size, to_model_input
+from breastpath.data.transforms import fit_to_size, to_model_array, to_model_input
 from breastpath.errors import CheckpointError, ExplanationUnavailableError, InvalidImageError
 from breastpath.imaging import ImageSource, decode_image
 from breastpath.inference.device import select_device
@@ -81,18 +81,20 @@ class Predictor:
         checkpoint: Checkpoint,
         *,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         compile: bool = False,
         runtime: str | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.meta: CheckpointMeta = checkpoint.meta
         self.device = select_device(device)
-        self.batch_size = batch_size
         #: what scores images: ``torch``, ``onnx`` (onnxruntime, CPU) or ``int8`` (the
         #: checkpoint's attached quantized network, onnxruntime); default: the checkpoint's own
         #: (``onnx`` for an exported pair).
         self.runtime = runtime or self.meta.runtime
+        #: the runtime's own batch: onnxruntime keeps both cores busy from 256 rows, the torch
+        #: models are fastest near 64 (docs/benchmarks.md); ``batch_size`` overrides it
+        self.batch_size = batch_size or (64 if self.runtime == "torch" else 256)
         #: the torch model (Grad-CAM runs on it); ``None`` for an exported ONNX pair
         self.model: torch.nn.Module | None = None
         self._forward = self._build_forward(compile=compile)
@@ -224,11 +226,8 @@ class Predictor:
         outputs = []
         with self._lock:
             for start in range(0, len(batch), self.batch_size):
-                chunk = torch.from_numpy(
-                    np.ascontiguousarray(batch[start : start + self.batch_size])
-                )
-                x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
-                logits = self._forward(x).float()
+                block = np.ascontiguousarray(batch[start : start + self.batch_size])
+                logits = self._forward(self._model_input(block)).float()
                 if self._logit_bias is not None:
                     logits = logits + self._logit_bias
                 logits = logits / self.meta.temperature
@@ -236,6 +235,15 @@ class Predictor:
         if not outputs:
             return np.zeros((0, len(self.class_names)))
         return np.concatenate(outputs).astype(np.float64)
+
+    def _model_input(self, block: np.ndarray) -> torch.Tensor | np.ndarray:
+        """A uint8 NHWC block as the runtime takes it: a channels-last tensor on the device
+        (torch), or a float32 NCHW array (onnxruntime: no torch threads compete with its own)."""
+        if self.runtime == "torch":
+            return to_model_input(
+                torch.from_numpy(block), mean=self.mean, std=self.std, device=self.device
+            )
+        return to_model_array(block, mean=np.asarray(self.meta.mean), std=np.asarray(self.meta.std))
 
     def explain_target(self, probs: np.ndarray) -> list[int]:
         """Class explained by Grad-CAM per row: the cancer class of a binary model, otherwise
