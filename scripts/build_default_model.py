@@ -4,7 +4,7 @@
 
 The served model is EfficientNet-Lite0 fine-tuned from offline ImageNet weights on the 50x50
 patches (``--config``, default ``scripts/default_model.yaml``), served by the ``int8`` runtime:
-its network quantized after training (:mod:`breastpath.export.quantize`), which is what lets it
+its network quantized after training (:mod:`breastpath.inference.quantize`), which is what lets it
 score at more than 2,000 patches/s on 2 CPU cores. ``--runtime torch`` ships the float network
 instead; ``--teacher-config`` (repeatable) makes the served model a *student* distilled from
 those teachers (:mod:`breastpath.train.distill`; ``scripts/student_cancernet.yaml`` with
@@ -169,7 +169,7 @@ def ship(final: Any, meta: Any, stem: Path, prepared: Path, *, runtime: str) -> 
     import dataclasses
 
     from breastpath.data.cache import open_prepared
-    from breastpath.export.quantize import quantized_copy
+    from breastpath.inference.quantize import quantized_copy
 
     data = open_prepared(prepared)
     images = np.asarray(data.images[data.indices("train")])

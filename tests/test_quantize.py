@@ -100,7 +100,7 @@ def test_attaching_again_replaces_the_file_and_new_weights_drop_it(quantized, tm
 
 
 def test_calibration_images_must_match_the_input_size(trained_run):
-    from breastpath.export.quantize import quantize_int8
+    from breastpath.inference.quantize import quantize_int8
 
     wrong = np.zeros((4, 32, 32, 3), np.uint8)
     with pytest.raises(ConfigError, match="calibration images"):

@@ -16,7 +16,7 @@ the same way: its JSON says ``runtime: onnx`` and holds the sha256 of the ``.onn
 checked like the weights' (the :class:`Checkpoint` then has ``onnx`` bytes and no tensors).
 
 A checkpoint may also carry an int8 copy of its network (:func:`attach_int8`, made by
-:func:`breastpath.export.quantize.quantize_int8`): ``<stem>.int8-<sha256[:16]>.onnx`` beside the
+:func:`breastpath.inference.quantize.quantize_int8`): ``<stem>.int8-<sha256[:16]>.onnx`` beside the
 weights, named in the JSON with its sha256 (``int8_file``, ``int8_sha256``) and verified on load
 (the :class:`Checkpoint` then has both tensors and ``int8`` bytes). The runtime ``int8`` scores
 with it; Grad-CAM still uses the float weights.

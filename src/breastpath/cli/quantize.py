@@ -44,8 +44,8 @@ def command(checkpoint, prepared, split, samples, seed, out_stem) -> None:
     import numpy as np
 
     from breastpath.data.cache import open_prepared
-    from breastpath.export.quantize import quantized_copy, sample_rows
     from breastpath.inference.predictor import Predictor
+    from breastpath.inference.quantize import quantized_copy, sample_rows
 
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     data = open_prepared(prepared)

@@ -71,7 +71,7 @@ def fold_probabilities(
     """Class probabilities of ``rows`` from one fold's ``checkpoint`` with ``tta`` (CPU).
 
     ``runtime="int8"`` first quantizes the fold's model
-    (:func:`~breastpath.export.quantize.quantize_int8`), calibrated on the fold's own training
+    (:func:`~breastpath.inference.quantize.quantize_int8`), calibrated on the fold's own training
     patients, as a shipped model is calibrated on its training data.
     """
     import dataclasses
@@ -83,7 +83,7 @@ def fold_probabilities(
     if runtime == "int8":
         if tta != "none":
             raise ConfigError("the int8 runtime scores without test-time augmentation")
-        from breastpath.export.quantize import quantize_int8
+        from breastpath.inference.quantize import quantize_int8
 
         train_rows = data.indices("train")
         int8 = quantize_int8(state, np.asarray(data.images[train_rows]))
