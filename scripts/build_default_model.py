@@ -162,19 +162,20 @@ def cross_validated_teachers(args: argparse.Namespace, prepared: Path) -> list[d
 def ship(final: Any, meta: Any, stem: Path, prepared: Path, *, runtime: str) -> Any:
     """Save the final weights with ``meta`` at ``stem`` (and, for ``int8``, the network
     quantized on a seeded sample of all the training patches); the loaded shipped checkpoint."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    if runtime != "int8":
-        save_checkpoint(stem, tensors=final.model_state_prefixed(), meta=meta)
-        return load_checkpoint(stem.with_suffix(".json"))
     import dataclasses
 
     from breastpath.data.cache import open_prepared
-    from breastpath.inference.quantize import quantized_copy
+    from breastpath.inference.quantize import CALIBRATION_SAMPLES, calibration_rows, quantized_copy
 
-    data = open_prepared(prepared)
-    images = np.asarray(data.images[data.indices("train")])
-    source = f"all {len(images):,} training patches ({data.meta.get('dataset', 'idc')})"
-    quantized_copy(dataclasses.replace(final, meta=meta), stem, images=images, source=source)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if runtime == "int8":
+        data = open_prepared(prepared)
+        rows = data.indices("train")
+        images = np.asarray(data.images[calibration_rows(rows, samples=CALIBRATION_SAMPLES)])
+        source = f"all {len(rows):,} training patches ({data.meta.get('dataset', 'idc')})"
+        quantized_copy(dataclasses.replace(final, meta=meta), stem, images=images, source=source)
+    else:
+        save_checkpoint(stem, tensors=final.model_state_prefixed(), meta=meta)
     return load_checkpoint(stem.with_suffix(".json"))
 
 

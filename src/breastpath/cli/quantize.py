@@ -45,14 +45,14 @@ def command(checkpoint, prepared, split, samples, seed, out_stem) -> None:
 
     from breastpath.data.cache import open_prepared
     from breastpath.inference.predictor import Predictor
-    from breastpath.inference.quantize import quantized_copy, sample_rows
+    from breastpath.inference.quantize import calibration_rows, quantized_copy
 
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
     data = open_prepared(prepared)
     rows = data.indices(split)
     if len(rows) == 0:
         raise click.UsageError(f"{prepared}: the {split} split is empty")
-    chosen = np.sort(rows)[sample_rows(len(rows), samples=samples, seed=seed)]
+    chosen = calibration_rows(rows, samples=samples, seed=seed)
     images = predictor.cache_input(np.asarray(data.images[chosen]), data.meta)
     for handler in logging.getLogger().handlers:  # onnxruntime logs every rescaled bias
         handler.addFilter(_not_onnxruntime)

@@ -83,10 +83,14 @@ def fold_probabilities(
     if runtime == "int8":
         if tta != "none":
             raise ConfigError("the int8 runtime scores without test-time augmentation")
-        from breastpath.inference.quantize import quantize_int8
+        from breastpath.inference.quantize import (
+            CALIBRATION_SAMPLES,
+            calibration_rows,
+            quantize_int8,
+        )
 
-        train_rows = data.indices("train")
-        int8 = quantize_int8(state, np.asarray(data.images[train_rows]))
+        chosen = calibration_rows(data.indices("train"), samples=CALIBRATION_SAMPLES)
+        int8 = quantize_int8(state, np.asarray(data.images[chosen]))
         state = dataclasses.replace(state, int8=int8)
     return checkpoint_rows(
         state, data.images, rows, tta=tta, runtime=runtime, batch_size=batch_size

@@ -129,7 +129,7 @@ class Predictor:
             if self.checkpoint.int8 is None:
                 raise CheckpointError(
                     f"{self.checkpoint.path}: no int8 model is attached "
-                    "(make one with `breastpath export --format int8`)"
+                    "(make one with `breastpath quantize`)"
                 )
             return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
         if self.runtime == "onnx":

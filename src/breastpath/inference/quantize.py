@@ -64,6 +64,18 @@ def _normalised(checkpoint: Any, images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.float().numpy())
 
 
+def calibration_rows(rows: np.ndarray, *, samples: int, seed: int = 0) -> np.ndarray:
+    """The cache rows that calibrate: :func:`sample_rows` of ``rows`` (sorted), so that only
+    those patches are read, however large the training split.
+
+    Examples
+    --------
+    >>> calibration_rows(np.array([30, 10, 20]), samples=2).tolist()
+    [10, 30]
+    """
+    return np.sort(rows)[sample_rows(len(rows), samples=samples, seed=seed)]
+
+
 def _reader(batches: list[np.ndarray]) -> Any:
     """An onnxruntime calibration data reader over ``batches``."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -101,16 +113,15 @@ def quantize_int8(
         raise OnnxUnavailableError(message) from None
     from breastpath.checkpoint import build_model
 
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ConfigError(f"calibration images must be (N, H, W, 3), got {images.shape}")
     if tuple(images.shape[1:3]) != tuple(checkpoint.meta.input_size):
         raise ConfigError(
             f"calibration images are {images.shape[1:3]}, the model takes "
             f"{tuple(checkpoint.meta.input_size)}"
         )
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ConfigError(f"calibration images must be (N, H, W, 3), got {images.shape}")
-    x = _normalised(
-        checkpoint, np.asarray(images[sample_rows(len(images), samples=samples, seed=seed)])
-    )
+    chosen = np.asarray(images[sample_rows(len(images), samples=samples, seed=seed)])
+    x = _normalised(checkpoint, chosen)
     batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
     model = build_model(checkpoint).eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,4 +172,10 @@ def quantized_copy(
     return attach_int8(json_path, data)
 
 
-__all__ = ["CALIBRATION_SAMPLES", "quantize_int8", "quantized_copy", "sample_rows"]
+__all__ = [
+    "CALIBRATION_SAMPLES",
+    "calibration_rows",
+    "quantize_int8",
+    "quantized_copy",
+    "sample_rows",
+]
