@@ -71,7 +71,7 @@ def calibration_rows(rows: np.ndarray, *, samples: int, seed: int = 0) -> np.nda
     Examples
     --------
     >>> calibration_rows(np.array([30, 10, 20]), samples=2).tolist()
-    [10, 30]
+    [20, 30]
     """
     return np.sort(rows)[sample_rows(len(rows), samples=samples, seed=seed)]
 
