@@ -25,7 +25,8 @@ StainAugment = Literal["none", "hed", "ruifrok", "macenko", "vahadane"]
 Optimizer = Literal["adagrad", "adam", "adamw", "sgd"]
 Schedule = Literal["cosine", "step", "none"]
 Monitor = Literal["val_loss", "val_auc"]
-ThresholdMetric = Literal["balanced_accuracy", "f1", "youden"]
+#: What a decision threshold maximises; ``f1_balanced_accuracy`` is the mean of the two.
+ThresholdMetric = Literal["balanced_accuracy", "f1", "youden", "f1_balanced_accuracy"]
 Head = Literal["linear", "svm"]
 #: Heads of ``breastpath probe`` on frozen embeddings.
 ProbeHead = Literal["linear", "logreg", "svm", "knn"]

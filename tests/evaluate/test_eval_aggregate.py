@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -51,15 +49,13 @@ def test_describe_patient_score() -> None:
     assert ">= 0.3" in describe_patient_score("fraction", threshold=0.3)
 
 
-def test_vectorised_on_300k_patches() -> None:
+def test_exact_on_300k_patches() -> None:  # its speed: benchmarks/bench_metrics.py
     rng = np.random.default_rng(0)
     n = 300_000
     patients = rng.integers(0, 279, n).astype(str)
     y = rng.integers(0, 2, n)
     s = rng.uniform(size=n)
-    start = time.perf_counter()
     r = patient_scores(patients, y, s)
-    assert time.perf_counter() - start < 3.0
     assert r["n_patches"].sum() == n
     k = r["patients"].index("17")
     mask = patients == "17"

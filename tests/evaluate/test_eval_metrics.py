@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from breastpath.errors import BreastpathError, ConfigError
 from breastpath.evaluate.metrics import (
@@ -252,15 +256,21 @@ def _brute_force_best(y: np.ndarray, s: np.ndarray, criterion: str) -> float:
     fp = (pred & (y == 0)).sum(axis=1)
     fn = (~pred & (y == 1)).sum(axis=1)
     tn = (~pred & (y == 0)).sum(axis=1)
-    if criterion == "f1":
-        denom = 2 * tp + fp + fn
-        values = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    else:
-        values = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    denom = 2 * tp + fp + fn
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    balanced = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    values = {"f1": f1, "f1_balanced_accuracy": (f1 + balanced) / 2}.get(criterion, balanced)
     return float(values.max())
 
 
-@pytest.mark.parametrize("criterion", ["balanced_accuracy", "youden", "f1"])
+def _criterion_at(y: np.ndarray, s: np.ndarray, threshold: float, criterion: str) -> float:
+    metrics = binary_metrics(y, s, threshold=threshold)
+    if criterion == "f1_balanced_accuracy":
+        return (metrics["f1"] + metrics["balanced_accuracy"]) / 2
+    return metrics["f1" if criterion == "f1" else "balanced_accuracy"]
+
+
+@pytest.mark.parametrize("criterion", ["balanced_accuracy", "youden", "f1", "f1_balanced_accuracy"])
 @pytest.mark.parametrize("seed", range(6))
 def test_choose_threshold_agrees_with_brute_force(criterion: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -269,9 +279,26 @@ def test_choose_threshold_agrees_with_brute_force(criterion: str, seed: int) -> 
     s = np.round(np.clip(0.25 * y + rng.uniform(0, 0.75, n), 0, 1), 2)  # with ties
     t = choose_threshold(y, s, criterion=criterion)
     assert 0.0 <= t <= 1.0
-    key = "f1" if criterion == "f1" else "balanced_accuracy"
-    got = binary_metrics(y, s, threshold=t)[key]
+    got = _criterion_at(y, s, t, criterion)
     assert got == pytest.approx(_brute_force_best(y, s, criterion), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_mean_criterion_gives_up_neither_metric_to_the_other(seed: int) -> None:
+    # F1 at least that of the balanced-accuracy threshold, balanced accuracy at least that of
+    # the F1 threshold (what maximising their sum implies)
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=2000) < 0.1 + 0.05 * seed).astype(
+        int
+    )  # rare positives: the optima differ
+    s = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
+    at = {
+        c: binary_metrics(y, s, threshold=choose_threshold(y, s, criterion=c))
+        for c in ("balanced_accuracy", "f1", "f1_balanced_accuracy")
+    }
+    assert at["balanced_accuracy"]["f1"] < at["f1"]["f1"]
+    assert at["f1_balanced_accuracy"]["f1"] >= at["balanced_accuracy"]["f1"]
+    assert at["f1_balanced_accuracy"]["balanced_accuracy"] >= at["f1"]["balanced_accuracy"]
 
 
 def test_choose_threshold_youden_equals_balanced_accuracy() -> None:
@@ -279,12 +306,14 @@ def test_choose_threshold_youden_equals_balanced_accuracy() -> None:
     assert choose_threshold(y, s, criterion="youden") == choose_threshold(y, s)
 
 
-def test_choose_threshold_is_fast_on_large_input() -> None:
+def test_choose_threshold_on_a_full_size_input_agrees_with_the_roc_curve() -> None:
+    # 300k scores (the size of the IDC set; its speed is in benchmarks/bench_metrics.py):
+    # the best balanced accuracy is the best Youden J of scikit-learn's ROC curve
     y, s = _noisy(300_000, seed=1)
-    start = time.perf_counter()
     t = choose_threshold(y, s)
-    assert time.perf_counter() - start < 2.0
-    assert 0.2 < t < 0.8
+    fpr, tpr, _ = roc_curve(y, s)
+    best = 0.5 * (1 + float(np.max(tpr - fpr)))
+    assert binary_metrics(y, s, threshold=t)["balanced_accuracy"] == pytest.approx(best, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------- bootstrap

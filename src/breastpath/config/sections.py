@@ -88,6 +88,13 @@ class OptimConfig(_Config):
         default=1.0, metadata=_help("lr factor after the frozen epochs.")
     )
     backbone_lr_scale: float = field(default=1.0, metadata=_help("Backbone lr / head lr."))
+    ema_half_life: float = field(
+        default=0.0,
+        metadata=_help(
+            "Half-life in epochs of an exponential moving average of the weights (0: off); "
+            "with it, validation and the checkpoints use the average."
+        ),
+    )
 
     def validate(self) -> None:
         check_choice(self.optimizer, OPTIMIZERS, what="optimizer")
@@ -100,6 +107,8 @@ class OptimConfig(_Config):
             raise ConfigError("label_smoothing must be in [0, 1)")
         if self.finetune_lr_scale <= 0 or self.backbone_lr_scale < 0:
             raise ConfigError("finetune_lr_scale must be > 0 and backbone_lr_scale >= 0")
+        if not 0 <= self.ema_half_life < 1e6:
+            raise ConfigError("ema_half_life must be >= 0 (epochs; 0 turns the average off)")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from breastpath.choices import THRESHOLD_METRICS
 from breastpath.errors import ConfigError
 
 __all__ = [
@@ -41,7 +42,7 @@ BINARY_METRIC_NAMES: tuple[str, ...] = (
     "pr_auc",
 )
 
-_CRITERIA = ("balanced_accuracy", "youden", "f1")
+_CRITERIA = THRESHOLD_METRICS
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,12 +325,16 @@ def _sorted_groups(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _criterion_values(
     tp: np.ndarray, fp: np.ndarray, n_pos: float, n_neg: float, criterion: str
 ) -> np.ndarray:
-    if criterion == "f1":
-        fn = n_pos - tp
-        denom = 2 * tp + fp + fn
-        return np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=denom > 0)
+    fn = n_pos - tp
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=denom > 0)
     # balanced accuracy (Youden's J = 2 * balanced accuracy - 1 has the same argmax)
-    return 0.5 * (tp / n_pos + (n_neg - fp) / n_neg)
+    balanced = 0.5 * (tp / n_pos + (n_neg - fp) / n_neg)
+    if criterion == "f1":
+        return f1
+    if criterion == "f1_balanced_accuracy":
+        return 0.5 * (f1 + balanced)
+    return balanced
 
 
 def choose_threshold(y_true: Any, scores: Any, *, criterion: str = "balanced_accuracy") -> float:
@@ -347,9 +352,10 @@ def choose_threshold(y_true: Any, scores: Any, *, criterion: str = "balanced_acc
         True labels, 0 or 1.
     scores : array-like of shape (n,)
         Probability of the positive class, in ``[0, 1]``.
-    criterion : {"balanced_accuracy", "youden", "f1"}
+    criterion : {"balanced_accuracy", "youden", "f1", "f1_balanced_accuracy"}
         What to maximise. ``"youden"`` (sensitivity + specificity - 1) has the same optimum as
-        ``"balanced_accuracy"``.
+        ``"balanced_accuracy"``; ``"f1_balanced_accuracy"`` is the mean of F1 and balanced
+        accuracy (a threshold that must do well on both).
 
     Returns
     -------

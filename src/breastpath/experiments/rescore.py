@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from breastpath.choices import TTA_MODES, check_choice
+from breastpath.choices import THRESHOLD_METRICS, TTA_MODES, check_choice
 from breastpath.data.cache import PreparedData, open_prepared
 from breastpath.errors import ConfigError
 from breastpath.experiments.crossval import prediction_rows
@@ -187,6 +187,7 @@ def rescore_crossval(
     check_choice(checkpoint, CHECKPOINTS, what="checkpoint")
     check_choice(tta, TTA_MODES, what="tta")
     check_choice(runtime, RESCORE_RUNTIMES, what="runtime")
+    check_choice(threshold_metric, THRESHOLD_METRICS, what="threshold_metric")
     runs = _load_runs(cv_dirs)
     started = time.perf_counter()
     folds, predictions = [], []
@@ -213,6 +214,7 @@ def rescore_crossval(
         "tta": tta,
         "runtime": runtime,
         "threshold": "fold",
+        "threshold_metric": threshold_metric,
         "reduce": reduce,
         "n_boot": n_boot,
         "fold_of_patient": runs[0]["fold_of_patient"],
@@ -227,7 +229,8 @@ def rescore_crossval(
     note = (
         f"\nRescored: {len(runs)} member(s), checkpoint `{checkpoint}`, TTA `{tta}`, "
         f"runtime `{runtime}`; "
-        "thresholds chosen again on each fold's validation patients.\n"
+        f"thresholds chosen again on each fold's validation patients (maximising "
+        f"`{threshold_metric}`).\n"
     )
     atomic_write_text(out / "crossval.md", format_markdown(result) + note)
     return result

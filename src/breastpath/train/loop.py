@@ -76,13 +76,14 @@ def train(
         )
     info, device = distributed.setup(config.runtime.device)
     step = Step.create(config, data, train_rows, info=info, device=device)
+    loader = make_loader(data, train_rows, config, info=info)
+    step.start_average(config, steps_per_epoch=len(loader))
     progress = Progress()
     if resume and (run / "last.json").is_file():
         progress = resume_from(run, step, config, info=info)
     elif info.is_main:
         start_run(run, config, data)
     step.wrap(config)  # DDP and torch.compile, once the weights are final
-    loader = make_loader(data, train_rows, config, info=info)
     for epoch in range(progress.start_epoch, config.stop.epochs):
         lr = finetune.set_learning_rates(step.optimizer, epoch, config)
         loader.set_epoch(epoch)
@@ -140,6 +141,7 @@ def _train_epoch(
         scaler.scale(loss).backward()
         scaler.step(step.optimizer)
         scaler.update()
+        step.update_average()
         seen += len(y)
         loss_sum += share.detach() * denominator[1]
         correct += (logits.detach().argmax(1) == y).sum()
@@ -171,7 +173,7 @@ def _validation_row(
     if len(rows) == 0:
         return {"val_loss": None, "val_acc": None, "val_auc": None}
     probs, val_loss = validate(
-        step.model,
+        step.kept,
         data.images,
         rows,
         data.labels,

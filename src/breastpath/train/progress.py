@@ -23,6 +23,7 @@ from breastpath.config import TrainConfig
 from breastpath.errors import CheckpointError
 from breastpath.inference.device import DistInfo
 from breastpath.io import remove_stale_temps
+from breastpath.train.ema import restore_ema
 from breastpath.train.step import Step
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Progress:
 def save_epoch(run: Path, step: Step, progress: Progress, row: dict[str, Any], *, improved: bool):
     """Write ``best`` (when the epoch improved) and the resumable ``last`` checkpoint."""
     epoch = int(row["epoch"])
-    model_tensors = _prefixed("model.", step.model.state_dict())
+    model_tensors = _prefixed("model.", step.kept.state_dict())  # the average, with EMA
     if improved:
         meta = step.meta.replace(epoch=epoch, metrics={"val": row})
         save_checkpoint(run / "best", tensors=model_tensors, meta=meta)
@@ -69,6 +70,8 @@ def save_epoch(run: Path, step: Step, progress: Progress, row: dict[str, Any], *
         "best_epoch": progress.best_epoch,
         "optimizer": opt_plain,
     }
+    if step.ema is not None:  # the weights being trained, to go on from them
+        model_tensors = {**model_tensors, **_prefixed("raw.", step.model.state_dict())}
     tensors = {
         **model_tensors,
         **_prefixed("optim.", opt_tensors),
@@ -91,7 +94,13 @@ def resume_from(run: Path, step: Step, config: TrainConfig, *, info: DistInfo) -
         raise CheckpointError(
             f"{run}: last checkpoint is a {state.meta.model.name}, not a {config.model.name}"
         )
-    step.model.load_state_dict(state.model_state())
+    if step.ema is None:
+        step.model.load_state_dict(state.model_state())
+    else:
+        if not state.prefixed("raw."):
+            raise CheckpointError(f"{run}: last checkpoint was saved without ema_half_life")
+        step.model.load_state_dict(state.prefixed("raw."))
+        restore_ema(step.ema, state.model_state())  # type: ignore[arg-type]
     step.optimizer.load_state_dict(
         optimizer_from_tensors(state.prefixed("optim."), saved["optimizer"])
     )

@@ -24,6 +24,7 @@ from breastpath.errors import ConfigError
 from breastpath.inference.device import DistInfo
 from breastpath.train import distributed, finetune
 from breastpath.train.distill import Teacher, distill_loss_sum
+from breastpath.train.ema import make_ema
 from breastpath.train.optim import class_weights, make_optimizer
 from breastpath.train.run import apply_runtime, checkpoint_meta, create_initial_model, normalization
 
@@ -50,6 +51,25 @@ class Step:
     teacher: Teacher | None = None  # config.distill.teachers, loaded
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    ema: nn.Module | None = None  # optim.ema_half_life: the averaged weights (AveragedModel)
+
+    @property
+    def kept(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
+
+    def start_average(self, config: TrainConfig, *, steps_per_epoch: int) -> None:
+        """Keep the moving average of ``optim.ema_half_life`` (nothing when it is 0)."""
+        self.ema = make_ema(
+            self.model,
+            half_life_epochs=config.optim.ema_half_life,
+            steps_per_epoch=max(steps_per_epoch, 1),
+        )
+
+    def update_average(self) -> None:
+        """Move the average towards the weights after an optimizer step."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)  # type: ignore[operator]
 
     @classmethod
     def create(
