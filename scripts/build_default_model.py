@@ -22,9 +22,11 @@ default).
    final model has no validation split to pick an epoch with: that rescoring is the card's
    estimate.
 4. Trains each teacher on all patients, then the served model on all patients (last epoch), and
-   quantizes it on a seeded sample of all the patches. Its decision threshold maximises balanced
-   accuracy over the pooled out-of-fold predictions of step 3 (never a validation split, never
-   the training patients).
+   quantizes it on a seeded sample of all the patches. Its decision threshold maximises the
+   recipe's ``threshold_metric`` (the default recipe: the mean of F1 and balanced accuracy) over
+   the pooled out-of-fold predictions of step 3 (never a validation split, never the training
+   patients); each fold's threshold in step 3 maximises the same on that fold's validation
+   patients.
 5. Calibrates on the pooled out-of-fold predictions (a temperature, or Platt's temperature and
    shift, whichever lowers the cross-fitted ECE; the threshold moves with it, so no decision
    changes), scores tissue-free frames (blank glass, white, black, random near-uniform frames)
@@ -61,7 +63,12 @@ from breastpath.evaluate.calibration import (
     describe_calibration,
     with_temperature,
 )
-from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold
+from breastpath.evaluate.metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    choose_threshold,
+    describe_threshold_metric,
+)
 from breastpath.experiments.crossval import cross_validate
 from breastpath.experiments.paired import read_oof
 from breastpath.experiments.rescore import RESCORE_RUNTIMES, rescore_crossval
@@ -96,9 +103,12 @@ def main() -> None:
     cv_dir = Path(args.cv) if args.cv else work / "cv"
     cross_validate(prepared, cv_dir, recipe, folds=args.folds, seed=0, resume=True)
     rescored = work / f"cv-last-{args.runtime}"
-    estimate = rescore_crossval([cv_dir], rescored, checkpoint="last", runtime=args.runtime)
+    criterion = config.stop.threshold_metric  # of each fold's threshold, and of the shipped one
+    estimate = rescore_crossval(
+        [cv_dir], rescored, checkpoint="last", runtime=args.runtime, threshold_metric=criterion
+    )
     oof = read_oof(rescored / "oof_predictions.csv")
-    threshold = float(choose_threshold(oof["label"], oof["raw"], criterion="balanced_accuracy"))
+    threshold = float(choose_threshold(oof["label"], oof["raw"], criterion=criterion))
     if teachers:
         finals = [
             train_once(prepared, work / f"teacher-{t['name']}", t["config"]) for t in teachers
@@ -109,9 +119,9 @@ def main() -> None:
         name=MODEL_NAME,
         mpp=IDC_MPP,
         threshold=threshold,
-        threshold_rule="maximises balanced accuracy of the pooled out-of-fold predictions of "
-        f"patient-level {args.folds}-fold cross-validation (last epoch of each fold, runtime "
-        f"{args.runtime})",
+        threshold_rule=f"maximises {describe_threshold_metric(criterion)} of the pooled "
+        f"out-of-fold predictions of patient-level {args.folds}-fold cross-validation (last "
+        f"epoch of each fold, runtime {args.runtime})",
         data={**final.meta.data, "prepared": "idc-all-patients"},
         init=_portable(final.meta.init),
         metrics={
@@ -228,11 +238,17 @@ def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
     keep = (*CARD_METRICS, "n", "n_positive", "n_negative", "ci95")
     return {
         "protocol": f"patient-level {result['folds']}-fold cross-validation, seed "
-        f"{result['seed']}, thresholds chosen on each fold's validation patients, "
-        f"checkpoint {result.get('checkpoint', 'best')}",
+        f"{result['seed']}, thresholds chosen on each fold's validation patients (maximising "
+        f"{describe_threshold_metric(_fold_metric(result))}), checkpoint "
+        f"{result.get('checkpoint', 'best')}",
         "image": {k: pooled["image"][k] for k in keep if k in pooled["image"]},
         "patient": {k: pooled["patient"][k] for k in keep if k in pooled["patient"]},
     }
+
+
+def _fold_metric(result: dict[str, Any]) -> str:
+    """What the folds' thresholds maximised (runs before the option existed: balanced accuracy)."""
+    return str(result.get("threshold_metric", "balanced_accuracy"))
 
 
 def oof_at(oof: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
@@ -377,7 +393,8 @@ def model_card(
         "## Expected accuracy on new patients (patient-level cross-validation)",
         f"{estimate['folds']}-fold patient-level cross-validation over all {summary['patients']}"
         " patients (folds stratified by patient class, seed 0). In each fold 20% of the",
-        "training patients validate; the threshold is chosen on them, and the fold's patients",
+        "training patients validate; the threshold is chosen on them (maximising "
+        f"{describe_threshold_metric(_fold_metric(estimate))}), and the fold's patients",
         "are scored once by a model that never saw them, at the last epoch (as the shipped",
         "model). Pooled out-of-fold figures; 95% intervals: bootstrap over patients (1,000).",
         "",

@@ -337,6 +337,23 @@ def _criterion_values(
     return balanced
 
 
+def describe_threshold_metric(criterion: str) -> str:
+    """What a threshold chosen for ``criterion`` maximises, in words.
+
+    >>> describe_threshold_metric("f1_balanced_accuracy")
+    'the mean of F1 and balanced accuracy'
+    """
+    words = {
+        "balanced_accuracy": "balanced accuracy",
+        "youden": "Youden's J (sensitivity + specificity - 1)",
+        "f1": "F1",
+        "f1_balanced_accuracy": "the mean of F1 and balanced accuracy",
+    }
+    if criterion not in words:
+        raise ConfigError(f"criterion must be one of {', '.join(_CRITERIA)}; got {criterion!r}")
+    return words[criterion]
+
+
 def choose_threshold(y_true: Any, scores: Any, *, criterion: str = "balanced_accuracy") -> float:
     """Threshold that maximises a criterion on labelled scores (e.g. the validation set).
 
