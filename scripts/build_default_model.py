@@ -22,11 +22,13 @@ default).
    final model has no validation split to pick an epoch with: that rescoring is the card's
    estimate.
 4. Trains each teacher on all patients, then the served model on all patients (last epoch), and
-   quantizes it on a seeded sample of all the patches. Its decision threshold maximises the
-   recipe's ``threshold_metric`` (the default recipe: the mean of F1 and balanced accuracy) over
-   the pooled out-of-fold predictions of step 3 (never a validation split, never the training
-   patients); each fold's threshold in step 3 maximises the same on that fold's validation
-   patients.
+   quantizes it on a seeded sample of all the patches. Its decision threshold maximises
+   ``--threshold-metric`` (default: the mean of F1 and balanced accuracy, the two figures the
+   published anchors report) over the pooled out-of-fold predictions of step 3 (never a
+   validation split, never the training patients); the rescoring of step 3 chooses each fold's
+   threshold by the same metric on that fold's validation patients. It is a shipping choice, not
+   a training one: the weights do not depend on it, so the recipe's own ``threshold_metric``
+   (what a training run's validation threshold maximises) is left as it is.
 5. Calibrates on the pooled out-of-fold predictions (a temperature, or Platt's temperature and
    shift, whichever lowers the cross-fitted ECE; the threshold moves with it, so no decision
    changes), scores tissue-free frames (blank glass, white, black, random near-uniform frames)
@@ -56,6 +58,7 @@ from breastpath.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from breastpath.choices import THRESHOLD_METRICS
 from breastpath.config import DataConfig, TrainConfig, load_yaml
 from breastpath.evaluate.calibration import (
     TEMPERATURE_RULE,
@@ -103,7 +106,7 @@ def main() -> None:
     cv_dir = Path(args.cv) if args.cv else work / "cv"
     cross_validate(prepared, cv_dir, recipe, folds=args.folds, seed=0, resume=True)
     rescored = work / f"cv-last-{args.runtime}"
-    criterion = config.stop.threshold_metric  # of each fold's threshold, and of the shipped one
+    criterion = args.threshold_metric  # of each fold's threshold, and of the shipped one
     estimate = rescore_crossval(
         [cv_dir], rescored, checkpoint="last", runtime=args.runtime, threshold_metric=criterion
     )
@@ -203,6 +206,13 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--cv", default=None, help="the served recipe's cross-validation folder")
     parser.add_argument("--runtime", choices=RESCORE_RUNTIMES, default="int8")
+    parser.add_argument(
+        "--threshold-metric",
+        choices=THRESHOLD_METRICS,
+        default="f1_balanced_accuracy",
+        help="what each fold's threshold (on its validation patients) and the shipped one (on "
+        "the pooled out-of-fold predictions) maximise",
+    )
     parser.add_argument("--assets", default=str(ASSETS), help="where the model and card go")
     return parser.parse_args()
 

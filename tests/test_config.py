@@ -191,6 +191,8 @@ def test_allowed_values_come_from_choices():
         "teacher_lite0.yaml",
         "teacher_cancernet.yaml",
         "breakhis_model.yaml",
+        "lite0_80_ema.yaml",
+        "lite0_80_dropout.yaml",
     ],
 )
 def test_the_shipped_recipes_still_load(name):
