@@ -100,7 +100,7 @@ def resume_from(run: Path, step: Step, config: TrainConfig, *, info: DistInfo) -
         if not state.prefixed("raw."):
             raise CheckpointError(f"{run}: last checkpoint was saved without ema_half_life")
         step.model.load_state_dict(state.prefixed("raw."))
-        restore_ema(step.ema, state.model_state())  # type: ignore[arg-type]
+        restore_ema(step.ema, state.model_state())
     step.optimizer.load_state_dict(
         optimizer_from_tensors(state.prefixed("optim."), saved["optimizer"])
     )

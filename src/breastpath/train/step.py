@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from breastpath.checkpoint import CheckpointMeta
 from breastpath.config import TrainConfig
@@ -51,12 +52,12 @@ class Step:
     teacher: Teacher | None = None  # config.distill.teachers, loaded
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
-    ema: nn.Module | None = None  # optim.ema_half_life: the averaged weights (AveragedModel)
+    ema: AveragedModel | None = None  # optim.ema_half_life: the averaged weights
 
     @property
     def kept(self) -> nn.Module:
         """The weights that are validated and saved: the moving average when there is one."""
-        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
+        return self.ema.module if self.ema is not None else self.model
 
     def start_average(self, config: TrainConfig, *, steps_per_epoch: int) -> None:
         """Keep the moving average of ``optim.ema_half_life`` (nothing when it is 0)."""
@@ -69,7 +70,7 @@ class Step:
     def update_average(self) -> None:
         """Move the average towards the weights after an optimizer step."""
         if self.ema is not None:
-            self.ema.update_parameters(self.model)  # type: ignore[operator]
+            self.ema.update_parameters(self.model)
 
     @classmethod
     def create(
