@@ -257,8 +257,11 @@ def crossval_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fold_metric(result: dict[str, Any]) -> str:
-    """What the folds' thresholds maximised (runs before the option existed: balanced accuracy)."""
-    return str(result.get("threshold_metric", "balanced_accuracy"))
+    """What the folds' thresholds maximised: as recorded by the cross-validation or its
+    rescoring, else (files written before they recorded it) the recipe's own metric."""
+    if "threshold_metric" in result:
+        return str(result["threshold_metric"])
+    return TrainConfig.from_dict(result["train"]).stop.threshold_metric
 
 
 def oof_at(oof: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def test_cross_validate_writes_pooled_oof_metrics(prepared_tiles, tmp_path):
     tested = [p for fold in result["per_fold"] for p in fold["test_patients"]]
     assert sorted(tested) == sorted(set(data.patients.tolist()))
     saved = json.loads((out / "crossval.json").read_text())
+    assert saved["threshold_metric"] == config.stop.threshold_metric  # what the folds maximised
     pooled = saved["pooled"]
     for level in ("image", "patient"):
         for metric in ("accuracy", "balanced_accuracy", "roc_auc"):

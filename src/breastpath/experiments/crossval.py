@@ -185,6 +185,8 @@ def cross_validate(
         "data": _describe(data, patients=len(fold_of)),
         **settings,
         "threshold": threshold,
+        # what each fold's validation-chosen threshold maximised (with threshold="fold")
+        "threshold_metric": config.stop.threshold_metric,
         "reduce": reduce,
         "n_boot": n_boot,
         "fold_of_patient": fold_of,
