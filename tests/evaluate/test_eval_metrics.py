@@ -23,6 +23,7 @@ from breastpath.evaluate.metrics import (
     binary_metrics,
     bootstrap_ci,
     choose_threshold,
+    describe_threshold_metric,
     multiclass_metrics,
 )
 
@@ -299,6 +300,15 @@ def test_the_mean_criterion_gives_up_neither_metric_to_the_other(seed: int) -> N
     assert at["balanced_accuracy"]["f1"] < at["f1"]["f1"]
     assert at["f1_balanced_accuracy"]["f1"] >= at["balanced_accuracy"]["f1"]
     assert at["f1_balanced_accuracy"]["balanced_accuracy"] >= at["f1"]["balanced_accuracy"]
+
+
+def test_every_threshold_metric_is_described_and_others_are_refused() -> None:
+    from breastpath.choices import THRESHOLD_METRICS
+
+    words = [describe_threshold_metric(m) for m in THRESHOLD_METRICS]
+    assert len(set(words)) == len(THRESHOLD_METRICS)
+    with pytest.raises(ConfigError, match="criterion"):
+        describe_threshold_metric("accuracy")
 
 
 def test_choose_threshold_youden_equals_balanced_accuracy() -> None:
