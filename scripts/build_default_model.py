@@ -275,19 +275,21 @@ def oof_at(oof: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     return metrics
 
 
-def background_scores(checkpoint: Any) -> dict[str, float]:
+def background_scores(
+    checkpoint: Any, *, threshold: float | None = None, runtime: str | None = None
+) -> dict[str, float]:
     """IDC probability of frames without tissue, scored as served (the ``Predictor`` of the
-    shipped checkpoint: its runtime, calibration and threshold): blank glass, white, black, and
-    the share of 400
-    random near-uniform frames (:func:`breastpath.data.augment.background_frames`, a seed
-    training never uses) at or above the threshold."""
+    checkpoint: its runtime, calibration and threshold, unless ``runtime`` or ``threshold``
+    say otherwise): blank glass, white, black, and the share of 400 random near-uniform frames
+    (:func:`breastpath.data.augment.background_frames`, a seed training never uses) at or
+    above the threshold."""
     import torch
 
     from breastpath.data.augment import GLASS_RGB, background_frames
     from breastpath.inference.predictor import Predictor
 
     meta = checkpoint.meta
-    predictor = Predictor(checkpoint, device="cpu")
+    predictor = Predictor(checkpoint, device="cpu", runtime=runtime)
     h, w = meta.input_size
     fixed = {"glass": GLASS_RGB, "white": (255, 255, 255), "black": (0, 0, 0)}
     batch = torch.stack(
@@ -296,7 +298,7 @@ def background_scores(checkpoint: Any) -> dict[str, float]:
     frames = background_frames(400, size=(h, w), generator=torch.Generator().manual_seed(123))
     probs = predictor.predict_proba(torch.cat([batch, frames]).numpy())[:, 1]
     out = {name: round(float(probs[i]), 4) for i, name in enumerate(fixed)}
-    above = (probs[3:] >= meta.threshold).mean()
+    above = (probs[3:] >= (meta.threshold if threshold is None else threshold)).mean()
     out["random_frames_above_threshold"] = round(float(above), 4)
     return out
 

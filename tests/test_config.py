@@ -192,6 +192,7 @@ def test_allowed_values_come_from_choices():
         "breakhis_model.yaml",
         "lite0_80_ema.yaml",
         "lite0_80_dropout.yaml",
+        "lite0_80_drop_bg.yaml",
     ],
 )
 def test_the_shipped_recipes_still_load(name):
