@@ -85,7 +85,9 @@ def main() -> None:
 
     work = Path(args.work)
     prepared, run, cv_dir = work / "prepared", work / "run", work / "crossval"
-    target = fit_stain_target(Path(args.stain_fit_on), work) if args.stain_fit_on else ""
+    target = ""
+    if args.stain_fit_on:
+        target = str(fit_stain_target(Path(args.stain_fit_on), args.tiles, work))
     if not (prepared / "meta.json").is_file():
         prepare(
             [args.tiles],
@@ -159,19 +161,38 @@ def main() -> None:
     print(json.dumps({"crossval": summary_cv["pooled"], **timings}, indent=2))
 
 
-def fit_stain_target(folder: Path, work: Path) -> Path:
-    """A Macenko target fitted (seed 0) on every image under ``folder``, pooled, saved as
-    ``WORK/stain_target.json`` (what ``breastpath stain fit --method macenko`` writes)."""
-    from breastpath.imaging import decode_image, gather_image_files
+def fit_stain_target(folder: Path, tiles: str, work: Path) -> Path:
+    """A Macenko target fitted (seed 0) on the images under ``folder`` (BreakHis file names) of
+    patients **not among the tiles'**, pooled, saved as ``WORK/stain_target.json`` (what
+    ``breastpath stain fit --method macenko`` writes) with the images used beside it.
+
+    A tile patient's images would let the patients held out by a cross-validation fold shape
+    the colour every tile is brought to; they are left out, so no patient of the folds does.
+    """
+    from breastpath.data.index import scan_source
+    from breastpath.imaging import decode_image
     from breastpath.io import write_json
     from breastpath.stain import get_normalizer
 
-    images = [decode_image(path) for path in gather_image_files([str(folder)])]
+    known = _tile_patients(tiles)
+    records = [r for r in scan_source(folder, dataset="breakhis").records if r.patient not in known]
+    if not records:
+        raise SystemExit(f"no image under {folder} is of a patient outside the tiles")
+    images = [decode_image(r.path) for r in records]
     normalizer = get_normalizer("macenko", seed=0).fit(images)
     out = work / "stain_target.json"
     work.mkdir(parents=True, exist_ok=True)
     write_json(out, normalizer.to_dict())
+    used = sorted({Path(r.path).name for r in records})
+    write_json(work / "stain_target_images.json", {"images": used, "tile_patients": sorted(known)})
     return out
+
+
+def _tile_patients(tiles: str) -> set[str]:
+    """The patients of the breakhis-tiles folder."""
+    from breastpath.data.index import scan_source
+
+    return {r.patient for r in scan_source(tiles, dataset="breakhis-tiles").records}
 
 
 def check_half(
@@ -196,7 +217,7 @@ def score_outside(root: Path, tiles: str, assets: Path) -> list[dict[str, Any]]:
     from breastpath.data.index import scan_source
     from breastpath.inference.predictor import Predictor
 
-    known = {r.patient for r in scan_source(tiles, dataset="breakhis-tiles").records}
+    known = _tile_patients(tiles)
     records = [
         r
         for r in scan_source(root, dataset="breakhis", magnification="200").records

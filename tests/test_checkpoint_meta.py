@@ -121,6 +121,7 @@ BAD_FIELDS = [
     ("logit_bias", [0.0]),
     ("logit_bias", [0.0, float("inf")]),
     ("logit_bias", "shift"),
+    ("input_fit", "squash"),
 ]
 
 
@@ -220,6 +221,39 @@ def test_a_three_malignant_subtype_model_thresholds_the_malignant_sum(subtype_ru
     predictor = Predictor(checkpoint)
     decided = [p.is_cancer for p in predictor.to_predictions(probs)]
     assert decided == [bool(s >= meta.threshold) for s in score]
+
+
+def test_a_model_trained_on_breakhis_tiles_stretches_whole_fields(subtype_run, tmp_path):
+    """The tiles are whole fields resized without keeping their aspect: a model trained on them
+    sees a new field the same way, through the CLI and the API alike."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from breastpath.serve.app import create_app
+
+    _, run = subtype_run
+    checkpoint = load_checkpoint(run)
+    assert checkpoint.meta.data["dataset"] == "breakhis-tiles"
+    assert checkpoint.meta.input_fit == "stretch"
+    assert load_checkpoint("default").meta.input_fit == "crop"  # IDC patches: crops of a slide
+    field = np.full((92, 140, 3), 120, np.uint8)  # a 700x460-shaped field, its left fifth dark
+    field[:, :28] = 30
+    predictor = Predictor(checkpoint, device="cpu")
+    model_input, action = predictor.prepare_one(field)
+    assert action == "stretched" and model_input.shape == (32, 32, 3)
+    assert model_input[:, :5].max() < 60  # the edge a centre crop would have cut is there
+    path = tmp_path / "field.png"
+    Image.fromarray(field).save(path)
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/api/predict", files={"file": ("field.png", path.read_bytes(), "image/png")}
+        )
+    body = response.json()
+    assert response.status_code == 200, response.text
+    assert body["preprocessing"] == "stretched" and body["tiles"] is None
+    assert "whole fields" in body["note"]
+    expected = predictor.predict_images([field], allow_non_tissue=True)[0].probability
+    assert body["probability"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_cancer_score_is_the_sum_of_the_cancer_classes():

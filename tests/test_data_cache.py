@@ -12,6 +12,7 @@ from breastpath.data.cache import open_prepared
 from breastpath.data.loader import BatchLoader
 from breastpath.data.prepare import prepare
 from breastpath.data.transforms import fit_to_size
+from breastpath.errors import ConfigError
 from breastpath.errors import CacheError
 from breastpath.imaging import decode_image
 from conftest import make_idc_tree
@@ -112,6 +113,20 @@ def test_fit_to_size_resizes_large_images_keeping_aspect():
     out, action = fit_to_size(image, (224, 224))
     assert action == "resized" and out.shape == (224, 224, 3)
     assert out[:, :100].max() == 0 and out[:, -100:].min() == 200
+
+
+def test_fit_to_size_can_stretch_the_whole_field():
+    image = np.zeros((460, 700, 3), np.uint8)
+    image[:, :70] = 200  # the left tenth: outside a centre crop
+    cropped, _ = fit_to_size(image, (224, 224))
+    stretched, action = fit_to_size(image, (224, 224), fit="stretch")
+    assert cropped.max() == 0
+    assert action == "stretched" and stretched.shape == (224, 224, 3)
+    assert stretched[:, :22].min() == 200 and stretched[:, 23:].max() == 0  # 70 / 700 * 224
+    small = np.zeros((40, 50, 3), np.uint8)  # smaller than the input: padded either way
+    assert fit_to_size(small, (50, 50), fit="stretch")[1] == "padded"
+    with pytest.raises(ConfigError, match="input fit"):
+        fit_to_size(image, (224, 224), fit="squash")
 
 
 @pytest.mark.data

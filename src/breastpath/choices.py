@@ -34,6 +34,9 @@ Runtime = Literal["torch", "onnx", "int8"]
 PatientReduce = Literal["mean", "max", "fraction"]
 #: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
 SlideBackend = Literal["auto", "openslide", "wsidicom", "tifffile"]
+#: How an image larger than a model's input is brought to it: ``crop`` (shorter side resized,
+#: centre crop, aspect kept) or ``stretch`` (the whole field resized, aspect not kept).
+InputFit = Literal["crop", "stretch"]
 #: What ``breastpath evaluate --split`` scores: one split of a prepared folder, or all of it.
 EvalSplit = Literal["test", "val", "train", "all"]
 
@@ -50,6 +53,7 @@ RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
 SLIDE_BACKENDS: tuple[str, ...] = get_args(SlideBackend)
 EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
+INPUT_FITS: tuple[str, ...] = get_args(InputFit)
 
 
 def check_choice(value: object, allowed: tuple[str, ...], *, what: str) -> str:

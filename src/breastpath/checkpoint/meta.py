@@ -10,7 +10,9 @@ read as the model's ``working_size``.
 Two sizes, two names:
 
 * ``input_size`` (height, width): every image is fitted to it before the model sees it
-  (:func:`breastpath.data.transforms.fit_to_size`); the cache holds images of this size.
+  (:func:`breastpath.data.transforms.fit_to_size`, the way ``input_fit`` says: ``crop``, or
+  ``stretch`` for a model whose training images were whole fields resized without keeping
+  their aspect); the cache holds images of this size.
 * ``working_size``: the resolution the network itself computes at (a timm backbone resizes its
   input to it inside ``forward``); ``None`` when it is ``input_size``.
 """
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from breastpath.choices import RUNTIMES, TTA_MODES, Runtime, TTAMode
+from breastpath.choices import INPUT_FITS, RUNTIMES, TTA_MODES, InputFit, Runtime, TTAMode
 from breastpath.errors import CheckpointError
 
 FORMAT = "breastpath-checkpoint/1"
@@ -81,6 +83,8 @@ class CheckpointMeta:
     #: (Platt scaling of a binary model: a shift the temperature alone cannot make)
     logit_bias: tuple[float, ...] | None = None
     working_size: tuple[int, int] | None = None
+    #: how a larger image is brought to ``input_size`` (:data:`breastpath.choices.INPUT_FITS`)
+    input_fit: InputFit = "crop"
     name: str = ""
     version: str = ""
     tta: TTAMode = "none"
@@ -190,6 +194,7 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "temperature": check.bounded("temperature", raw.get("temperature", 1.0), 0.05, 20.0),
         "logit_bias": check.logit_bias(raw.get("logit_bias"), classes=len(class_names)),
         "working_size": check.working_size(raw, model),
+        "input_fit": check.choice("input_fit", raw.get("input_fit") or "crop", INPUT_FITS),
         "tta": check.choice("tta", raw.get("tta") or "none", TTA_MODES),
         "runtime": check.choice("runtime", raw.get("runtime") or "torch", RUNTIMES),
         "mpp": check.optional_positive("mpp", raw.get("mpp")),

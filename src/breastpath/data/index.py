@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from breastpath.choices import InputFit
 from breastpath.errors import DatasetLayoutError
 from breastpath.imaging import is_image_file
 
@@ -54,6 +55,11 @@ BREAKHIS_CLASS_NAMES = ("benign", "malignant")
 POSITIVE_CLASS_WORDS = ("malignant", "idc", "cancer", "tumor", "tumour", "positive", "1")
 
 DATASETS = ("auto", "idc", "breakhis", "breakhis-tiles", "folder")
+#: How each dataset's images were made from larger fields, where that is not a crop: every
+#: ``breakhis-tiles`` tile is a whole 700x460 BreakHis field resized to 224x224 (aspect not kept:
+#: their horizontal/vertical gradient ratio is 1.42 against 1.0 in the original fields and 1.37
+#: after that resize). A model trained on them must see a new field the same way.
+_SOURCE_FITS: dict[str, InputFit] = {"breakhis-tiles": "stretch"}
 TASKS = ("binary", "subtype")
 MAGNIFICATIONS = ("40", "100", "200", "400", "all")
 
@@ -413,3 +419,15 @@ def order_class_names(names: set[str]) -> tuple[str, ...]:
                 ordered.append(hits[0])
                 break
     return tuple(ordered)
+
+
+def input_fit_of(dataset: str) -> InputFit:
+    """How a model trained on ``dataset`` must bring a larger image to its input (the
+    ``input_fit`` of its checkpoints; see :data:`breastpath.choices.INPUT_FITS`).
+
+    Examples
+    --------
+    >>> input_fit_of("breakhis-tiles"), input_fit_of("idc")
+    ('stretch', 'crop')
+    """
+    return _SOURCE_FITS.get(dataset, "crop")

@@ -9,7 +9,10 @@ Rule
   50 tall) is **padded** with white at the bottom and right, where the slide ended, so tissue
   keeps its position on the 50-pixel grid.
 * A larger image is resized so that its shorter side equals the target (area averaging, aspect
-  ratio kept) and **center-cropped** to the target.
+  ratio kept) and **center-cropped** to the target: ``fit="crop"``, the default.
+* With ``fit="stretch"`` a larger image is instead resized whole to the target (area averaging,
+  aspect ratio not kept): the way the BreakHis tiles were made from 700x460 fields, so a model
+  trained on them sees a new field as it saw its training images (a checkpoint's ``input_fit``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from breastpath.choices import INPUT_FITS, check_choice
 from breastpath.errors import InvalidImageError
 
 PAD_VALUE = 255
 
 
-def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+def fit_to_size(
+    image: np.ndarray, size: tuple[int, int], *, fit: str = "crop"
+) -> tuple[np.ndarray, str]:
     """Return ``image`` brought to ``size = (height, width)`` and what was done.
 
     Parameters
@@ -31,12 +37,15 @@ def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
         ``(H, W, 3)`` uint8 RGB array.
     size
         Target ``(height, width)``.
+    fit
+        What happens to a larger image: ``"crop"`` (resize the shorter side, centre crop) or
+        ``"stretch"`` (resize the whole image, aspect not kept).
 
     Returns
     -------
     (array, action)
-        The ``(height, width, 3)`` uint8 array and one of ``"none"``, ``"padded"`` or
-        ``"resized"``.
+        The ``(height, width, 3)`` uint8 array and one of ``"none"``, ``"padded"``,
+        ``"resized"`` (resized and cropped) or ``"stretched"``.
 
     Examples
     --------
@@ -44,7 +53,10 @@ def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
     >>> out, action = fit_to_size(np.zeros((40, 50, 3), np.uint8), (50, 50))
     >>> out.shape, action
     ((50, 50, 3), 'padded')
+    >>> fit_to_size(np.zeros((460, 700, 3), np.uint8), (224, 224), fit="stretch")[1]
+    'stretched'
     """
+    check_choice(fit, INPUT_FITS, what="input fit")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InvalidImageError(
             f"expected an (H, W, 3) uint8 image, got shape {image.shape} and dtype {image.dtype}"
@@ -57,7 +69,17 @@ def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
         out = np.full((target_h, target_w, 3), PAD_VALUE, dtype=np.uint8)
         out[:height, :width] = image
         return out, "padded"
+    if fit == "stretch":
+        return _stretch(image, target_h, target_w), "stretched"
     return _resize_and_crop(image, target_h, target_w), "resized"
+
+
+def _stretch(image: np.ndarray, target_h: int, target_w: int) -> np.ndarray:
+    """The whole image resized to the target (area averaging; no intermediate image)."""
+    from PIL import Image
+
+    resized = Image.fromarray(image).resize((target_w, target_h), Image.Resampling.BOX)
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
 
 
 #: Largest intermediate (pixels) of resize-then-crop; beyond it only the kept region is resampled.

@@ -162,6 +162,7 @@ class Predictor:
             "classes": self.class_names,
             "cancer_classes": [self.class_names[i] for i in self.cancer_classes],
             "input_size": list(self.input_size),
+            "input_fit": self.meta.input_fit,
             "threshold": self.threshold,
             "runtime": self.runtime,
             "explanations": self.can_explain,
@@ -177,14 +178,14 @@ class Predictor:
     def prepare_one(self, image: np.ndarray) -> tuple[np.ndarray, str]:
         """:meth:`prepare` of one image, and what fitting it to the input size did (the action
         of :func:`~breastpath.data.transforms.fit_to_size`: padded, resized and cropped, ...)."""
-        fitted, action = fit_to_size(image, self.input_size)
+        fitted, action = fit_to_size(image, self.input_size, fit=self.meta.input_fit)
         return self.normalize_stain(fitted[None])[0], action
 
     def resize(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded RGB images at the model's input size (no stain normalization)."""
         out = np.empty((len(images), *self.input_size, 3), dtype=np.uint8)
         for i, image in enumerate(images):
-            out[i], _ = fit_to_size(image, self.input_size)
+            out[i], _ = fit_to_size(image, self.input_size, fit=self.meta.input_fit)
         return out
 
     def normalize_stain(self, batch: np.ndarray) -> np.ndarray:

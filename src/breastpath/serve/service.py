@@ -92,29 +92,43 @@ class PredictionService:
         image = decoded.pixels
         quality = self.predictor.assess([image])[0]
         model_input, action = self.predictor.prepare_one(image)
-        grid, notes = None, [decoded.note] if decoded.note else []
-        if needs_tiling(image.shape, self.predictor.input_size):
-            count = tile_count(image.shape, self.predictor.input_size)
-            th, tw = self.predictor.input_size
-            if count > self.limits.max_tiles:
-                notes.append(
-                    f"no tile map: the image would need {count} tiles of {tw}x{th}, "
-                    f"more than the limit of {self.limits.max_tiles}"
-                )
-            elif tiles_left is not None and count > tiles_left:
-                notes.append(
-                    f"no tile map: the image would need {count} tiles of {tw}x{th} and this "
-                    f"request has {max(tiles_left, 0)} left of its limit of "
-                    f"{self.limits.max_request_tiles}"
-                )
-            else:
-                grid = make_tiles(image, self.predictor.input_size)
-                passed = [q.assessed for q in self.predictor.assess(grid.tiles)]
-                grid.passed = np.array(passed, dtype=bool).reshape(grid.rows, grid.cols)
-                grid.tiles = self.predictor.normalize_stain(grid.tiles)
+        grid, notes = self._tile_grid(image, tiles_left=tiles_left)
+        notes = [decoded.note, *notes] if decoded.note else notes
         note = "; ".join(notes) or None
         seconds = time.perf_counter() - started
         return Decoded(upload.name, image, model_input, action, grid, note, seconds, quality)
+
+    def _tile_grid(
+        self, image: np.ndarray, *, tiles_left: int | None
+    ) -> tuple[TileGrid | None, list[str]]:
+        """The tile map of an image larger than the input (None when there is none), and why
+        there is none: too many tiles, or a model that scores whole fields only."""
+        predictor = self.predictor
+        if not needs_tiling(image.shape, predictor.input_size):
+            return None, []
+        th, tw = predictor.input_size
+        if predictor.meta.input_fit == "stretch":
+            return None, [
+                f"no tile map: this model scores whole fields (its training images were whole "
+                f"fields resized to {tw}x{th}), not tiles at the image's own resolution"
+            ]
+        count = tile_count(image.shape, predictor.input_size)
+        if count > self.limits.max_tiles:
+            return None, [
+                f"no tile map: the image would need {count} tiles of {tw}x{th}, "
+                f"more than the limit of {self.limits.max_tiles}"
+            ]
+        if tiles_left is not None and count > tiles_left:
+            return None, [
+                f"no tile map: the image would need {count} tiles of {tw}x{th} and this "
+                f"request has {max(tiles_left, 0)} left of its limit of "
+                f"{self.limits.max_request_tiles}"
+            ]
+        grid = make_tiles(image, predictor.input_size)
+        passed = [q.assessed for q in predictor.assess(grid.tiles)]
+        grid.passed = np.array(passed, dtype=bool).reshape(grid.rows, grid.cols)
+        grid.tiles = predictor.normalize_stain(grid.tiles)
+        return grid, []
 
     async def decode_async(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
         """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`

@@ -30,6 +30,7 @@ import breastpath
 from breastpath.checkpoint import FORMAT, CheckpointMeta, default_cancer_classes, parse_meta
 from breastpath.config import RuntimeConfig, TrainConfig, dump_yaml
 from breastpath.data.cache import PreparedData
+from breastpath.data.index import input_fit_of
 from breastpath.errors import ConfigError
 from breastpath.evaluate.metrics import binary_metrics, choose_threshold
 from breastpath.inference.score import cancer_score, cancer_truth
@@ -127,6 +128,7 @@ def checkpoint_meta(
         "format": FORMAT,
         "model": {"name": name, "num_classes": len(data.class_names), "args": model_args},
         "input_size": list(data.image_size),
+        "input_fit": input_fit_of(data.meta["dataset"]),
         "mean": mean,
         "std": std,
         "class_names": data.class_names,
