@@ -12,8 +12,7 @@ from breastpath.data.cache import open_prepared
 from breastpath.data.loader import BatchLoader
 from breastpath.data.prepare import prepare
 from breastpath.data.transforms import fit_to_size
-from breastpath.errors import ConfigError
-from breastpath.errors import CacheError
+from breastpath.errors import CacheError, ConfigError
 from breastpath.imaging import decode_image
 from conftest import make_idc_tree
 
