@@ -18,11 +18,21 @@ def main() -> None:
     parser.add_argument("a", help="crossval folder A (the reference)")
     parser.add_argument("b", help="crossval folder B")
     parser.add_argument("--positive", default="IDC", help="name of the positive class")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="one fixed decision threshold for both (default: each image's fold threshold)",
+    )
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
-    a = read_oof(Path(args.a) / "oof_predictions.csv", positive=args.positive)
-    b = read_oof(Path(args.b) / "oof_predictions.csv", positive=args.positive)
+    a = read_oof(
+        Path(args.a) / "oof_predictions.csv", positive=args.positive, threshold=args.threshold
+    )
+    b = read_oof(
+        Path(args.b) / "oof_predictions.csv", positive=args.positive, threshold=args.threshold
+    )
     result = paired_delta(a, b, n_boot=args.n_boot)
     for metric, r in result.items():
         low, high = r["ci95"]

@@ -54,6 +54,8 @@ def test_read_oof_centres_each_row_on_its_fold_threshold(tmp_path):
     oof = read_oof(path)
     assert oof["row"].tolist() == [0, 1] and oof["label"].tolist() == [0, 1]
     assert oof["centred"].tolist() == [0.5, 0.5]
+    fixed = read_oof(path, threshold=0.5)  # one threshold for all, as `--threshold 0.5` decides
+    assert fixed["centred"].tolist() == [0.4, 0.8]
 
 
 def test_paired_metrics_agree_with_binary_metrics():
@@ -69,3 +71,4 @@ def test_paired_metrics_agree_with_binary_metrics():
     assert ours["f1"] == pytest.approx(reference["f1"])
     assert ours["balanced_accuracy"] == pytest.approx(reference["balanced_accuracy"])
     assert ours["roc_auc"] == pytest.approx(binary_metrics(y, raw)["roc_auc"])
+    assert ours["accuracy"] == pytest.approx(reference["accuracy"])

@@ -23,15 +23,23 @@ from breastpath.io import read_csv
 
 __all__ = ["paired_delta", "read_oof"]
 
-METRICS = ("f1", "balanced_accuracy", "roc_auc")
+METRICS = ("f1", "balanced_accuracy", "roc_auc", "accuracy")
 
 
-def read_oof(path: str | Path, *, positive: str = "IDC") -> dict[str, np.ndarray]:
+def read_oof(
+    path: str | Path, *, positive: str = "IDC", threshold: float | None = None
+) -> dict[str, np.ndarray]:
     """Rows of an ``oof_predictions.csv`` (binary): ``row``, ``label``, ``patient``, ``fold``,
     every class probability ``probs`` (columns in the file's class order), the raw positive
-    probability ``raw`` and the ``centred`` score (its fold threshold at 0.5)."""
+    probability ``raw`` and the ``centred`` score (its fold threshold at 0.5; with
+    ``threshold``, that one fixed threshold for every row, as a cross-validation run with
+    ``--threshold 0.5`` decides)."""
     rows = sorted(read_csv(Path(path)), key=lambda r: int(r["row"]))
     raw = np.array([float(r[f"p_{positive}"]) for r in rows])
+    if threshold is None:
+        thresholds = np.array([float(r["threshold"]) for r in rows])
+    else:
+        thresholds = np.full(len(rows), float(threshold))
     columns = [key for key in (rows[0] if rows else {}) if key.startswith("p_")]
     return {
         "row": np.array([int(r["row"]) for r in rows]),
@@ -40,12 +48,13 @@ def read_oof(path: str | Path, *, positive: str = "IDC") -> dict[str, np.ndarray
         "fold": np.array([int(r["fold"]) for r in rows]),
         "probs": np.array([[float(r[key]) for key in columns] for r in rows]),
         "raw": raw,
-        "centred": centre_scores(raw, np.array([float(r["threshold"]) for r in rows])),
+        "centred": centre_scores(raw, thresholds),
     }
 
 
 def _metrics(y: np.ndarray, raw: np.ndarray, centred: np.ndarray) -> dict[str, float]:
-    """F1 and balanced accuracy at the fold thresholds, ROC-AUC of the raw probabilities (as
+    """F1, balanced accuracy and accuracy at the fold thresholds, ROC-AUC of the raw
+    probabilities (as
     :func:`~breastpath.evaluate.metrics.binary_metrics` computes them, without its extras)."""
     from sklearn.metrics import roc_auc_score
 
@@ -60,6 +69,7 @@ def _metrics(y: np.ndarray, raw: np.ndarray, centred: np.ndarray) -> dict[str, f
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
         "balanced_accuracy": (sensitivity + specificity) / 2,
         "roc_auc": float(roc_auc_score(y, raw)),
+        "accuracy": (tp + tn) / len(y),
     }
 
 
