@@ -314,8 +314,9 @@ def model_card(
         "## What it does",
         "Scores an RGB field of H&E-stained breast tissue imaged at **200X** (BreakHis",
         "magnification) with the probability that it is **malignant** (vs benign). Inputs are",
-        f"fitted to {meta['input_size'][0]}x{meta['input_size'][1]} as in training (shorter side",
-        "resized, centre crop); the network resizes them to its working side of "
+        f"fitted to {meta['input_size'][0]}x{meta['input_size'][1]} as in training:",
+        f"{_FITS[meta.get('input_fit', 'crop')]};",
+        "the network resizes them to its working side of "
         f"{meta['model']['args'].get('input_size', meta['input_size'][0])} px.",
         "",
         f"Decision threshold {meta['threshold']:.4f}: {meta.get('threshold_rule', '')}.",
@@ -444,13 +445,21 @@ def _colour_limits(meta: dict[str, Any]) -> list[str]:
     ]
 
 
+#: How the card describes each ``input_fit`` of the checkpoint.
+_FITS = {
+    "crop": "the shorter side resized, then a centre crop",
+    "stretch": "the whole field resized without keeping its aspect, the way each tile was made "
+    "from a 700x460 BreakHis field",
+}
+
+
 def _outside_lines(outside: list[dict[str, Any]]) -> list[str]:
     if not outside:
         return []
     lines = [
         "## Outside check (not a test set)",
         "200X full-size BreakHis images (700x460) of patients absent from the tiles, scored by the",
-        "bundled model (shorter side resized to 224, centre crop):",
+        "bundled model (the whole field resized to 224x224, as the tiles were made):",
         "",
         "| image | truth | malignant probability | decision |",
         "| --- | --- | --- | --- |",

@@ -88,3 +88,35 @@ def _load(path: Path) -> np.ndarray:
     from breastpath.imaging import decode_image
 
     return decode_image(path)
+
+
+def test_the_bundled_model_stretches_a_whole_field_as_its_tiles_were_made(checkpoint):
+    assert checkpoint.meta.input_fit == "stretch"
+    assert checkpoint.meta.data["dataset"] == "breakhis-tiles"
+
+
+@pytest.mark.data
+def test_a_full_size_breakhis_field_is_scored_whole(checkpoint):
+    fields = sorted((SHARED_DATA / "breakhis").rglob("*-200-*.png"))
+    if not fields:
+        pytest.skip(f"no 200X BreakHis field under {SHARED_DATA / 'breakhis'}")
+    from fastapi.testclient import TestClient
+
+    from breastpath.data.transforms import fit_to_size
+    from breastpath.inference.predictor import Predictor
+    from breastpath.serve.app import create_app
+
+    field = _load(fields[0])
+    assert field.shape == (460, 700, 3)
+    predictor = Predictor(checkpoint, device="cpu")
+    model_input, action = predictor.prepare_one(field)
+    stretched, _ = fit_to_size(field, (224, 224), fit="stretch")
+    assert action == "stretched"
+    np.testing.assert_array_equal(model_input, predictor.normalize_stain(stretched[None])[0])
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as client:
+        body = client.post(
+            "/api/predict", files={"file": (fields[0].name, fields[0].read_bytes(), "image/png")}
+        ).json()
+    assert body["preprocessing"] == "stretched" and body["tiles"] is None
+    expected = predictor.predict_images([field])[0].probability
+    assert body["probability"] == pytest.approx(expected, abs=1e-6)
