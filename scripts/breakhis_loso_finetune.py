@@ -27,7 +27,7 @@ import numpy as np
 
 from breastpath.config import TrainConfig, load_yaml
 from breastpath.data.cache import PreparedData, open_prepared
-from breastpath.data.splits import split_patients
+from breastpath.experiments.crossval import fold_splits
 from breastpath.io import read_json, write_json
 
 
@@ -38,15 +38,8 @@ def subtype_splits(data: PreparedData, subtype: str, *, val_frac: float, seed: i
     others = {str(p) for p in data.patients[subtypes != subtype]}
     if held & others:
         raise SystemExit(f"patients {sorted(held & others)} have {subtype} and another subtype")
-    keep = subtypes != subtype
-    inner = split_patients(
-        data.patients[keep].tolist(),
-        data.labels[keep].tolist(),
-        test_frac=0.0,
-        val_frac=val_frac,
-        seed=seed,
-    )
-    return {**inner, **{p: "test" for p in held}}
+    fold_of = {p: 0 for p in held} | {p: 1 for p in others}  # fold 0: the held-out subtype
+    return fold_splits(data, fold_of, 0, val_frac=val_frac, seed=seed)
 
 
 def run_subtype(

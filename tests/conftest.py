@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,31 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def make_breakhis_tiles(
+    root: Path,
+    subtypes: Sequence[tuple[str, str, int]],
+    *,
+    slides: int,
+    tiles: int,
+    size: tuple[int, int] = (50, 50),
+    tint: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> Path:
+    """``<class>/<subtype>/<slide>/<slide>-200X-tileNN.png`` for each ``(class, subtype, label)``
+    (the ``c``-th gets slides ``1000 * (c + 1) + k``AB, one patient each); ``tint(image, c)``
+    marks a subtype's tiles."""
+    rng = np.random.default_rng(0)
+    for c, (cls, subtype, label) in enumerate(subtypes):
+        for slide in range(slides):
+            slide_id = f"{1000 * (c + 1) + slide}AB"
+            for tile in range(tiles):
+                image = synthetic_patch(rng, label, size=size)
+                if tint is not None:
+                    image = tint(image, c)
+                name = f"{slide_id}-200X-tile{tile:02d}.png"
+                save_png(root / cls / subtype / slide_id / name, image)
+    return root
 
 
 def make_idc_tree(

@@ -6,13 +6,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from breastpath.config import DataConfig, TrainConfig
 from breastpath.data.cache import open_prepared
 from breastpath.data.prepare import prepare
-from conftest import save_png, synthetic_patch
+from conftest import make_breakhis_tiles
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "breakhis_loso_finetune.py"
 SUBTYPES = [
@@ -35,15 +34,7 @@ def loso():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("loso")
-    rng = np.random.default_rng(0)
-    for c, (cls, subtype, label) in enumerate(SUBTYPES):
-        for slide in range(3):
-            slide_id = f"{1000 * (c + 1) + slide}AB"
-            for tile in range(3):
-                name = f"{slide_id}-200X-tile{tile:02d}.png"
-                save_png(
-                    root / "tiles" / cls / subtype / slide_id / name, synthetic_patch(rng, label)
-                )
+    make_breakhis_tiles(root / "tiles", SUBTYPES, slides=3, tiles=3)
     prepare([root / "tiles"], root / "prep", config=DataConfig(image_size=32, test_frac=0.0))
     return root / "prep"
 

@@ -28,7 +28,7 @@ from breastpath.inference.batches import predict_rows
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.score import cancer_score, cancer_truth
 from breastpath.train.loop import train
-from conftest import save_png, synthetic_patch
+from conftest import make_breakhis_tiles, save_png, synthetic_patch
 
 
 def test_bundled_checkpoints_written_by_0_1_still_load():
@@ -168,19 +168,17 @@ SUBTYPES = [  # two benign and three malignant subtypes
 ]
 
 
+def _tint(image: np.ndarray, c: int) -> np.ndarray:
+    """Each subtype its own colour cast (one channel raised)."""
+    channel = image[..., c % 3].astype(int) + 25 * (1 + c // 3)
+    image[..., c % 3] = np.clip(channel, 0, 255).astype(np.uint8)
+    return image
+
+
 @pytest.fixture(scope="module")
 def subtype_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("subtypes")
-    rng = np.random.default_rng(0)
-    for c, (cls, subtype, label) in enumerate(SUBTYPES):
-        for slide in range(4):
-            slide_id = f"{1000 * (c + 1) + slide}AB"
-            for tile in range(4):
-                image = synthetic_patch(rng, label, size=(48, 48))
-                channel = image[..., c % 3].astype(int) + 25 * (1 + c // 3)
-                image[..., c % 3] = np.clip(channel, 0, 255).astype(np.uint8)
-                name = f"{slide_id}-200X-tile{tile:02d}.png"
-                save_png(root / "tiles" / cls / subtype / slide_id / name, image)
+    make_breakhis_tiles(root / "tiles", SUBTYPES, slides=4, tiles=4, size=(48, 48), tint=_tint)
     prepare(
         [root / "tiles"],
         root / "prep",

@@ -9,7 +9,7 @@ from breastpath.data.prepare import prepare
 from breastpath.evaluate.pipeline import evaluate_checkpoint
 from breastpath.inference.predictor import Predictor
 from breastpath.train.loop import train
-from conftest import save_png, synthetic_patch
+from conftest import make_breakhis_tiles
 
 SUBTYPES = [
     ("benign", "fibroadenoma", 0),
@@ -18,23 +18,14 @@ SUBTYPES = [
 ]
 
 
+def _tint(image: np.ndarray, c: int) -> np.ndarray:
+    """Each subtype its own colour cast (channel ``c`` raised)."""
+    image[..., c] = np.clip(image[..., c].astype(int) + 30, 0, 255).astype(np.uint8)
+    return image
+
+
 def test_subtype_task_trains_evaluates_and_sums_malignant_classes(tmp_path):
-    rng = np.random.default_rng(0)
-    for c, (cls, subtype, label) in enumerate(SUBTYPES):
-        for slide in range(4):
-            slide_id = f"{1000 * (c + 1) + slide}AB"
-            for tile in range(4):
-                image = synthetic_patch(rng, label, size=(48, 48))
-                image[..., c] = np.clip(image[..., c].astype(int) + 30, 0, 255).astype(np.uint8)
-                save_png(
-                    tmp_path
-                    / "tiles"
-                    / cls
-                    / subtype
-                    / slide_id
-                    / f"{slide_id}-200X-tile{tile:02d}.png",
-                    image,
-                )
+    make_breakhis_tiles(tmp_path / "tiles", SUBTYPES, slides=4, tiles=4, size=(48, 48), tint=_tint)
     summary = prepare(
         [tmp_path / "tiles"],
         tmp_path / "prep",
