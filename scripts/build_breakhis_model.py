@@ -404,7 +404,7 @@ def model_card(
         "the slides' preparation.",
         "",
         *_calibration_lines(meta),
-        *_outside_lines(outside),
+        *_outside_lines(outside, fit=meta.get("input_fit", "crop")),
         "## Limits",
         f"- Tiny data: {summary['patients']} patients (32 slides), of whom only "
         f"{_patients_of(crossval, classes[0])} are benign; the intervals above are wide and the",
@@ -453,13 +453,13 @@ _FITS = {
 }
 
 
-def _outside_lines(outside: list[dict[str, Any]]) -> list[str]:
+def _outside_lines(outside: list[dict[str, Any]], *, fit: str) -> list[str]:
     if not outside:
         return []
     lines = [
         "## Outside check (not a test set)",
         "200X full-size BreakHis images (700x460) of patients absent from the tiles, scored by the",
-        "bundled model (the whole field resized to 224x224, as the tiles were made):",
+        f"bundled model ({_FITS[fit]}):",
         "",
         "| image | truth | malignant probability | decision |",
         "| --- | --- | --- | --- |",
