@@ -68,9 +68,11 @@ def test_onnx_runtime_still_explains_with_torch(clients):
     assert clients["onnx"].get("/api/models").json()["models"][0]["runtime"] == "onnx"
 
 
-def test_the_bundled_default_serves_its_int8_network_and_explains_with_torch():
-    """The default checkpoint's own runtime is int8: the API scores with the quantized network
-    (close to the float one, not equal) and Grad-CAM still answers from the float weights."""
+def test_the_bundled_default_serves_its_int8_network_and_explains_with_torch(monkeypatch):
+    """The default checkpoint's own runtime is int8: on a CPU whose int8 kernels are exact the
+    API scores with the quantized network (close to the float one, not equal) and Grad-CAM
+    still answers from the float weights (tests/test_int8_cpu.py: the other CPUs)."""
+    monkeypatch.setattr("breastpath.inference.onnx.int8_kernels_exact", lambda: True)
     rng = np.random.default_rng(5)
     patches = [synthetic_patch(rng, i % 2) for i in range(6)]
     served = Predictor.from_checkpoint("default")
@@ -90,8 +92,10 @@ def test_the_bundled_default_serves_its_int8_network_and_explains_with_torch():
 
 def test_on_real_patches_the_int8_default_decides_as_its_float_network(shared_data, tmp_path):
     """On tissue like the training patches (where its activation ranges come from), the
-    quantized default stays within a few hundredths of the float network and makes the same
-    call on at least 95% of patches (measured: mean 0.022, 97.8% on 2,000 patches)."""
+    default as served on this CPU stays within a few hundredths of the float network and makes
+    the same call on at least 95% of patches (measured with int8 kernels that are exact: mean
+    0.022, 97.8% on 2,000 patches; where they saturate, the int8 network alone changed 13.9%
+    and the float network is served instead)."""
     from breastpath.data.cache import open_prepared
     from breastpath.data.prepare import prepare
 

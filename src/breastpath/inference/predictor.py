@@ -92,6 +92,10 @@ class Predictor:
         #: checkpoint's attached quantized network, onnxruntime); default: the checkpoint's own
         #: (``onnx`` for an exported pair).
         self.runtime = runtime or self.meta.runtime
+        #: why the runtime is not the checkpoint's own (``None`` when it is): the int8 network
+        #: gives way to the float one where its kernels saturate (``int8_kernels_exact``)
+        self.runtime_note: str | None = None
+        self._int8_requested = runtime == "int8"  # asked for by name: served even where inexact
         #: the runtime's own batch: onnxruntime keeps both cores busy from 256 rows, the torch
         #: models are fastest near 64 (docs/benchmarks.md); ``batch_size`` overrides it
         self.batch_size = batch_size or (64 if self.runtime == "torch" else 256)
@@ -111,6 +115,7 @@ class Predictor:
 
     def _build_forward(self, *, compile: bool) -> Any:
         """What maps a normalized NCHW batch to logits, for ``self.runtime``."""
+        from breastpath.inference import onnx
         from breastpath.inference.onnx import OnnxForward, export_onnx_bytes
 
         if self.runtime not in RUNTIMES:
@@ -131,13 +136,35 @@ class Predictor:
                     f"{self.checkpoint.path}: no int8 model is attached "
                     "(make one with `breastpath quantize`)"
                 )
-            return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
+            if onnx.int8_kernels_exact():
+                return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
+            if self._int8_requested:  # asked for by name: served, and said to be inexact here
+                self.runtime_note = onnx.INT8_INEXACT_NOTE
+                return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
+            return self._float_instead_of_int8(model)
         if self.runtime == "onnx":
             import copy
 
             data = export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
             return OnnxForward(data, threads=torch.get_num_threads())
         return torch.compile(self.model) if compile else self.model
+
+    def _float_instead_of_int8(self, model: torch.nn.Module) -> Any:
+        """The float network the int8 one approximates, where the int8 kernels are inexact
+        (:func:`~breastpath.inference.onnx.int8_kernels_exact`): onnx when the exporter is
+        installed, else torch; ``runtime_note`` says why."""
+        import copy
+
+        from breastpath.inference import onnx
+
+        self.runtime_note = onnx.INT8_FALLBACK_NOTE
+        try:
+            data = onnx.export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
+        except onnx.OnnxUnavailableError:
+            self.runtime = "torch"
+            return self.model
+        self.runtime = "onnx"
+        return onnx.OnnxForward(data, threads=torch.get_num_threads())
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str | Path, **options: Any) -> Predictor:
@@ -165,6 +192,7 @@ class Predictor:
             "input_fit": self.meta.input_fit,
             "threshold": self.threshold,
             "runtime": self.runtime,
+            **({"runtime_note": self.runtime_note} if self.runtime_note else {}),
             "explanations": self.can_explain,
             "checkpoint": str(self.checkpoint.path.name),
             "dataset": self.meta.data.get("dataset"),
@@ -207,11 +235,16 @@ class Predictor:
         A cache normalized with the checkpoint's own target is used as it is; a raw cache is
         normalized now. A cache normalized to another target cannot be undone: refused with
         :class:`~breastpath.errors.CheckpointError`, as is a normalized cache for a checkpoint
-        trained on raw images.
+        trained on raw images, and one whose larger images were fitted otherwise than the
+        checkpoint's ``input_fit`` (cropped for a model of whole stretched fields, or the
+        reverse: ``larger_image_fit`` in the cache's meta).
         """
         ours, theirs = self.meta.stain, cache_meta.get("stain")
         if theirs is not None and theirs != ours:
             raise CheckpointError(_STAIN_MISMATCH)
+        fitted = cache_meta.get("larger_image_fit")
+        if fitted is not None and fitted != self.meta.input_fit:
+            raise CheckpointError(_fit_mismatch(fitted, self.meta.input_fit))
         if tuple(block.shape[1:3]) != self.input_size:
             block = self.resize(list(block))
         return block if theirs is not None else self.normalize_stain(block)
@@ -359,6 +392,18 @@ _STAIN_MISMATCH = (
     "the data were stain-normalized to a different target than this checkpoint's (or the "
     "checkpoint was trained on raw images); prepare the data again without --stain"
 )
+
+_FIT_WORDS = {"crop": "centre-cropped", "stretch": "stretched whole (aspect not kept)"}
+
+
+def _fit_mismatch(fitted: str, ours: str) -> str:
+    """The one-line refusal of a cache whose larger images were fitted otherwise than the
+    model saw its training images."""
+    return (
+        f"the data's larger images were {_FIT_WORDS.get(fitted, fitted)} when prepared, but this "
+        f"model sees images {_FIT_WORDS[ours]}; prepare them again with --input-fit {ours}, or "
+        "evaluate the image folder itself"
+    )
 
 
 def stain_normalizer(meta: CheckpointMeta, *, device: torch.device | None = None) -> Any:
