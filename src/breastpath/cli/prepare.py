@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from breastpath.choices import INPUT_FITS
 from breastpath.config import STAIN_METHODS
 from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
 
@@ -31,6 +32,16 @@ from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
     type=int,
     default=0,
     help="Side of the cached images [default: 50 for IDC, 224 otherwise].",
+)
+@click.option(
+    "--input-fit",
+    type=click.Choice(INPUT_FITS),
+    default="crop",
+    show_default=True,
+    help="How a larger image of another shape is brought to that side: crop (shorter side "
+    "resized, centre crop) or stretch (the whole image resized, aspect not kept; how the "
+    "BreakHis tiles were made from their fields). A model scores the cache only with its own "
+    "fit.",
 )
 @click.option("--test-frac", type=float, default=0.2, show_default=True)
 @click.option(
@@ -71,6 +82,7 @@ def command(
     task,
     magnification,
     image_size,
+    input_fit,
     test_frac,
     val_frac,
     seed,
@@ -90,6 +102,7 @@ def command(
         task=task,
         magnification=magnification,
         image_size=image_size,
+        input_fit=input_fit,
         test_frac=test_frac,
         val_frac=val_frac,
         seed=seed,

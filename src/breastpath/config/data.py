@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from breastpath.choices import STAIN_METHODS, check_choice
+from breastpath.choices import INPUT_FITS, STAIN_METHODS, InputFit, check_choice
 from breastpath.config._base import _Config
 from breastpath.errors import ConfigError
 
@@ -17,6 +17,9 @@ class DataConfig(_Config):
     task: str = "binary"
     magnification: str = "all"
     image_size: int = 0  # 0: from the data (50 for IDC, 224 otherwise)
+    # how an image larger than image_size is brought to it: "crop" (shorter side resized, centre
+    # crop) or "stretch" (the whole image resized, aspect not kept); one of INPUT_FITS
+    input_fit: InputFit = "crop"
     test_frac: float = 0.2
     val_frac: float = 0.1
     seed: int = 0
@@ -29,6 +32,7 @@ class DataConfig(_Config):
 
     def validate(self) -> None:
         check_choice(self.stain, STAIN_METHODS, what="stain method")
+        check_choice(self.input_fit, INPUT_FITS, what="input fit")
         if self.stain_target and self.stain != "none":
             raise ConfigError("give a stain method to fit or a stain target file, not both")
         if self.stain_sample < 1:

@@ -119,6 +119,13 @@ class AugmentConfig(_Config):
         default=True, metadata=_help("Flips, rotations and colour jitter while training.")
     )
     color_jitter: float = field(default=0.05, metadata=_help("Strength of the colour jitter."))
+    grayscale_frac: float = field(
+        default=0.0,
+        metadata=_help(
+            "Share of training images shown in grey (luminance), so that the model cannot rest "
+            "on colour alone (breastpath.data.augment.random_grayscale)."
+        ),
+    )
     stain_augment: StainAugment = field(
         default="none",
         metadata=_help(
@@ -148,6 +155,8 @@ class AugmentConfig(_Config):
             raise ConfigError("stain_sigma must be in [0, 1)")
         if self.color_jitter < 0:
             raise ConfigError("color_jitter must be >= 0")
+        if not 0 <= self.grayscale_frac <= 1:
+            raise ConfigError("grayscale_frac must be in [0, 1]")
 
 
 @dataclass(frozen=True)

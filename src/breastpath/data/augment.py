@@ -60,6 +60,32 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, *, strength: float
     return x.clamp_(0.0, 1.0)
 
 
+def random_grayscale(
+    x: torch.Tensor, generator: torch.Generator, *, fraction: float
+) -> torch.Tensor:
+    """Replace about ``fraction`` of the images of a float NCHW batch in [0, 1] by their
+    luminance (ITU-R 601 weights) in all three channels; the others are returned as they are.
+    ``fraction`` 0 draws nothing from ``generator``.
+
+    Examples
+    --------
+    >>> x = torch.rand((4, 3, 2, 2), generator=torch.Generator().manual_seed(0))
+    >>> grey = random_grayscale(x, torch.Generator().manual_seed(0), fraction=1.0)
+    >>> bool((grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all())
+    True
+    >>> random_grayscale(x, torch.Generator(), fraction=0.0) is x
+    True
+    """
+    if fraction <= 0:
+        return x
+    chosen = torch.rand((x.shape[0],), generator=generator, device="cpu") < fraction
+    if not bool(chosen.any()):
+        return x
+    rows = chosen.to(x.device)
+    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return torch.where(rows.view(-1, 1, 1, 1), gray.expand_as(x), x)
+
+
 def stain_perturb(
     images: torch.Tensor, *, method: str, sigma: float, generator: torch.Generator
 ) -> torch.Tensor:
@@ -96,11 +122,13 @@ def augment_batch(
     jitter: float = 0.05,
     stain: str = "none",
     stain_sigma: float = 0.0,
+    grayscale: float = 0.0,
 ) -> torch.Tensor:
     """uint8 NHWC -> augmented, normalised float NCHW on ``device``.
 
     ``stain`` (``"none"``, ``"hed"``, ``"ruifrok"``, ``"macenko"``, ``"vahadane"``) adds H&E
-    stain augmentation first (:func:`stain_perturb`).
+    stain augmentation first (:func:`stain_perturb`); ``grayscale`` is the share of images
+    turned grey after the colour jitter (:func:`random_grayscale`).
     """
     images = images.to(device, non_blocking=True)
     if stain != "none":
@@ -108,6 +136,7 @@ def augment_batch(
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     x = random_dihedral(x, generator)
     x = color_jitter(x, generator, strength=jitter)
+    x = random_grayscale(x, generator, fraction=grayscale)
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     return x.contiguous(memory_format=torch.channels_last)
 

@@ -5,7 +5,8 @@ A prepared folder holds::
     images.u8      N x H x W x 3 uint8, C order, no header (shape in meta.json)
     index.csv      one row per image: row, path, patient, label, ..., split
     splits.csv     path, patient, label, split
-    meta.json      format, shape, class names, split seed and fractions, per-channel mean/std
+    meta.json      format, shape, class names, split seed and fractions, per-channel mean/std,
+                   and how larger images were fitted (``larger_image_fit``)
     summary.json   counts per split, skipped files, notes
 
 ``meta.json`` is written last: a folder without it is an interrupted ``prepare`` and is refused.
@@ -19,13 +20,15 @@ from __future__ import annotations
 import os
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from breastpath.choices import InputFit
 from breastpath.data.index import SourceIndex
 from breastpath.data.transforms import fit_to_size
 from breastpath.errors import CacheError, InvalidImageError
@@ -34,6 +37,8 @@ from breastpath.io import read_csv, read_json, remove_stale_temps, write_csv, wr
 
 FORMAT = "breastpath-cache/1"
 IMAGES_FILE = "images.u8"
+#: the index's ``fit`` action of a larger image, by the input fit that made it
+_FIT_OF_ACTION: dict[str, InputFit] = {"resized": "crop", "stretched": "stretch"}
 INDEX_FIELDS = [
     "row",
     "path",
@@ -91,12 +96,14 @@ def decode_into(
     images: np.ndarray,
     *,
     size: tuple[int, int],
+    fit: InputFit = "crop",
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> DecodeResult:
     """Decode ``paths`` into consecutive rows of ``images``; unreadable files are skipped.
 
-    Rows are packed: the i-th readable file goes to row i, in input order.
+    Rows are packed: the i-th readable file goes to row i, in input order. A larger image is
+    brought to ``size`` by ``fit`` (:func:`~breastpath.data.transforms.fit_to_size`).
     """
     zips = _ZipReaders()
 
@@ -105,7 +112,7 @@ def decode_into(
             array = read_image(path, zips)
         except InvalidImageError as exc:
             return None, (0, 0), str(exc)
-        fitted, action = fit_to_size(array, size)
+        fitted, action = fit_to_size(array, size, fit=fit)
         return fitted, array.shape[:2], action
 
     result = DecodeResult()
@@ -124,6 +131,28 @@ def decode_into(
             if progress is not None:
                 progress(1)
     return result
+
+
+def larger_image_fit(rows: Iterable[Mapping[str, Any]], size: tuple[int, int]) -> InputFit | None:
+    """How the larger images of another shape in a cache's ``rows`` (``index.csv``) were
+    brought to ``size``: ``"crop"`` or ``"stretch"``; ``None`` when none needed the choice
+    (every image had the size, was smaller, or had the cache's aspect, where both fits give
+    the same pixels). A model scoring the cache must see its images the same way.
+
+    Examples
+    --------
+    >>> field = {"fit": "resized", "height": 460, "width": 700}
+    >>> larger_image_fit([field], (224, 224)), larger_image_fit([], (224, 224))
+    ('crop', None)
+    >>> larger_image_fit([{"fit": "resized", "height": 448, "width": 448}], (224, 224)) is None
+    True
+    """
+    target_h, target_w = size
+    for row in rows:
+        fit = _FIT_OF_ACTION.get(str(row["fit"]))
+        if fit is not None and int(row["height"]) * target_w != int(row["width"]) * target_h:
+            return fit
+    return None
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -161,6 +190,7 @@ def write_cache(
     size: tuple[int, int],
     assign_splits: Callable[[list[str], list[int]], dict[str, str]],
     split_info: dict,
+    fit: InputFit = "crop",
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     process: Callable[[np.ndarray, np.ndarray], dict] | None = None,
@@ -171,7 +201,9 @@ def write_cache(
     that decoded. ``process(images, split_of)``, when given, may rewrite the decoded images in
     place (a writable ``(N, H, W, 3)`` memmap; ``split_of`` is each row's split name) before the
     cache is complete, e.g. stain normalization; the dict it returns is added to ``meta.json``.
-    Returns the summary dict (also written to ``summary.json``).
+    ``fit`` brings larger images to ``size``; ``meta.json`` records it as ``larger_image_fit``
+    when an image needed it (:func:`larger_image_fit`). Returns the summary dict (also
+    written to ``summary.json``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +215,7 @@ def write_cache(
     n = len(index.records)
     mm = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
     paths = [r.path for r in index.records]
-    result = decode_into(paths, mm, size=size, workers=workers, progress=progress)
+    result = decode_into(paths, mm, size=size, fit=fit, workers=workers, progress=progress)
     result.skipped[:0] = index.skipped  # what the scan could not read comes first
     mm.flush()
     del mm
@@ -225,6 +257,7 @@ def write_cache(
         "split": split_info,
         "mean": mean,
         "std": std,
+        "larger_image_fit": larger_image_fit(rows, size),
         "skipped": result.skipped,
         **extra_meta,
     }
@@ -247,6 +280,7 @@ def _summary(index: SourceIndex, rows: list[dict], result: DecodeResult, *, size
         }
     padded = sum(1 for a in result.actions if a == "padded")
     resized = sum(1 for a in result.actions if a == "resized")
+    stretched = sum(1 for a in result.actions if a == "stretched")
     notes = list(index.notes)
     if padded:
         notes.append(
@@ -257,6 +291,10 @@ def _summary(index: SourceIndex, rows: list[dict], result: DecodeResult, *, size
         notes.append(
             f"{resized} image(s) were resized (shorter side to {min(size)}) and "
             f"center-cropped to {size[0]}x{size[1]}"
+        )
+    if stretched:
+        notes.append(
+            f"{stretched} image(s) were resized whole to {size[0]}x{size[1]} (aspect not kept)"
         )
     if result.skipped:
         notes.append(f"{len(result.skipped)} unreadable file(s) were skipped (listed in 'skipped')")
@@ -270,6 +308,7 @@ def _summary(index: SourceIndex, rows: list[dict], result: DecodeResult, *, size
         "splits": per_split,
         "padded": padded,
         "resized": resized,
+        "stretched": stretched,
         "skipped": result.skipped,
         "notes": notes,
     }
@@ -334,6 +373,8 @@ def open_prepared(path: str | Path) -> PreparedData:
     if len(rows) != shape[0]:
         raise CacheError(f"{root}: index.csv has {len(rows)} rows for {shape[0]} images")
     images = np.memmap(image_file, dtype=np.uint8, mode="r", shape=shape)
+    if "larger_image_fit" not in meta:  # prepared before it was recorded: the index tells
+        meta["larger_image_fit"] = larger_image_fit(rows, (shape[1], shape[2]))
     return PreparedData(
         root=root,
         images=images,

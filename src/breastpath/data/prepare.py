@@ -64,6 +64,7 @@ def prepare(
             split_patients, test_frac=config.test_frac, val_frac=config.val_frac, seed=config.seed
         ),
         split_info=split_info,
+        fit=config.input_fit,
         workers=workers,
         progress=progress,
         process=_stain_process(config, progress=on_stain),

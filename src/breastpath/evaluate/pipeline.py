@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import breastpath
+from breastpath.choices import InputFit
 from breastpath.config import DataConfig
 from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read_rows
 from breastpath.errors import CheckpointError, InvalidImageError
@@ -41,14 +42,17 @@ PREDICTION_FIELDS = [
 ]
 
 
-def load_data(data: str | Path, *, image_size: tuple[int, int], workdir: Path) -> PreparedData:
-    """Open a prepared folder, or prepare a raw source (all images, no split) under ``workdir``."""
+def load_data(
+    data: str | Path, *, image_size: tuple[int, int], input_fit: InputFit, workdir: Path
+) -> PreparedData:
+    """Open a prepared folder, or prepare a raw source (all images, no split) under ``workdir``
+    with the model's ``image_size`` and ``input_fit``."""
     from breastpath.data.prepare import prepare
 
     if is_prepared(data):
         return open_prepared(data)
     target = workdir / "prepared"
-    config = DataConfig(image_size=image_size[0], test_frac=0.0, val_frac=0.0)
+    config = DataConfig(image_size=image_size[0], input_fit=input_fit, test_frac=0.0, val_frac=0.0)
     prepare([data], target, config=config)
     return open_prepared(target)
 
@@ -125,7 +129,12 @@ def evaluate_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".data-") as workdir:
-        prepared = load_data(data, image_size=predictor.input_size, workdir=Path(workdir))
+        prepared = load_data(
+            data,
+            image_size=predictor.input_size,
+            input_fit=predictor.meta.input_fit,
+            workdir=Path(workdir),
+        )
         if not is_prepared(data):
             split = "all"
         if prepared.class_names != predictor.class_names:

@@ -128,7 +128,8 @@ def checkpoint_meta(
         "format": FORMAT,
         "model": {"name": name, "num_classes": len(data.class_names), "args": model_args},
         "input_size": list(data.image_size),
-        "input_fit": input_fit_of(data.meta["dataset"]),
+        # the cache's own fit where its images needed one, else what its source implies
+        "input_fit": data.meta.get("larger_image_fit") or input_fit_of(data.meta["dataset"]),
         "mean": mean,
         "std": std,
         "class_names": data.class_names,

@@ -192,6 +192,7 @@ class Step:
             jitter=augment.color_jitter,
             stain=augment.stain_augment,
             stain_sigma=augment.stain_sigma,
+            grayscale=augment.grayscale_frac,
         )[shard[0] : shard[1]]
         return x, targets
 
