@@ -340,6 +340,9 @@ def _model_lines(meta: Any, recipe: dict[str, Any], *, n_params: int) -> list[st
             f"{calibration.get('samples', '?')} of {calibration.get('source', '?')}.",
             "The estimate below is of fold models quantized the same way (each on its own",
             "training patients). `--runtime torch` runs the float network; Grad-CAM always does.",
+            "On an x86 CPU without 8-bit dot products (AVX512-VNNI / AVX-VNNI) onnxruntime's int8",
+            "kernels saturate, so there the float network serves instead (as fast on such a CPU;",
+            "the API's `runtime_note` says so).",
         ]
     teachers = meta.metrics.get("teachers_crossval") or {}
     if teachers:
