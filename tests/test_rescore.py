@@ -96,8 +96,12 @@ def cv48(tmp_path_factory) -> Path:
     return base / "cv"
 
 
-def test_int8_rescoring_quantizes_each_fold_on_its_training_patients(cv48, tmp_path):
+def test_int8_rescoring_quantizes_each_fold_on_its_training_patients(cv48, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    monkeypatch.setattr("breastpath.inference.onnx.int8_kernels_exact", lambda: False)
+    with pytest.raises(ConfigError, match="inexact on this CPU"):
+        rescore_crossval([cv48], tmp_path / "no", checkpoint="last", runtime="int8", n_boot=20)
+    monkeypatch.setattr("breastpath.inference.onnx.int8_kernels_exact", lambda: True)
     plain = rescore_crossval([cv48], tmp_path / "plain", checkpoint="last", n_boot=20)
     int8 = rescore_crossval([cv48], tmp_path / "int8", checkpoint="last", runtime="int8", n_boot=20)
     assert int8["runtime"] == "int8" and plain["runtime"] == "torch"
@@ -116,8 +120,9 @@ def test_int8_rescoring_quantizes_each_fold_on_its_training_patients(cv48, tmp_p
         rescore_crossval([cv48], tmp_path / "x", runtime="fp16", n_boot=20)
 
 
-def test_a_model_onnx_cannot_express_is_a_config_error(two_runs, tmp_path):
+def test_a_model_onnx_cannot_express_is_a_config_error(two_runs, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    monkeypatch.setattr("breastpath.inference.onnx.int8_kernels_exact", lambda: True)
     _, cv0, _ = two_runs  # CancerNet at 32 px: its adaptive pooling has no ONNX form
     with pytest.raises(ConfigError, match="cannot be exported to ONNX"):
         rescore_crossval([cv0], tmp_path / "x", runtime="int8", n_boot=20)

@@ -72,7 +72,10 @@ def fold_probabilities(
 
     ``runtime="int8"`` first quantizes the fold's model
     (:func:`~breastpath.inference.quantize.quantize_int8`), calibrated on the fold's own training
-    patients, as a shipped model is calibrated on its training data.
+    patients, as a shipped model is calibrated on its training data. It is refused with
+    :class:`ConfigError` on a CPU whose int8 kernels are inexact
+    (:func:`~breastpath.inference.onnx.int8_kernels_exact`): there the estimate would measure
+    saturated kernels that the served model does not use.
     """
     import dataclasses
 
@@ -83,6 +86,14 @@ def fold_probabilities(
     if runtime == "int8":
         if tta != "none":
             raise ConfigError("the int8 runtime scores without test-time augmentation")
+        from breastpath.inference import onnx
+
+        if not onnx.int8_kernels_exact():
+            raise ConfigError(
+                "onnxruntime's int8 kernels are inexact on this CPU (x86 without VNNI), where "
+                "the served model runs its float network: rescore int8 on a CPU with "
+                "AVX512-VNNI or AVX-VNNI, or use runtime onnx"
+            )
         from breastpath.inference.quantize import (
             CALIBRATION_SAMPLES,
             calibration_rows,
