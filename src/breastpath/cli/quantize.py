@@ -65,3 +65,7 @@ def command(checkpoint, prepared, split, samples, seed, out_stem) -> None:
         seed=seed,
     )
     click.echo(f"wrote {written} (runtime int8)")
+    from breastpath.inference import onnx
+
+    if not onnx.int8_kernels_exact():
+        click.echo(f"note: {onnx.INT8_FALLBACK_NOTE}; on a CPU with VNNI the int8 network serves")
