@@ -35,16 +35,17 @@ def cpu_description() -> str:
     (AVX512-VNNI / AVX-VNNI: what makes the int8 runtime about twice as fast as float) and a
     float32 matrix-multiply rate on one thread, so figures from different machines can be
     compared."""
-    model, flags = "unknown model", set()
+    from breastpath.inference.onnx import VNNI_FLAGS, cpu_flags
+
+    model = "unknown model"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown model":
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    vnni = sorted(flags & {"avx512_vnni", "avx_vnni"}) or ["no VNNI"]
+                break
+    vnni = sorted(cpu_flags() & VNNI_FLAGS) or ["no VNNI"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     a = torch.randn(1024, 1024)

@@ -39,6 +39,11 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return out
 
 
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` luminance (ITU-R 601 weights) of a float NCHW RGB batch."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
 def color_jitter(x: torch.Tensor, generator: torch.Generator, *, strength: float) -> torch.Tensor:
     """Random brightness, contrast and saturation in ``[1 - strength, 1 + strength]``.
 
@@ -55,7 +60,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, *, strength: float
     x = x * factors()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * factors() + mean
-    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    gray = _luminance(x)
     x = (x - gray) * factors() + gray
     return x.clamp_(0.0, 1.0)
 
@@ -82,8 +87,7 @@ def random_grayscale(
     if not bool(chosen.any()):
         return x
     rows = chosen.to(x.device)
-    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    return torch.where(rows.view(-1, 1, 1, 1), gray.expand_as(x), x)
+    return torch.where(rows.view(-1, 1, 1, 1), _luminance(x).expand_as(x), x)
 
 
 def stain_perturb(

@@ -95,13 +95,13 @@ class Predictor:
         #: why the runtime is not the checkpoint's own (``None`` when it is): the int8 network
         #: gives way to the float one where its kernels saturate (``int8_kernels_exact``)
         self.runtime_note: str | None = None
-        self._int8_requested = runtime == "int8"  # asked for by name: served even where inexact
         #: the runtime's own batch: onnxruntime keeps both cores busy from 256 rows, the torch
         #: models are fastest near 64 (docs/benchmarks.md); ``batch_size`` overrides it
         self.batch_size = batch_size or (64 if self.runtime == "torch" else 256)
         #: the torch model (Grad-CAM runs on it); ``None`` for an exported ONNX pair
         self.model: torch.nn.Module | None = None
-        self._forward = self._build_forward(compile=compile)
+        # int8 asked for by name is served even where its kernels are inexact
+        self._forward = self._build_forward(compile=compile, int8_asked=runtime == "int8")
         self.mean = torch.tensor(self.meta.mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(self.meta.std, dtype=torch.float32, device=self.device)
         self.class_names: list[str] = list(self.meta.class_names)
@@ -113,10 +113,9 @@ class Predictor:
         self._logit_bias = None if bias is None else torch.tensor(bias, device=self.device)
         self._lock = threading.Lock()
 
-    def _build_forward(self, *, compile: bool) -> Any:
+    def _build_forward(self, *, compile: bool, int8_asked: bool) -> Any:
         """What maps a normalized NCHW batch to logits, for ``self.runtime``."""
         from breastpath.inference import onnx
-        from breastpath.inference.onnx import OnnxForward, export_onnx_bytes
 
         if self.runtime not in RUNTIMES:
             raise CheckpointError(
@@ -127,7 +126,7 @@ class Predictor:
                 raise CheckpointError(
                     f"{self.checkpoint.path}: an exported ONNX model runs with runtime onnx only"
                 )
-            return OnnxForward(self.checkpoint.onnx, threads=torch.get_num_threads())
+            return onnx.OnnxForward(self.checkpoint.onnx, threads=torch.get_num_threads())
         model = build_model(self.checkpoint).to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last)
         if self.runtime == "int8":
@@ -136,35 +135,38 @@ class Predictor:
                     f"{self.checkpoint.path}: no int8 model is attached "
                     "(make one with `breastpath quantize`)"
                 )
-            if onnx.int8_kernels_exact():
-                return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
-            if self._int8_requested:  # asked for by name: served, and said to be inexact here
+            if not onnx.int8_kernels_exact():
+                if not int8_asked:
+                    return self._float_instead_of_int8(model)
                 self.runtime_note = onnx.INT8_INEXACT_NOTE
-                return OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
-            return self._float_instead_of_int8(model)
+            return onnx.OnnxForward(self.checkpoint.int8, threads=torch.get_num_threads())
         if self.runtime == "onnx":
-            import copy
-
-            data = export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
-            return OnnxForward(data, threads=torch.get_num_threads())
+            return self._exported(model)
         return torch.compile(self.model) if compile else self.model
+
+    def _exported(self, model: torch.nn.Module) -> Any:
+        """``model`` (the float network) exported to ONNX and run by onnxruntime."""
+        import copy
+
+        from breastpath.inference import onnx
+
+        data = onnx.export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
+        return onnx.OnnxForward(data, threads=torch.get_num_threads())
 
     def _float_instead_of_int8(self, model: torch.nn.Module) -> Any:
         """The float network the int8 one approximates, where the int8 kernels are inexact
         (:func:`~breastpath.inference.onnx.int8_kernels_exact`): onnx when the exporter is
         installed, else torch; ``runtime_note`` says why."""
-        import copy
+        from breastpath.inference.onnx import INT8_FALLBACK_NOTE, OnnxUnavailableError
 
-        from breastpath.inference import onnx
-
-        self.runtime_note = onnx.INT8_FALLBACK_NOTE
+        self.runtime_note = INT8_FALLBACK_NOTE
         try:
-            data = onnx.export_onnx_bytes(copy.deepcopy(model), input_size=self.meta.input_size)
-        except onnx.OnnxUnavailableError:
+            forward = self._exported(model)
+        except OnnxUnavailableError:
             self.runtime = "torch"
             return self.model
         self.runtime = "onnx"
-        return onnx.OnnxForward(data, threads=torch.get_num_threads())
+        return forward
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str | Path, **options: Any) -> Predictor:
