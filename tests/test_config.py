@@ -193,6 +193,10 @@ def test_allowed_values_come_from_choices():
         "lite0_80_ema.yaml",
         "lite0_80_dropout.yaml",
         "lite0_80_drop_bg.yaml",
+        "teacher_lite0_s0.yaml",
+        "teacher_lite0_s1.yaml",
+        "student_lite0.yaml",
+        "student_lite0_t1.yaml",
     ],
 )
 def test_the_shipped_recipes_still_load(name):
@@ -203,3 +207,53 @@ def test_the_shipped_recipes_still_load(name):
     flat = TrainConfig.from_dict(raw).to_flat()
     for key, value in flatten(raw).items():
         assert flat[key] == (tuple(value) if isinstance(value, list) else value), key
+
+
+def test_a_recipe_extends_another_and_says_only_what_differs(tmp_path):
+    from breastpath.config import load_yaml
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text(
+        "model: efficientnet_lite0\nmodel_args:\n  input_size: 80\n  drop_rate: 0.2\nlr: 0.001\n"
+    )
+    (tmp_path / "recipes" / "seed1.yaml").write_text(
+        "extends: base.yaml\nseed: 1\nmodel_args:\n  drop_rate: 0.0\n"
+    )
+    (tmp_path / "child.yaml").write_text("extends: recipes/seed1.yaml\nlr: 0.01\n")
+    raw = load_yaml(tmp_path / "child.yaml")
+    assert raw == {
+        "model": "efficientnet_lite0",
+        "model_args": {"input_size": 80, "drop_rate": 0.0},
+        "lr": 0.01,
+        "seed": 1,
+    }
+    config = TrainConfig.from_dict(raw)
+    assert config.seed == 1 and config.optim.lr == 0.01
+
+
+def test_the_shipped_student_is_the_default_recipe_with_distillation():
+    from breastpath.config import load_yaml
+    from conftest import REPO
+
+    default = TrainConfig.from_dict(load_yaml(REPO / "scripts" / "default_model.yaml")).to_flat()
+    student = TrainConfig.from_dict(load_yaml(REPO / "scripts" / "student_lite0.yaml")).to_flat()
+    differs = {k for k in default if default[k] != student[k]}
+    assert differs == set()  # distill_weight/temperature are the defaults; teachers come later
+    teacher = TrainConfig.from_dict(load_yaml(REPO / "scripts" / "teacher_lite0_s1.yaml"))
+    assert {k for k, v in teacher.to_flat().items() if default[k] != v} == {"seed"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extends: missing.yaml\n", "no such config file"),
+        ("extends: [a.yaml]\n", "must name a YAML file"),
+        ("extends: loop.yaml\n", "loops back"),
+    ],
+)
+def test_a_bad_extends_is_a_config_error(tmp_path, text, message):
+    from breastpath.config import load_yaml
+
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(tmp_path / "loop.yaml")

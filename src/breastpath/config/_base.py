@@ -87,11 +87,23 @@ class _Config:
         return config
 
 
+#: The key by which a recipe names the YAML it builds on (a path relative to its own folder).
+EXTENDS_KEY = "extends"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; raise :class:`ConfigError` when it is missing or not a mapping."""
+    """Read a YAML mapping; raise :class:`ConfigError` when it is missing or not a mapping.
+
+    A mapping with ``extends: base.yaml`` builds on that file (relative to its own folder):
+    its options are merged over the base's, mappings key by key (:func:`merge_options`), so a
+    recipe that differs from another in a seed or two options says only those.
+    """
+    return _load_yaml(Path(path), seen=())
+
+
+def _load_yaml(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     import yaml
 
-    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -102,7 +114,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options")
-    return data
+    base_name = data.pop(EXTENDS_KEY, None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: {EXTENDS_KEY} must name a YAML file, got {base_name!r}")
+    base_path = (path.parent / base_name).resolve()
+    chain = (*seen, path.resolve())
+    if base_path in chain:
+        raise ConfigError(f"{path}: {EXTENDS_KEY} loops back to {base_path.name}")
+    return merge_options(_load_yaml(base_path, seen=chain), data)
+
+
+def merge_options(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``; where both hold a mapping, merged key by key.
+
+    >>> merge_options({"lr": 0.1, "model_args": {"input_size": 80}},
+    ...               {"seed": 1, "model_args": {"drop_rate": 0.2}})
+    {'lr': 0.1, 'model_args': {'input_size': 80, 'drop_rate': 0.2}, 'seed': 1}
+    """
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_options(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def dump_yaml(path: str | Path, data: dict[str, Any]) -> None:
