@@ -139,6 +139,7 @@ def _meta(epoch: int) -> dict:
         "mean": [0.5, 0.5, 0.5],
         "std": [0.2, 0.2, 0.2],
         "class_names": ["non-IDC", "IDC"],
+        "threshold": 0.5,
         "epoch": epoch,
     }
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from breastpath.checkpoint.meta import FORMAT, CheckpointMeta, parse_meta
+from breastpath.checkpoint.meta import FORMAT, MAX_DEPTH, CheckpointMeta, parse_meta
 from breastpath.errors import CheckpointError
 from breastpath.io import atomic_write_bytes, remove_stale_temps, write_json
 
@@ -233,6 +233,10 @@ def read_meta(json_path: Path) -> CheckpointMeta:
         raw = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{json_path}: unreadable checkpoint metadata ({exc})") from None
+    except RecursionError:  # nested deeper than the parser's stack: MAX_DEPTH refuses far less
+        raise CheckpointError(
+            f"{json_path}: checkpoint metadata nested deeper than {MAX_DEPTH} levels"
+        ) from None
     return parse_meta(raw, source=str(json_path))
 
 

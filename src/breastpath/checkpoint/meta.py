@@ -2,10 +2,12 @@
 
 Every field a checkpoint carries is checked on load: a wrong type, a NaN threshold, an absurd size,
 an unknown model or model argument is a :class:`~breastpath.errors.CheckpointError` that names the
-field, never a traceback deep in the model code and never a huge allocation. Checkpoints written by
-earlier versions still load: ``positive_index`` is dropped (its meaning is ``cancer_classes``),
-``cancer_classes`` is derived from the class names, and a timm model's ``input_size`` argument is
-read as the model's ``working_size``.
+field, never a traceback deep in the model code and never a huge allocation. The decision
+``threshold`` is required (every checkpoint this package ever wrote states it; a missing one is
+refused rather than silently taken as 0.5), and the JSON may nest at most :data:`MAX_DEPTH`
+levels. Checkpoints written by earlier versions still load: ``positive_index`` is dropped (its
+meaning is ``cancer_classes``), ``cancer_classes`` is derived from the class names, and a timm
+model's ``input_size`` argument is read as the model's ``working_size``.
 
 Two sizes, two names:
 
@@ -31,6 +33,8 @@ from breastpath.errors import CheckpointError
 FORMAT = "breastpath-checkpoint/1"
 MAX_SIDE = 4096  # no model here works on larger inputs; bigger values are corrupt metadata
 MAX_CLASSES = 1000
+#: Deepest nesting of lists and mappings a checkpoint's JSON may have (the bundled ones: 7).
+MAX_DEPTH = 32
 
 
 def default_cancer_classes(class_names: Sequence[str]) -> tuple[int, ...]:
@@ -176,6 +180,10 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
     """
     if not isinstance(raw, dict):
         raise CheckpointError(f"{source}: not a breastpath checkpoint (metadata is not a mapping)")
+    if json_depth(raw) > MAX_DEPTH:
+        raise CheckpointError(
+            f"{source}: checkpoint metadata nested deeper than {MAX_DEPTH} levels"
+        )
     if raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{source}: not a breastpath checkpoint (format {raw.get('format')!r})"
@@ -190,7 +198,7 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "mean": check.triple("mean", raw.get("mean"), positive=False),
         "std": check.triple("std", raw.get("std"), positive=True),
         "cancer_classes": check.cancer_classes(raw.get("cancer_classes"), class_names),
-        "threshold": check.unit("threshold", raw.get("threshold", 0.5)),
+        "threshold": check.unit("threshold", check.required("threshold", raw)),
         "temperature": check.bounded("temperature", raw.get("temperature", 1.0), 0.05, 20.0),
         "logit_bias": check.logit_bias(raw.get("logit_bias"), classes=len(class_names)),
         "working_size": check.working_size(raw, model),
@@ -214,6 +222,27 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
     return CheckpointMeta(**values, extra=extra)
 
 
+def json_depth(value: object) -> int:
+    """How deeply lists and mappings nest in ``value`` (a scalar: 0), without recursion.
+
+    >>> json_depth({"a": [1, {"b": []}]}), json_depth(3)
+    (3, 0)
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:  # deeper is refused anyway: no need to walk it all
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class _Checker:
     """Field validators that raise :class:`CheckpointError` naming the source and the field."""
 
@@ -227,6 +256,11 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(name, f"must be an integer in [{low}, {high}], got {value!r}")
         return value
+
+    def required(self, name: str, raw: Mapping[str, Any]) -> object:
+        if name not in raw:
+            raise self.fail(name, "missing (every checkpoint states its decision threshold)")
+        return raw[name]
 
     def number(self, name: str, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -1,8 +1,10 @@
 """``breastpath``: prepare, train, evaluate, predict and serve.
 
-Every library error, and every operating-system error (an unwritable output, a full disk), becomes
-a one-line ``error: ...`` message and exit status 2; nothing prints a traceback unless ``--debug``
-is given.
+Every library error, every operating-system error (an unwritable output, a full disk) and every
+usage error (a bad option value, a missing argument) becomes a one-line ``error: ...`` message and
+exit status 2; nothing prints a traceback unless ``--debug`` is given. Third-party loggers that
+narrate what the library then reports itself (tifffile's, on a file that is not a slide) are
+silenced unless ``-vv`` or ``--debug``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if level > logging.DEBUG:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+#: Loggers of libraries whose failures the CLI reports itself, in its one ``error:`` line.
+QUIET_LOGGERS = ("tifffile",)
 
 
 #: Subcommand modules of ``breastpath.cli``, in help order; each exposes a click ``command``.
@@ -86,10 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     _register()
     try:
-        cli.main(args=argv, prog_name="breastpath", standalone_mode=True)
+        code = cli.main(args=argv, prog_name="breastpath", standalone_mode=False)
+    except click.ClickException as exc:  # a usage error: one line, not click's three
+        click.echo(f"error: {_usage_message(exc)}", err=True)
+        return exc.exit_code
+    except click.Abort:  # Ctrl+C or end of input at a prompt
+        click.echo("aborted", err=True)
+        return 1
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _usage_message(exc: click.ClickException) -> str:
+    """Click's message with where to read more (its usage line and hint are dropped)."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{where}"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 * :func:`checkpoint_option`: ``--checkpoint``, how every command is given its model, and
   :func:`checkpoint_from` for the positional form of earlier versions (still accepted, with a
   warning, for one release).
+* :class:`FiniteFloat`: a float option that refuses ``nan`` and ``inf`` (click's ``FloatRange``
+  lets both through: every comparison with ``nan`` is false).
 * :func:`config_options`: the training options of ``train`` and ``crossval`` (and the budget of
   ``compare``), generated from the fields of :class:`breastpath.config.TrainConfig`: their type
   (a ``Literal`` from :mod:`breastpath.choices` becomes a ``click.Choice``) and ``help``
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,6 +30,26 @@ CHECKPOINT_HELP = (
     "Model: a bundled name (`default`, `breakhis`, ...), a run folder, a checkpoint file or an "
     "exported .onnx file."
 )
+
+
+class FiniteFloat(click.FloatRange):
+    """A ``click.FloatRange`` that is also finite: ``nan`` and ``inf`` are usage errors.
+
+    >>> FiniteFloat(min=0, min_open=True, max=60).convert("2.5", None, None)
+    2.5
+    >>> FiniteFloat(min=0, min_open=True).convert("nan", None, None)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.BadParameter: 'nan' is not a finite number.
+    """
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def checkpoint_option(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from breastpath.choices import STAIN_METHODS
-from breastpath.cli.options import checkpoint_option, runtime_option
+from breastpath.cli.options import FiniteFloat, checkpoint_option, runtime_option
 
 #: the normalizers a start-up stain target can be fitted with (every method but "none")
 _STAIN_METHODS = tuple(m for m in STAIN_METHODS if m != "none")
@@ -30,30 +30,35 @@ def _fit_stain(method: str, targets: tuple[Path, ...]):
     return fit_stain(method, [decode_image(path) for path in targets])
 
 
-_POSITIVE = click.FloatRange(min=0, min_open=True)
+#: Sizes in MiB (up to 64 GiB), pixel counts in millions (up to 10 gigapixels) and durations in
+#: seconds (up to a day): finite, positive and bounded, so ``nan``, ``inf`` and absurd values are
+#: usage errors, not tracebacks or a server that never times out.
+_MEBIBYTES = FiniteFloat(min=0, min_open=True, max=65536)
+_MEGAPIXELS = FiniteFloat(min=0, min_open=True, max=10_000)
+_SECONDS = FiniteFloat(min=0, min_open=True, max=86_400)
 _COUNT = click.IntRange(min=1)
 
 
 def _limit_options(command):
     """The request and connection limits (see :class:`breastpath.serve.limits.ServeLimits`)."""
     options = [
-        ("--max-upload-mb", _POSITIVE, 20.0, "Largest image file."),
+        ("--max-upload-mb", _MEBIBYTES, 20.0, "Largest image file."),
         (
             "--max-batch-mb",
-            _POSITIVE,
+            _MEBIBYTES,
             100.0,
             "Largest batch request, and most all images of one request may expand to "
             "(files plus zip members, all zips together).",
         ),
         (
             "--max-megapixels",
-            _POSITIVE,
+            _MEGAPIXELS,
             None,
             "Largest image (decompression-bomb guard) [default: 8192x8192 pixels].",
         ),
         (
             "--max-request-megapixels",
-            _POSITIVE,
+            _MEGAPIXELS,
             None,
             "Most pixels decoded per request, all images together [default: 4 x 8192x8192].",
         ),
@@ -62,10 +67,10 @@ def _limit_options(command):
         ("--max-request-tiles", _COUNT, 8192, "Most tiles scored per request."),
         ("--batch-size", _COUNT, 64, "Most images per model call (shared fairly by requests)."),
         ("--max-pending", _COUNT, 256, "Most model jobs waiting; more get 503."),
-        ("--timeout", _POSITIVE, 30.0, "Seconds a model job may wait; then 504."),
-        ("--header-timeout", _POSITIVE, 10.0, "Seconds a client may take to send its headers."),
-        ("--body-timeout", _POSITIVE, 120.0, "Seconds a client may take to send its body; 408."),
-        ("--keep-alive", _POSITIVE, 5.0, "Seconds an idle keep-alive connection stays open."),
+        ("--timeout", _SECONDS, 30.0, "Seconds a model job may wait; then 504."),
+        ("--header-timeout", _SECONDS, 10.0, "Seconds a client may take to send its headers."),
+        ("--body-timeout", _SECONDS, 120.0, "Seconds a client may take to send its body; 408."),
+        ("--keep-alive", _SECONDS, 5.0, "Seconds an idle keep-alive connection stays open."),
         ("--max-connections", _COUNT, 512, "Most connections at once; more get 503."),
     ]
     for name, kind, default, text in reversed(options):
