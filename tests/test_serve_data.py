@@ -75,7 +75,7 @@ def test_breakhis_image_is_tiled(client, shared_data):
     assert body["image"] == {"width": 700, "height": 460}
     tiles = body["tiles"]
     assert (tiles["rows"], tiles["cols"]) == (10, 14)
-    assert tiles["tissue_count"] > 0 and 0.0 <= tiles["probability"] <= 1.0
+    assert tiles["assessed_count"] > 0 and 0.0 <= tiles["extent"] <= 1.0
     assert len(tiles["probabilities"]) == 10 and len(tiles["probabilities"][0]) == 14
     heatmap = Image.open(io.BytesIO(base64.b64decode(body["explain"]["tiles_png"])))
     assert heatmap.size == (512, 336)

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from breastpath.imaging import decode_image
+from breastpath.inference.tiles import cut_tiles
 from breastpath.serve.app import ServeLimits, create_app
 from breastpath.serve.explain import resolve_stain
-from breastpath.serve.tiling import AGGREGATION, make_tiles
 from conftest import synthetic_patch
 
 
@@ -86,16 +86,18 @@ def test_large_image_is_tiled(client, predictor):
     tiles = body["tiles"]
     assert (tiles["rows"], tiles["cols"], tiles["count"]) == (3, 4, 12)
     assert tiles["tile_size"] == list(predictor.input_size)
-    assert tiles["aggregation"] == AGGREGATION
-    tissue = np.asarray(tiles["tissue"])
-    assert tissue[:, :2].all() and not tissue[:, 2:].any()
-    assert tiles["tissue_count"] == 6
-    grid = make_tiles(decode_image(_png(image)), predictor.input_size)
+    assessed = np.asarray(tiles["assessed"])
+    assert assessed[:, :2].all() and not assessed[:, 2:].any()
+    assert tiles["assessed_count"] == 6
+    grid = cut_tiles(decode_image(_png(image)), predictor.input_size)
     expected = predictor.cancer_probability(predictor.predict_proba(grid.tiles)).reshape(3, 4)
     np.testing.assert_allclose(tiles["probabilities"], expected, atol=1e-5)
-    assert tiles["probability"] == pytest.approx(expected[:, :2].mean(), abs=1e-5)
+    rule = predictor.verdict_rule()
+    verdict = rule.apply(expected[:, :2])
+    assert tiles["verdict"]["rule"] == rule.describe()
+    assert tiles["label"] == verdict.label and tiles["is_cancer"] == verdict.positive
+    assert tiles["extent"] == pytest.approx(verdict.extent, abs=1e-6)
     assert tiles["max"] == pytest.approx(expected[:, :2].max(), abs=1e-5)
-    assert tiles["label"] in predictor.class_names
     explain = body["explain"]
     assert explain["explains"] == "the whole image, tile by tile"
     assert _picture(explain["tiles_png"]).size == (160, 120)

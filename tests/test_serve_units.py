@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from breastpath.errors import InvalidImageError
+from breastpath.inference.tiles import cut_tiles, needs_tiling, stitch, tile_count, tile_summary
+from breastpath.inference.verdict import VerdictRule
 from breastpath.serve import render
 from breastpath.serve.errors import image_error
-from breastpath.serve.tiling import aggregate, make_tiles, needs_tiling, stitch, tile_count
 from breastpath.serve.uploads import display_name, is_zip
 
 
@@ -18,7 +19,7 @@ def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def test_tiles_cover_the_image_and_pad_the_edges():
     image = _image(120, 130)
-    grid = make_tiles(image, (50, 50))
+    grid = cut_tiles(image, (50, 50))
     assert (grid.rows, grid.cols, grid.count) == (3, 3, 9)
     assert tile_count(image.shape, (50, 50)) == 9
     np.testing.assert_array_equal(grid.tiles[4], image[50:100, 50:100])
@@ -29,6 +30,16 @@ def test_tiles_cover_the_image_and_pad_the_edges():
     np.testing.assert_array_equal(rebuilt, image[..., 0])
 
 
+def _stained(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """H&E-coloured pixels with tissue-like texture: a smooth random field, pink to purple."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(np.random.default_rng(seed).random((height, width)), 2.0)
+    t = (field - field.min()) / np.ptp(field)
+    pink, purple = np.array([225, 150, 200]), np.array([110, 60, 150])
+    return np.round(pink + t[..., None] * (purple - pink)).astype(np.uint8)
+
+
 def test_when_to_tile():
     assert not needs_tiling((50, 50, 3), (50, 50))
     assert not needs_tiling((37, 50, 3), (50, 50))
@@ -36,18 +47,21 @@ def test_when_to_tile():
     assert needs_tiling((460, 700, 3), (224, 224))
 
 
-def test_aggregate_uses_tissue_tiles():
+def test_tile_summary_uses_assessed_tiles_only():
     image = np.full((100, 100, 3), 250, np.uint8)
-    image[:50, :50] = 120  # one tissue tile
-    grid = make_tiles(image, (50, 50))
-    out = aggregate(grid, np.array([0.9, 0.1, 0.2, 0.3]), threshold=0.5)
-    assert out["tissue"] == [[True, False], [False, False]]
-    assert out["probability"] == pytest.approx(0.9) and out["is_cancer"] is True
-    assert out["positive_fraction"] == 1.0 and out["tissue_count"] == 1
-    blank = make_tiles(np.full((100, 100, 3), 250, np.uint8), (50, 50))
-    out = aggregate(blank, np.array([0.9, 0.1, 0.2, 0.4]), threshold=0.5)
-    assert out["probability"] == pytest.approx(0.4) and out["tissue_count"] == 0
-    assert out["max"] == pytest.approx(0.9)
+    image[:50, :50] = _stained(50, 50)  # one tissue tile; the others are glass
+    grid = cut_tiles(image, (50, 50)).check()
+    rule = VerdictRule(reduction="mean", threshold=0.5, positive="cancer", negative="benign")
+    out = tile_summary(grid, np.array([0.9, 0.1, 0.2, 0.3]), rule=rule)
+    assert out["assessed"] == [[True, False], [False, False]]
+    assert out["skipped"] == [["", "background"], ["background", "background"]]
+    assert out["score"] == pytest.approx(0.9) and out["is_cancer"] is True
+    assert out["label"] == "cancer" and out["extent"] == 1.0 and out["assessed_count"] == 1
+    assert out["verdict"]["rule"] == rule.describe()
+    blank = cut_tiles(np.full((100, 100, 3), 250, np.uint8), (50, 50)).check()
+    out = tile_summary(blank, np.array([0.9, 0.1, 0.2, 0.4]), rule=rule)
+    assert out["assessed_count"] == 0 and out["is_cancer"] is None
+    assert out["label"] == "not assessed" and out["score"] is None and out["max"] is None
 
 
 def test_display_sizes():

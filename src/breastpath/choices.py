@@ -32,6 +32,8 @@ Head = Literal["linear", "svm"]
 ProbeHead = Literal["linear", "logreg", "svm", "knn"]
 Runtime = Literal["torch", "onnx", "int8"]
 PatientReduce = Literal["mean", "max", "fraction"]
+#: How tile probabilities become one verdict (breastpath.inference.verdict).
+VerdictReduction = Literal["presence", "mean", "top_k_mean", "vote"]
 #: Whole-slide readers; ``auto`` picks the one made for the format (see breastpath.slide.reader).
 SlideBackend = Literal["auto", "openslide", "wsidicom", "tifffile"]
 #: How an image larger than a model's input is brought to it: ``crop`` (shorter side resized,
@@ -51,6 +53,7 @@ HEADS: tuple[str, ...] = get_args(Head)
 PROBE_HEADS: tuple[str, ...] = get_args(ProbeHead)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PATIENT_REDUCES: tuple[str, ...] = get_args(PatientReduce)
+VERDICT_REDUCTIONS: tuple[str, ...] = get_args(VerdictReduction)
 SLIDE_BACKENDS: tuple[str, ...] = get_args(SlideBackend)
 EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
 INPUT_FITS: tuple[str, ...] = get_args(InputFit)

@@ -97,5 +97,7 @@ def test_default_model_heatmap_points_at_the_tumour(big_slide):
     normal = _inside(blobs[0], grid.x + 100, grid.y + 100)
     assert tumor.sum() > 20 and normal.sum() > 20
     assert np.nanmean(probs[tumor]) > np.nanmean(probs[normal]) + 0.1
-    assert result.score is not None
-    assert result.score.top_k_mean >= np.sort(probs[np.isfinite(probs)])[-20:].min()
+    verdict = result.verdict
+    assert verdict.positive is not None and verdict.tiles_assessed == np.isfinite(probs).sum()
+    assert verdict.tiles_called == (probs >= verdict.threshold).sum()
+    assert result.info["stats"]["top_k_mean"] >= np.sort(probs[np.isfinite(probs)])[-20:].min()

@@ -90,15 +90,16 @@ def test_cli_scores_the_svs_and_the_dicom_folder(source, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out / "slide.json").read_text())
     assert summary["slide"]["backend"] == ("wsidicom" if source == DICOM else "openslide")
-    assert summary["score"]["tiles"] == summary["tiling"]["tiles_scored"] > 500
+    assert summary["stats"]["tiles"] == summary["tiling"]["tiles_scored"] > 500
+    assert summary["verdict"]["tiles_assessed"] == summary["stats"]["tiles"]
     with open(out / "tiles.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     scored = [r for r in rows if not r["skipped"]]
-    assert len(scored) == summary["score"]["tiles"]
+    assert len(scored) == summary["stats"]["tiles"]
     assert {r["skipped"] for r in rows} <= {"", "mask", "background", "not_he"}
     top = sorted(scored, key=lambda r: float(r["probability"]))[-20:]
     mean = np.mean([float(r["probability"]) for r in top])
-    assert summary["score"]["top_k_mean"] == pytest.approx(mean, abs=1e-5)
+    assert summary["stats"]["top_k_mean"] == pytest.approx(mean, abs=1e-5)
     # none of the tiles behind the headline is glass (glass: bright and flat, std ~2.6)
     with open_slide(source) as slide:
         for row in top:
@@ -117,7 +118,7 @@ def test_cli_svs_and_dicom_give_the_same_score(tmp_path, capsys):
         assert code == 0, err
         summary = json.loads((out / "slide.json").read_text())
         assert summary["tiling"]["mpp"] == pytest.approx(4.0, rel=0.02)  # the IDC scale
-        scores.append(summary["score"])
+        scores.append((summary["stats"], summary["verdict"]))
     assert scores[0] == scores[1] == scores[2]  # identical pixels, identical tiles
 
 
@@ -128,7 +129,8 @@ def test_cli_flags_the_fluorescence_ndpi_as_not_he(tmp_path, capsys):
     assert code == 2 and "not scored" in err and "not_he" in err
     assert "not brightfield H&E" in stdout and "failed the H&E quality gate" in stdout
     summary = json.loads((out / "slide.json").read_text())
-    assert summary["score"] is None and summary["quality"]["dark_background"] is True
+    assert summary["stats"] is None and summary["verdict"]["label"] == "not assessed"
+    assert summary["quality"]["dark_background"] is True
     assert summary["slide"]["backend"] == "openslide"
     with open(out / "tiles.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["skipped"] != "mask"]

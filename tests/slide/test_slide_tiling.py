@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from breastpath.errors import SlideError
-from breastpath.slide.heatmap import overlay, paint_grid, probability_grid, slide_score
+from breastpath.slide.heatmap import overlay, paint_grid, probability_grid, slide_stats
 from breastpath.slide.reader import open_slide
 from breastpath.slide.synthetic import Blob, write_synthetic_slide
 from breastpath.slide.tiling import iter_tiles, make_grid, resolve_resolution, score_grid
@@ -135,19 +135,15 @@ def test_blank_slide_is_a_named_error(tmp_path):
             make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
 
 
-def test_slide_score_rules():
+def test_slide_stats_describe_the_scored_tiles_only():
     probs = np.array([0.1, 0.2, 0.95, 0.9, 0.3, np.nan])
-    s = slide_score(probs, threshold=0.5, top_k=2)
-    assert s.headline == "top_k_mean" and s.top_k_mean == pytest.approx(0.925)
-    assert s.mean_above_threshold == pytest.approx(0.925) and s.tiles_above_threshold == 2
-    assert s.fraction_above_threshold == pytest.approx(0.4) and s.positive
-    low = slide_score(np.array([0.1, 0.2]), threshold=0.5, top_k=20)
-    assert low.top_k == 2 and low.mean_above_threshold is None and not low.positive
-    assert low.to_dict()["positive"] is False
+    stats = slide_stats(probs, top_k=2)
+    assert stats["tiles"] == 5 and stats["top_k"] == 2
+    assert stats["top_k_mean"] == pytest.approx(0.925) and stats["max"] == pytest.approx(0.95)
+    assert slide_stats(np.array([0.1, 0.2]), top_k=20)["top_k"] == 2
+    assert slide_stats(np.array([np.nan])) is None
     with pytest.raises(SlideError):
-        slide_score(np.array([np.nan]), threshold=0.5)
-    with pytest.raises(SlideError):
-        slide_score(probs, threshold=1.5)
+        slide_stats(probs, top_k=0)
 
 
 def test_paint_and_overlay():
@@ -172,17 +168,18 @@ def test_probability_grid_places_values(slide_path):
 
 
 def test_heatmap_shows_skipped_tissue_in_gray(slide_path):
+    from breastpath.inference.tiles import TileScores
+    from breastpath.inference.verdict import VerdictRule
     from breastpath.slide.heatmap import SKIPPED_COLOR, heatmap_figure
-    from breastpath.slide.tiling import GridScores
 
     with open_slide(slide_path) as slide:
         tissue = detect_tissue(slide, max_size=600)
         grid = make_grid(slide, tissue, resolution=resolve_resolution(slide, tile_size=50))
     probs = np.full(len(grid), 0.9)
-    scored = GridScores(probs, np.full(len(grid), "", dtype=object))
+    scored = TileScores(probs, np.full(len(grid), "", dtype=object))
     half = np.where(np.arange(len(grid)) % 2 == 0, "background", "").astype(object)
-    skipped = GridScores(np.where(half == "", probs, np.nan), half)
-    score = slide_score(probs, threshold=0.5)
+    skipped = TileScores(np.where(half == "", probs, np.nan), half)
+    rule = VerdictRule(reduction="presence", threshold=0.5)
 
     def grayish(image: np.ndarray) -> int:
         pixels = image.reshape(-1, 3).astype(int)
@@ -190,7 +187,7 @@ def test_heatmap_shows_skipped_tissue_in_gray(slide_path):
         flat = (pixels.max(axis=1) - pixels.min(axis=1)) < 25
         return int((near & flat).sum())
 
-    plain = heatmap_figure(tissue, grid, scored, score)
-    marked = heatmap_figure(tissue, grid, skipped, None)
+    plain = heatmap_figure(tissue, grid, scored, rule.apply(scored.probabilities))
+    marked = heatmap_figure(tissue, grid, skipped, rule.apply(skipped.probabilities))
     assert plain.shape == marked.shape
     assert grayish(marked) > grayish(plain) + 1000

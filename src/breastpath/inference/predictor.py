@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from breastpath.inference.device import select_device
 from breastpath.inference.quality import Quality
 from breastpath.inference.quality import assess as assess_quality
 from breastpath.inference.score import cancer_score
+
+if TYPE_CHECKING:
+    from breastpath.inference.verdict import VerdictRule
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,13 @@ class Predictor:
                 )
             )
         return results
+
+    def verdict_rule(self, *, threshold: float | None = None, unit: str = "tile") -> VerdictRule:
+        """The one rule that turns this model's tile (or patch) probabilities into a verdict
+        for an image, slide or patient (:func:`breastpath.inference.verdict.rule_for`)."""
+        from breastpath.inference.verdict import rule_for
+
+        return rule_for(self.describe(), threshold=threshold, unit=unit)
 
     def assess(self, images: Sequence[np.ndarray] | np.ndarray) -> list[Quality]:
         """The quality gate's verdict per image (:func:`~breastpath.inference.quality.assess`)."""

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from breastpath.checkpoint import CheckpointMeta
+from breastpath.inference.tiles import ImageTiles
 from breastpath.serve import render
-from breastpath.serve.tiling import TileGrid
 
 _STAIN_FORMAT = "breastpath.stain"
 
@@ -94,13 +94,13 @@ def gradcam_map(
     image: np.ndarray,
     model_input: np.ndarray,
     action: str,
-    grid: TileGrid | None,
+    grid: ImageTiles | None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Turn raw Grad-CAM maps into one ``[0, 1]`` map over the picture it explains.
 
     Returns the picture, the map, and what the picture is (for the caption).
     """
-    from breastpath.serve.tiling import stitch
+    from breastpath.inference.tiles import stitch
 
     if grid is not None:
         heat, base, shown = stitch(cams, grid), image, "the whole image, tile by tile"
@@ -124,7 +124,7 @@ def render_explanation(
     shown: str,
     target: str,
     tiles: dict[str, Any] | None,
-    grid: TileGrid | None,
+    grid: ImageTiles | None,
     stain: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``explain`` block of a response (PNG pictures as base64)."""
@@ -132,7 +132,7 @@ def render_explanation(
     if grid is not None and tiles is not None:
         scores = np.asarray(tiles["probabilities"], dtype=np.float64)
         tiles_png = render.png_base64(
-            render.tile_heatmap(image, scores, grid.tissue, grid.tile_size)
+            render.tile_heatmap(image, scores, grid.assessed, grid.tile_size)
         )
     evidence = bool(heat.size and float(heat.max()) > 0)
     return {

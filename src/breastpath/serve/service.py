@@ -16,10 +16,16 @@ from starlette.concurrency import run_in_threadpool
 from breastpath.imaging import probe_size
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.quality import Quality
+from breastpath.inference.tiles import (
+    ImageTiles,
+    cut_tiles,
+    needs_tiling,
+    tile_count,
+    tile_summary,
+)
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
 from breastpath.serve.limits import ServeLimits
-from breastpath.serve.tiling import TileGrid, aggregate, make_tiles, needs_tiling, tile_count
 from breastpath.serve.uploads import Upload, decode_upload_info
 
 #: Uploads up to this size whose header says at most ``INLINE_PIXELS`` pixels are decoded on the
@@ -36,7 +42,7 @@ class Decoded:
     image: np.ndarray  # (H, W, 3) uint8 as uploaded; shape only once released (batch items)
     model_input: np.ndarray  # (h, w, 3) uint8 at the input size (fit_to_size)
     action: str  # what fit_to_size did
-    grid: TileGrid | None
+    grid: ImageTiles | None
     note: str | None
     seconds: float
     quality: Quality | None = None  # the input-quality gate's verdict on the whole image
@@ -100,7 +106,7 @@ class PredictionService:
 
     def _tile_grid(
         self, image: np.ndarray, *, tiles_left: int | None
-    ) -> tuple[TileGrid | None, list[str]]:
+    ) -> tuple[ImageTiles | None, list[str]]:
         """The tile map of an image larger than the input (None when there is none), and why
         there is none: too many tiles, or a model that scores whole fields only."""
         predictor = self.predictor
@@ -124,9 +130,7 @@ class PredictionService:
                 f"request has {max(tiles_left, 0)} left of its limit of "
                 f"{self.limits.max_request_tiles}"
             ]
-        grid = make_tiles(image, predictor.input_size)
-        passed = [q.assessed for q in predictor.assess(grid.tiles)]
-        grid.passed = np.array(passed, dtype=bool).reshape(grid.rows, grid.cols)
+        grid = cut_tiles(image, predictor.input_size).check()
         grid.tiles = predictor.normalize_stain(grid.tiles)
         return grid, []
 
@@ -155,13 +159,11 @@ class PredictionService:
             "tiles": None,
         }
         if item.grid is not None:
-            tiles = aggregate(
-                item.grid, predictor.cancer_probability(probs[1:]), threshold=predictor.threshold
+            tiles = tile_summary(
+                item.grid, predictor.cancer_probability(probs[1:]), rule=predictor.verdict_rule()
             )
             if prediction.label is None:  # the image is not H&E tissue: no tile verdict either
-                tiles["is_cancer"] = None
-            elif len(predictor.class_names) == 2:
-                tiles["label"] = predictor.class_names[int(tiles["is_cancer"])]
+                tiles["is_cancer"] = tiles["label"] = None
             result["tiles"] = tiles
         if item.note:
             result["note"] = item.note

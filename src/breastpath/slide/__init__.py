@@ -8,9 +8,11 @@ Modules
 ``dicom_reader``  the wsidicom backend (DICOM-WSI folders and series)
 ``tiff_reader``   the tifffile backend (pyramidal TIFF, OME-TIFF, SVS)
 ``tissue``        tissue mask on a low-resolution level (Otsu; holes and glass stay out)
-``tile_check``    per-tile checks before scoring: background (glass, lumen), not H&E
-``tiling``        tile grid at the model's input size, lazy parallel reads, batched scoring
-``heatmap``       slide score (top-k mean of scored tissue tiles), heatmap PNG, tile CSV
+``tile_check``    slide-level check (a near-black, fluorescence scan); per-tile checks are the
+                  tile core's (``breastpath.inference.tiles``)
+``tiling``        tile grid over a slide level, lazy parallel reads; scored by the tile core
+``heatmap``       tile statistics beside the verdict (``breastpath.inference.verdict``), heatmap
+                  PNG, tile CSV
 ``geojson``       tile scores as QuPath-importable GeoJSON detections
 ``analyze``       the whole-slide pipeline behind ``breastpath slide``
 ``synthetic``     generated pyramidal TIFF slides for tests and benchmarks
@@ -31,7 +33,7 @@ _EXPORTS = {
     "resolve_resolution": "tiling",
     "make_grid": "tiling",
     "score_grid": "tiling",
-    "slide_score": "heatmap",
+    "slide_stats": "heatmap",
     "analyze_slide": "analyze",
     "TileCheck": "tile_check",
     "write_geojson": "geojson",

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breastpath.errors import SlideError
-from breastpath.slide.heatmap import SlideScore, slide_score, write_slide_outputs
+from breastpath.inference.tiles import TileCheck, TileScores
+from breastpath.inference.verdict import Verdict
+from breastpath.slide.heatmap import slide_stats, write_slide_outputs
 from breastpath.slide.reader import SlideReader, open_slide
-from breastpath.slide.tile_check import TileCheck, dark_background
+from breastpath.slide.tile_check import dark_background
 from breastpath.slide.tiling import (
-    GridScores,
     Resolution,
     TileGrid,
     make_grid,
@@ -47,12 +48,13 @@ SCALE_TOLERANCE = 0.25
 
 @dataclass
 class SlideResult:
-    """What :func:`analyze_slide` found and wrote; ``score`` is None when no tile passed."""
+    """What :func:`analyze_slide` found and wrote: the verdict of the one verdict rule (label
+    ``not assessed`` when no tile passed the checks), the grid, the mask and the tile scores."""
 
-    score: SlideScore | None
+    verdict: Verdict
     grid: TileGrid
     tissue: TissueMask
-    scores: GridScores
+    scores: TileScores
     info: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -165,12 +167,12 @@ def analyze_slide(
     slide_mpp
         The slide's level-0 microns per pixel, when the file lacks it (or to override it).
     threshold
-        Tile threshold for the slide score; default the model's.
+        Tile threshold of the verdict rule; default the model's.
     top_k
-        ``k`` of the headline top-k mean score (over the scored tissue tiles only).
+        ``k`` of the top-k mean reported beside the verdict (over the scored tiles only).
     min_tissue
         Read tiles with at least this share of tissue on the mask, and score those with at
-        least this share of tissue pixels (:class:`~breastpath.slide.tile_check.TileCheck`).
+        least this share of tissue pixels (:class:`~breastpath.inference.tiles.TileCheck`).
     on_grid
         Called with the tile grid before scoring starts (to size a progress bar).
     progress
@@ -181,8 +183,8 @@ def analyze_slide(
     >>> from breastpath.inference.predictor import Predictor
     >>> result = analyze_slide("slide.svs", Predictor.from_checkpoint("default"),
     ...                        out_dir="out")  # doctest: +SKIP
-    >>> result.score.top_k_mean, result.scores.counts()  # doctest: +SKIP
-    (0.91, {'scored': 812, 'background': 40})
+    >>> result.verdict.label, result.scores.counts()  # doctest: +SKIP
+    ('IDC present', {'scored': 812, 'background': 40})
     """
     started = time.perf_counter()
     with _open(path, backend, slide_mpp) as reader:
@@ -209,10 +211,7 @@ def analyze_slide(
         slide_info = reader.describe()
     dark = dark_background(tissue.thumbnail)
     notes += quality_notes(scores, dark=dark)
-    cutoff = predictor.threshold if threshold is None else threshold
-    score = None
-    if scores.scored.any():
-        score = slide_score(scores.probabilities, threshold=cutoff, top_k=top_k)
+    verdict = predictor.verdict_rule(threshold=threshold).apply(scores.probabilities)
     timing = {
         "tissue_and_grid_s": round(tissue_s, 3),
         "scoring_s": round(score_s, 3),
@@ -231,16 +230,18 @@ def analyze_slide(
         timing=timing,
         dark=dark,
     )
+    info["verdict"] = verdict.to_dict()
+    info["stats"] = slide_stats(scores.probabilities, top_k=top_k)
     info["notes"] = notes
-    result = SlideResult(score, grid, tissue, scores, info, notes)
+    result = SlideResult(verdict, grid, tissue, scores, info, notes)
     if out_dir is not None:
         result.paths = write_slide_outputs(
-            out_dir, tissue=tissue, grid=grid, scores=scores, score=score, info=info
+            out_dir, tissue=tissue, grid=grid, scores=scores, verdict=verdict, info=info
         )
     return result
 
 
-def quality_notes(scores: GridScores, *, dark: bool) -> list[str]:
+def quality_notes(scores: TileScores, *, dark: bool) -> list[str]:
     """Notes on a slide that is not (all) brightfield H&E tissue."""
     notes = []
     if dark:
@@ -264,14 +265,14 @@ def _info(
     resolution: Resolution,
     grid: TileGrid,
     tissue: TissueMask,
-    scores: GridScores,
+    scores: TileScores,
     requested_mpp: float | None,
     target_mpp: float | None,
     min_tissue: float,
     timing: dict[str, Any],
     dark: bool,
 ) -> dict[str, Any]:
-    """The ``slide.json`` body beside the score."""
+    """The ``slide.json`` body beside the verdict."""
     counts = scores.counts()
     return {
         "slide": slide,

@@ -1,12 +1,7 @@
-"""Slide-level score, heatmap pictures and the files ``breastpath slide`` writes.
+"""Slide statistics, heatmap pictures and the files ``breastpath slide`` writes.
 
-Slide score
------------
-The **headline** is the **top-k mean**: the mean probability of the ``k`` highest-scoring
-tissue tiles (``k = 20`` by default, fewer when the slide has fewer tiles). It does not shrink
-when a small tumour sits in a large piece of tissue, and it is defined for every slide. Also
-reported: the mean probability of the tiles at or above ``threshold`` (None when no tile is),
-the share of tiles at or above it, and the mean and maximum tile probability.
+A slide's verdict comes from the one verdict rule (:mod:`breastpath.inference.verdict`); the
+statistics here (top-k mean, mean, maximum) are reported beside it and decide nothing.
 
 The rendering helpers here (:func:`paint_grid`, :func:`overlay`, :func:`side_by_side`) are
 shared with the IDC mosaics in :mod:`breastpath.slide.mosaic`.
@@ -15,7 +10,6 @@ shared with the IDC mosaics in :mod:`breastpath.slide.mosaic`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +20,11 @@ from breastpath.errors import SlideError
 from breastpath.io import atomic_open, write_csv, write_json
 
 if TYPE_CHECKING:
-    from breastpath.slide.tiling import GridScores, TileGrid
+    from breastpath.inference.tiles import TileScores
+    from breastpath.inference.verdict import Verdict
+    from breastpath.slide.tiling import TileGrid
     from breastpath.slide.tissue import TissueMask
 
-HEADLINE = "top_k_mean"
 COLORMAP = "jet"
 TILE_FIELDS = [
     "tile", "row", "col", "x", "y", "size", "level", "tissue", "probability", "skipped",
@@ -38,60 +33,29 @@ TILE_FIELDS = [
 SKIPPED_COLOR = (128, 128, 128)
 
 
-@dataclass(frozen=True)
-class SlideScore:
-    """Slide-level summary of tile probabilities; ``top_k_mean`` is the headline."""
-
-    top_k_mean: float
-    top_k: int
-    threshold: float
-    mean_above_threshold: float | None
-    fraction_above_threshold: float
-    tiles: int
-    tiles_above_threshold: int
-    mean: float
-    max: float
-    headline: str = HEADLINE
-
-    @property
-    def positive(self) -> bool:
-        """True when the headline score reaches the threshold."""
-        return self.top_k_mean >= self.threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "positive": self.positive}
-
-
-def slide_score(probabilities: np.ndarray, *, threshold: float, top_k: int = 20) -> SlideScore:
-    """Summarise tile probabilities into a :class:`SlideScore`.
+def slide_stats(probabilities: np.ndarray, *, top_k: int = 20) -> dict[str, Any] | None:
+    """Mean, maximum and top-k mean of the scored tiles' probabilities (None when none was
+    scored); descriptive only: the verdict is the verdict rule's.
 
     Examples
     --------
-    >>> s = slide_score(np.array([0.1, 0.9, 0.8, 0.2]), threshold=0.5, top_k=2)
-    >>> round(s.top_k_mean, 2), round(s.mean_above_threshold, 2), s.fraction_above_threshold
-    (0.85, 0.85, 0.5)
+    >>> slide_stats(np.array([0.1, 0.9, 0.8, np.nan]), top_k=2)
+    {'tiles': 3, 'mean': 0.6, 'max': 0.9, 'top_k': 2, 'top_k_mean': 0.85}
     """
     p = np.asarray(probabilities, dtype=np.float64)
     p = p[np.isfinite(p)]
-    if p.size == 0:
-        raise SlideError("no scored tiles")
-    if not 0.0 <= threshold <= 1.0:
-        raise SlideError(f"threshold must be in [0, 1], got {threshold}")
     if top_k < 1:
         raise SlideError(f"top-k must be at least 1, got {top_k}")
+    if p.size == 0:
+        return None
     k = min(top_k, p.size)
-    above = p >= threshold
-    return SlideScore(
-        top_k_mean=float(np.sort(p)[-k:].mean()),
-        top_k=k,
-        threshold=float(threshold),
-        mean_above_threshold=float(p[above].mean()) if above.any() else None,
-        fraction_above_threshold=float(above.mean()),
-        tiles=int(p.size),
-        tiles_above_threshold=int(above.sum()),
-        mean=float(p.mean()),
-        max=float(p.max()),
-    )
+    return {
+        "tiles": int(p.size),
+        "mean": round(float(p.mean()), 6),
+        "max": round(float(p.max()), 6),
+        "top_k": k,
+        "top_k_mean": round(float(np.sort(p)[-k:].mean()), 6),
+    }
 
 
 def probability_grid(grid: TileGrid, probabilities: np.ndarray) -> np.ndarray:
@@ -240,8 +204,8 @@ def shade(base: np.ndarray, cells: np.ndarray, *, color=SKIPPED_COLOR, alpha=0.6
 def heatmap_figure(
     tissue: TissueMask,
     grid: TileGrid,
-    scores: GridScores,
-    score: SlideScore | None,
+    scores: TileScores,
+    verdict: Verdict,
     *,
     alpha: float = 0.5,
 ) -> np.ndarray:
@@ -255,12 +219,12 @@ def heatmap_figure(
     skipped = np.where(scores.scored, np.nan, 1.0)
     gray = paint_grid(probability_grid(grid, skipped), cell=cell, shape=shape)
     n_skipped = int((~scores.scored).sum())
-    if score is None:
+    if verdict.positive is None:
         title = f"nothing scored: all {n_skipped} tissue tiles failed the tile checks (gray)"
     else:
         title = (
-            f"probability of cancer per tile ({score.tiles} scored, {n_skipped} skipped in "
-            f"gray); slide score {score.top_k_mean:.3f} (top-{score.top_k} mean)"
+            f"probability of cancer per tile ({verdict.tiles_assessed} scored, {n_skipped} "
+            f"skipped in gray); {verdict.label}, extent {verdict.extent:.1%}"
         )
     figure = side_by_side(
         [
@@ -268,8 +232,9 @@ def heatmap_figure(
             (shade(overlay(thumb, values, alpha=alpha), gray), title),
         ]
     )
-    threshold = None if score is None else score.threshold
-    legend = legend_bar(figure.shape[1], label="tile probability of cancer", threshold=threshold)
+    legend = legend_bar(
+        figure.shape[1], label="tile probability of cancer", threshold=verdict.threshold
+    )
     return np.concatenate([figure, legend])
 
 
@@ -278,8 +243,8 @@ def write_slide_outputs(
     *,
     tissue: TissueMask,
     grid: TileGrid,
-    scores: GridScores,
-    score: SlideScore | None,
+    scores: TileScores,
+    verdict: Verdict,
     info: dict[str, Any],
     alpha: float = 0.5,
 ) -> dict[str, Path]:
@@ -288,14 +253,15 @@ def write_slide_outputs(
 
     ``tiles.csv`` lists every tile read or touching the tissue mask, with its probability or
     the reason it was skipped; ``tiles.geojson`` holds the same tiles as QuPath detections
-    (:mod:`breastpath.slide.geojson`); ``slide.json`` holds ``score`` (null when nothing was
-    scored) and ``info``.
+    (:mod:`breastpath.slide.geojson`); ``slide.json`` holds ``info``, whose ``verdict`` is the
+    verdict rule's (label ``not assessed`` when nothing was scored) and ``stats`` the tile
+    statistics beside it.
     """
     from breastpath.slide.geojson import write_geojson
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figure = heatmap_figure(tissue, grid, scores, score, alpha=alpha)
+    figure = heatmap_figure(tissue, grid, scores, verdict, alpha=alpha)
     paths = {
         "heatmap": save_png(out / "heatmap.png", figure),
         "tissue": save_png(out / "tissue.png", tissue.mask.astype(np.uint8) * 255),
@@ -305,11 +271,7 @@ def write_slide_outputs(
     }
     records = grid.records(scores.probabilities, scores.skipped)
     write_csv(paths["tiles"], records, TILE_FIELDS)
-    write_geojson(paths["geojson"], records, threshold=None if score is None else score.threshold)
-    headline = (
-        "slide score = mean probability of the top k scored tissue tiles (top-k mean; the "
-        "headline); tiles skipped by the mask or the tile checks are never scored"
-    )
-    body = {"score": None if score is None else score.to_dict(), "rule": headline, **info}
+    write_geojson(paths["geojson"], records, threshold=verdict.threshold)
+    body = {"rule": verdict.rule, **info}
     write_json(paths["summary"], body)
     return paths

@@ -3,7 +3,7 @@
 A grid of square tiles covers the chosen level; a tile is read when at least ``min_tissue`` of
 its area is tissue on the :class:`~breastpath.slide.tissue.TissueMask` (tiles that touch the
 mask with less are listed as skipped, reason ``mask``). Read tiles pass the per-tile checks of
-:class:`~breastpath.slide.tile_check.TileCheck` (background, not H&E) before the model sees them;
+:class:`~breastpath.inference.tiles.TileCheck` (background, not H&E) before the model sees them;
 what fails is skipped with its reason and never scored. Kept tiles are read in blocks of
 neighbouring tiles (one region read per block, so each TIFF tile is decoded about once), by a
 small thread pool that runs ahead of the model by at most ``2 * workers`` blocks. Memory is
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from breastpath.errors import SlideError
-from breastpath.slide.tile_check import TileCheck
+from breastpath.inference.tiles import TileScores, score_tiles
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
@@ -259,27 +259,6 @@ def iter_tiles(
             yield done_index, future.result()
 
 
-@dataclass(frozen=True)
-class GridScores:
-    """Per kept tile: the cancer probability (NaN when skipped) and why it was skipped
-    (``""`` when scored; see :data:`~breastpath.slide.tile_check.SKIP_REASONS`)."""
-
-    probabilities: np.ndarray
-    skipped: np.ndarray
-
-    @property
-    def scored(self) -> np.ndarray:
-        """Bool mask of the tiles that were scored."""
-        return self.skipped == ""
-
-    def counts(self) -> dict[str, int]:
-        """Number of tiles scored and skipped per reason."""
-        reasons, numbers = np.unique(self.skipped.astype(str), return_counts=True)
-        out = {"scored": 0}
-        out.update({str(r) or "scored": int(n) for r, n in zip(reasons, numbers, strict=True)})
-        return out
-
-
 def score_grid(
     reader: SlideReader,
     grid: TileGrid,
@@ -289,8 +268,10 @@ def score_grid(
     batch_size: int = 256,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
-) -> GridScores:
-    """Check every kept tile (default :class:`TileCheck`) and score the ones that pass.
+) -> TileScores:
+    """Check every kept tile and score the ones that pass, through the one tile core
+    (:func:`breastpath.inference.tiles.score_tiles`; default check
+    :class:`~breastpath.inference.tiles.TileCheck`).
 
     Examples
     --------
@@ -298,34 +279,11 @@ def score_grid(
     >>> scores.probabilities.shape == (len(grid),), scores.counts()  # doctest: +SKIP
     (True, {'scored': 812, 'background': 40})
     """
-    check = TileCheck() if check is None else check
-    probabilities = np.full(len(grid), np.nan)
-    skipped = np.full(len(grid), "", dtype=object)
-    held_index: list[np.ndarray] = []
-    held_tiles: list[np.ndarray] = []
-
-    def flush() -> None:
-        index = np.concatenate(held_index)
-        tiles = np.concatenate(held_tiles)
-        reasons = check(tiles)
-        skipped[index] = reasons
-        ok = reasons == ""
-        if ok.any():
-            batch = predictor.prepare(tiles[ok])
-            probabilities[index[ok]] = predictor.cancer_probability(predictor.predict_proba(batch))
-        held_index.clear()
-        held_tiles.clear()
-        if progress is not None:
-            progress(len(index))
-
-    held = 0
-    for index, tiles in iter_tiles(reader, grid, workers=workers):
-        held_index.append(index)
-        held_tiles.append(tiles)
-        held += len(index)
-        if held >= batch_size:
-            flush()
-            held = 0
-    if held:
-        flush()
-    return GridScores(probabilities=probabilities, skipped=skipped)
+    return score_tiles(
+        predictor,
+        iter_tiles(reader, grid, workers=workers),
+        total=len(grid),
+        check=check,
+        batch_size=batch_size,
+        progress=progress,
+    )

@@ -8,9 +8,9 @@ closing and opening with a square of side ``2 * radius + 1``, and connected piec
 ``min_area`` pixels dropped. **Holes are not filled**, and the closing may only add pixels that
 are not bright (luminosity CIE L*/100 below 0.8): a lumen, a tear or glass inside the section
 stays out of the mask, so it is never scored as tissue. Each tile is checked again on its own
-pixels before scoring (:mod:`breastpath.slide.tile_check`). Morphology uses ``scipy.ndimage``
-(installed with scikit-learn); without scipy a numpy closing and opening run and small pieces
-are kept.
+pixels before scoring (:class:`breastpath.inference.tiles.TileCheck`). Morphology uses
+``scipy.ndimage`` (installed with scikit-learn); without scipy a numpy closing and opening run
+and small pieces are kept.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def tissue_mask(
 
 def bright_pixels(rgb: np.ndarray) -> np.ndarray:
     """Pixels at or above the tissue luminosity limit (glass, lumens, fat)."""
-    from breastpath.slide.tile_check import MAX_LUMINOSITY, luminance, luminance_threshold
+    from breastpath.tissue import MAX_LUMINOSITY, luminance, luminance_threshold
 
     return luminance(rgb) >= luminance_threshold(MAX_LUMINOSITY)
 

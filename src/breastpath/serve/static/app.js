@@ -82,9 +82,7 @@ function showVerdict(r) {
     ` · ${(1000 * r.seconds).toFixed(0)} ms`;
   const t = r.tiles;
   $("tile-detail").textContent = t
-    ? `Tiles: ${t.count} (${t.tissue_count} with tissue); image-level tile score ` +
-      `${pct(t.probability)} = ${t.aggregation}; highest tile ${pct(t.max)}; ` +
-      `${pct(t.positive_fraction)} of tiles at or above the threshold.`
+    ? `Tiles: ${t.count} (${t.assessed_count} assessed). ${t.verdict.text}.`
     : (r.note || "");
 }
 
@@ -207,7 +205,7 @@ function csvCell(value) {
 
 function downloadCsv() {
   const header = ["index", "filename", "ok", "label", "probability", "is_cancer", "threshold",
-    "tile_score", "tile_max", "tiles", "tissue_tiles", "width", "height", "assessed",
+    "tile_verdict", "tile_extent", "tile_score", "tile_max", "tiles", "tiles_assessed", "width", "height", "assessed",
     "tissue_fraction", "looks_like_he", "reason", "error"];
   const lines = [header.join(",")];
   for (const r of state.rows) {
@@ -215,7 +213,7 @@ function downloadCsv() {
     const q = r.quality || {};
     lines.push([
       r.index + 1, r.filename, r.ok, r.label, r.probability, r.is_cancer, r.threshold,
-      t.probability, t.max, t.count, t.tissue_count, r.image && r.image.width,
+      t.label, t.extent, t.score, t.max, t.count, t.assessed_count, r.image && r.image.width,
       r.image && r.image.height, r.assessed, q.tissue_fraction, q.looks_like_he, q.reason,
       r.error && r.error.detail,
     ].map(csvCell).join(","));
