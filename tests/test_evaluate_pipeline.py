@@ -13,6 +13,7 @@ from breastpath.data.cache import open_prepared
 from breastpath.errors import CheckpointError
 from breastpath.evaluate.metrics import binary_metrics
 from breastpath.evaluate.pipeline import evaluate_checkpoint
+from breastpath.inference.predictor import Predictor
 
 METRIC_KEYS = {
     "accuracy",
@@ -31,12 +32,28 @@ METRIC_KEYS = {
 def test_evaluate_writes_metrics_predictions_plots_and_report(trained_run, prepared_idc, tmp_path):
     result = evaluate_checkpoint(trained_run, prepared_idc, tmp_path, split="test")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["patch"]) >= METRIC_KEYS and set(metrics["patient"]) >= METRIC_KEYS
-    assert "mean of" in metrics["patient_score"]
+    assert set(metrics["patch"]) >= METRIC_KEYS
+    assert {"sensitivity", "specificity", "extent_mae", "extent_icc"} <= set(metrics["patient"])
+    rule = Predictor.from_checkpoint(trained_run).verdict_rule(unit="patch")
+    assert rule.describe() in metrics["patient_score"]
+    assert metrics["patient_verdict"]["rule"] == rule.describe()
     data = open_prepared(prepared_idc)
     test_rows = data.indices("test")
     assert metrics["patch"]["n"] == len(test_rows)
     assert metrics["patient"]["n"] == len(set(data.patients[test_rows]))
+    # patients.csv: each patient's verdict is the rule's over its own patch probabilities
+    with open(tmp_path / "patients.csv", newline="") as handle:
+        patients = {r["patient"]: r for r in csv.DictReader(handle)}
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        predictions = list(csv.DictReader(handle))
+    assert set(patients) == set(data.patients[test_rows])
+    for patient, row in patients.items():
+        mine = [r for r in predictions if r["patient"] == patient]
+        verdict = rule.apply([float(r["probability"]) for r in mine])
+        assert row["positive"] == str(verdict.positive)
+        assert float(row["extent"]) == pytest.approx(verdict.extent, abs=1e-6)
+        true = np.mean([int(r["label"]) for r in mine])
+        assert float(row["true_extent"]) == pytest.approx(true, abs=1e-6)
 
     with open(tmp_path / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

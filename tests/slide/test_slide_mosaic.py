@@ -62,14 +62,18 @@ def test_patches_are_placed_by_their_coordinates(idc_tree, predictor):
     assert np.isfinite(mosaic.probability).sum() == 9
 
 
-def test_probabilities_come_from_the_predictor_and_score_is_the_mean(idc_tree, predictor):
+def test_probabilities_come_from_the_predictor_and_the_verdict_from_the_rule(idc_tree, predictor):
     patches = load_patient(idc_tree, patient=PATIENT)
     mosaic = build_mosaic(patches, predictor=predictor, threshold=0.5)
     single = [p.probability for p in predictor.predict_images(patches.images)]
     table = [row["probability"] for row in mosaic.rows]
     np.testing.assert_allclose(table, single, atol=1e-5)
-    assert mosaic.score["score"] == pytest.approx(np.mean(single), abs=1e-6)
-    assert "mean" in mosaic.score["rule"]
+    rule = predictor.verdict_rule(threshold=0.5, unit="patch")
+    verdict = rule.apply(single)
+    assert mosaic.score["verdict"] == verdict.to_dict() and mosaic.score["rule"] == rule.describe()
+    assert mosaic.score["positive"] == verdict.positive
+    assert mosaic.score["extent"] == pytest.approx(np.mean(np.array(single) >= 0.5), abs=1e-6)
+    assert mosaic.score["true_extent"] == pytest.approx(3 / 9)
     assert mosaic.score["label"] == 1 and mosaic.score["idc_patches"] == 3
     assert mosaic.score["patches"] == 9 and mosaic.score["threshold"] == 0.5
     assert [r["predicted"] for r in mosaic.rows] == [int(p >= 0.5) for p in table]
@@ -110,13 +114,14 @@ def test_written_files(idc_tree, predictor, tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9 and {r["label"] for r in rows} == {"0", "1"}
     summary = json.loads(paths["summary"].read_text())
-    assert summary["score"] == pytest.approx(np.mean([float(r["probability"]) for r in rows]))
+    called = np.mean([float(r["probability"]) >= summary["threshold"] for r in rows])
+    assert summary["extent"] == pytest.approx(called, abs=1e-6)
 
 
 def test_cli_mosaic(idc_tree, tmp_path, capsys):
     code, out, err = _run(capsys, "mosaic", idc_tree, "--patient", PATIENT, "--out", tmp_path)
     assert code == 0, err
-    assert "mean patch probability" in out and "9 patches (3 IDC)" in out
+    assert "9 patches (3 labelled IDC" in out and "(rule: " in out
     assert {p.name for p in tmp_path.iterdir()} == {
         "mosaic.png",
         "figure.png",
@@ -148,8 +153,9 @@ def test_real_idc_patient_mosaic_with_the_default_model(shared_data, tmp_path, c
     assert probs[labels == 1].mean() > probs[labels == 0].mean() + 0.3
     summary = json.loads((tmp_path / "patient.json").read_text())
     assert summary["not_assessed"] == len(rows) - len(scored) < 10
-    assert summary["score"] == pytest.approx(probs.mean(), abs=1e-5)
-    assert summary["label"] == 1
+    assert summary["mean"] == pytest.approx(probs.mean(), abs=1e-5)
+    assert summary["extent"] == pytest.approx((probs >= summary["threshold"]).mean(), abs=1e-5)
+    assert summary["label"] == 1 and summary["positive"] == summary["verdict"]["positive"]
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
     xs, ys = [int(r["x"]) for r in rows], [int(r["y"]) for r in rows]
     assert mosaic.shape[:2] == (max(ys) - min(ys) + 50, max(xs) - min(xs) + 50)

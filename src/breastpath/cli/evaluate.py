@@ -49,13 +49,25 @@ def command(positional, checkpoint, data, split, out_dir, batch_size, allow_non_
             f"({quality['reasons']}; listed in {out_dir}/not_assessed.csv)",
             err=True,
         )
-    for level in ("patch", "patient"):
-        m = result[level]
-        auc = m["roc_auc"]
-        click.echo(
-            f"{level:8s} n={m['n']:<6d} balanced_accuracy={m['balanced_accuracy']:.4f} "
-            f"f1={m['f1']:.4f} sensitivity={m['sensitivity']:.4f} "
-            f"specificity={m['specificity']:.4f} roc_auc="
-            f"{'n/a' if auc is None else f'{auc:.4f}'}"
-        )
+    m = result["patch"]
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    click.echo(
+        f"patch    n={m['n']:<6d} balanced_accuracy={m['balanced_accuracy']:.4f} "
+        f"f1={m['f1']:.4f} sensitivity={m['sensitivity']:.4f} "
+        f"specificity={m['specificity']:.4f} roc_auc={auc}"
+    )
+    p = result["patient"]
+    click.echo(
+        f"patient  n={p['n']:<6d} ({p['positive_patients']} positive, "
+        f"{p['negative_patients']} negative) presence: sensitivity={_num(p['sensitivity'])} "
+        f"specificity={_num(p['specificity'])}; extent: mae={_num(p['extent_mae'])} "
+        f"pearson_r={_num(p['extent_pearson_r'])} icc={_num(p['extent_icc'])}"
+    )
+    click.echo(f"patient verdict rule: {result['patient_verdict']['rule']}")
+    for warning in result["patient_verdict"]["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {out_dir}/report.html")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

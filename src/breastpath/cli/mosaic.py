@@ -36,7 +36,8 @@ def command(source, patient, checkpoint, out_dir, threshold, batch_size, max_sid
     """Rebuild an IDC patient's tissue from SOURCE (an IDC folder, a patient folder or a
     prepared cache) and draw the ground truth beside the model's heatmap.
 
-    The patient score is the mean patch probability.
+    The patient's verdict and extent (share of its assessed patches called IDC) come from the
+    model's one verdict rule, printed beside them.
     """
     from breastpath.inference.predictor import Predictor
     from breastpath.slide.mosaic import build_mosaic, load_patient, write_mosaic
@@ -47,10 +48,8 @@ def command(source, patient, checkpoint, out_dir, threshold, batch_size, max_sid
     paths = write_mosaic(out_dir, mosaic, max_side=max_side)
     s = mosaic.score
     click.echo(
-        f"patient {s['patient']}: {s['patches']} patches ({s['idc_patches']} IDC), "
-        f"score {s['score']:.4f} (mean patch probability; threshold {s['threshold']:.4f}, "
-        f"{'positive' if s['positive'] else 'negative'}), "
-        f"{s['fraction_above_threshold']:.1%} of patches at or above the threshold"
+        f"patient {s['patient']}: {s['patches']} patches ({s['idc_patches']} labelled IDC, "
+        f"true extent {s['true_extent']:.1%}); {s['verdict']['text']}"
     )
     if s["skipped"]:
         click.echo(f"{len(s['skipped'])} unreadable patch(es) skipped", err=True)

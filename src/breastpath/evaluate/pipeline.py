@@ -1,8 +1,11 @@
 """``evaluate_checkpoint``: score a split, compute patch- and patient-level metrics, draw the
 plots and write ``metrics.json``, ``predictions.csv`` and ``report.html``.
 
-Patient score = mean of the patient's patch probabilities; a patient counts as positive when any
-of its patches is positive. Both levels use the checkpoint's threshold (chosen on validation).
+Patch level: the checkpoint's threshold (chosen on validation). Patient level: the model's one
+verdict rule (:mod:`breastpath.inference.verdict`) over each patient's patches, against the
+truth (positive when any of its patches is): presence (sensitivity, specificity) and extent (the
+share of its patches called positive against the true share), by
+:func:`breastpath.evaluate.patients.patient_verdict_metrics`; ``patients.csv`` lists both.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from breastpath.choices import InputFit
 from breastpath.config import DataConfig
 from breastpath.data.cache import PreparedData, is_prepared, open_prepared, read_rows
 from breastpath.errors import CheckpointError, InvalidImageError
-from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.calibration import calibration_summary
 from breastpath.evaluate.metrics import binary_metrics, multiclass_metrics
+from breastpath.evaluate.patients import patient_verdict_metrics
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.quality import Quality, assess
 from breastpath.inference.score import cancer_score, cancer_truth
@@ -179,14 +182,20 @@ def _metrics_and_files(
     cancer = cancer_score(probs, predictor.meta)
     truth = cancer_truth(labels, predictor.meta)
     threshold = predictor.threshold
-    patients = data.patients[rows]
-    per_patient = patient_scores(patients, truth, cancer, reduce="mean")
+    rule = predictor.verdict_rule(unit="patch")
+    verdicts = patient_verdict_metrics(data.patients[rows], truth, cancer, rule=rule)
+    per_patient = verdicts.pop("per_patient")
+    write_csv(out / "patients.csv", per_patient, list(per_patient[0]) if per_patient else [])
+    curve = (
+        np.array([r["label"] for r in per_patient], dtype=np.int64),
+        np.array([r["extent"] for r in per_patient], dtype=np.float64),
+    )
     result: dict[str, Any] = {
         "patch": binary_metrics(truth, cancer, threshold=threshold),
-        "patient": binary_metrics(
-            per_patient["y_true"], per_patient["scores"], threshold=threshold
-        ),
-        "patient_score": describe_patient_score("mean"),
+        "patient": patient_section(verdicts),
+        "patient_verdict": verdicts,
+        "patient_score": f"Patient verdict: {rule.describe()}; extent = the share of its "
+        "assessed patches at or above the threshold, against the share labelled positive.",
         "model": predictor.describe(),
         "version": breastpath.__version__,
     }
@@ -219,11 +228,11 @@ def _metrics_and_files(
 
     figures = {
         "roc": plots.plot_roc(
-            {"patch": (truth, cancer), "patient": (per_patient["y_true"], per_patient["scores"])},
+            {"patch": (truth, cancer), "patient (extent)": curve},
             out / "roc.png",
         ),
         "pr": plots.plot_pr(
-            {"patch": (truth, cancer), "patient": (per_patient["y_true"], per_patient["scores"])},
+            {"patch": (truth, cancer), "patient (extent)": curve},
             out / "pr.png",
         ),
         "confusion_matrix": plots.plot_confusion_matrix(
@@ -251,6 +260,23 @@ def _metrics_and_files(
         )
     result["plots"] = {k: Path(v).name for k, v in figures.items()}
     return result
+
+
+def patient_section(verdicts: dict[str, Any]) -> dict[str, Any]:
+    """The patient level as one flat table section: presence, extent and the patient count."""
+    presence, extent = verdicts["presence"], verdicts["extent"]
+    return {
+        "n": verdicts["patients"],
+        "positive_patients": verdicts["positive_patients"],
+        "negative_patients": verdicts["negative_patients"],
+        "sensitivity": presence["sensitivity"],
+        "specificity": presence["specificity"],
+        "balanced_accuracy": presence["balanced_accuracy"],
+        "extent_mae": extent["mae"],
+        "extent_bias": extent["bias"],
+        "extent_pearson_r": extent["pearson_r"],
+        "extent_icc": extent["icc"],
+    }
 
 
 def _grid_sample(
@@ -309,6 +335,7 @@ def _write_report(
         notes=[
             result["patient_score"],
             "A patient is positive when any of its patches is positive.",
+            *result["patient_verdict"]["warnings"],
             "Research use only; not a diagnostic device.",
         ],
     )

@@ -7,8 +7,9 @@ sampled) stay white, and edge patches smaller than 50x50 are pasted at their own
 
 The figure follows Janowczyk & Madabhushi (2016), Fig. 7: on the left the tissue with the
 ground-truth IDC region (class-1 patches) tinted and outlined, on the right the model's
-probability of IDC per patch as a heatmap overlay. **Patient score = mean patch probability**
-(as in ``breastpath evaluate``); the share of patches at or above the threshold is reported too.
+probability of IDC per patch as a heatmap overlay. The patient's **verdict and extent** come
+from the model's one verdict rule (:mod:`breastpath.inference.verdict`, as in ``breastpath
+evaluate``): the extent is the share of its assessed patches called IDC, beside the true share.
 Predictions come from :class:`~breastpath.inference.predictor.Predictor` in batches.
 """
 
@@ -199,11 +200,9 @@ def build_mosaic(
     --------
     >>> mosaic = build_mosaic(load_patient("prepared", patient="10253"),
     ...                       predictor=Predictor.from_checkpoint("default"))  # doctest: +SKIP
-    >>> mosaic.score["score"]  # mean patch probability  # doctest: +SKIP
-    0.31
+    >>> mosaic.score["verdict"]["label"], mosaic.score["extent"]  # doctest: +SKIP
+    ('IDC present', 0.31)
     """
-    from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
-
     if len(patches) == 0:
         raise SlideError(f"patient {patches.patient} has no patches")
     cutoff = predictor.threshold if threshold is None else float(threshold)
@@ -266,19 +265,21 @@ def build_mosaic(
         )
     ]
     scored, labels = probs[assessed], patches.labels[assessed]
-    agg = patient_scores([patches.patient] * len(scored), labels, scored, reduce="mean")
+    verdict = predictor.verdict_rule(threshold=cutoff, unit="patch").apply(scored)
     score = {
         "patient": patches.patient,
-        "score": float(agg["scores"][0]),
-        "rule": describe_patient_score("mean", threshold=cutoff),
+        "verdict": verdict.to_dict(),
+        "positive": verdict.positive,
+        "extent": round(float(verdict.extent or 0.0), 6),
+        "true_extent": round(float(labels.mean()), 6),
+        "rule": verdict.rule,
         "threshold": cutoff,
-        "positive": bool(agg["scores"][0] >= cutoff),
-        "label": int(agg["y_true"][0]),
+        "label": int(patches.labels.max()),
         "patches": len(probs),
         "not_assessed": int((~assessed).sum()),
         "idc_patches": int(patches.labels.sum()),
-        "fraction_above_threshold": float((scored >= cutoff).mean()),
-        "max": float(scored.max()),
+        "mean": round(float(scored.mean()), 6),
+        "max": round(float(scored.max()), 6),
         "source": patches.source,
         "skipped": patches.skipped,
         "origin": [x0, y0],
@@ -314,7 +315,10 @@ def mosaic_figure(mosaic: Mosaic, *, alpha: float = 0.5, max_side: int = 2048) -
     s = mosaic.score
     panels = [
         (truth_panel, f"patient {mosaic.patient}: ground truth IDC ({s['idc_patches']} patches)"),
-        (overlay(mosaic.image, values, alpha=alpha), f"predicted, score {s['score']:.3f}"),
+        (
+            overlay(mosaic.image, values, alpha=alpha),
+            f"predicted: {s['verdict']['label']}, extent {s['extent']:.1%}",
+        ),
     ]
     figure = side_by_side(panels, max_side=max_side)
     legend = legend_bar(figure.shape[1], label="probability of IDC", threshold=s["threshold"])
