@@ -53,3 +53,8 @@ class StainError(BreastpathError, ValueError):
 class SlideError(BreastpathError, ValueError):
     """A slide or an IDC patient cannot be used: missing file, not a slide, unknown patient,
     no tissue found, or an unusable level or resolution."""
+
+
+class DecodeLimitError(InvalidImageError):
+    """Decoding an image passed a resource limit (memory, CPU time or wall time) and was
+    stopped; the image is refused like any other bad image."""

@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from breastpath.errors import DatasetLayoutError, InvalidImageError
+from breastpath.errors import DatasetLayoutError, DecodeLimitError, InvalidImageError
+from breastpath.image_header import inspect_image
 
 #: Refuse images with more pixels than this (decompression-bomb guard): 16k x 16k.
 DEFAULT_MAX_PIXELS = 16_384 * 16_384
@@ -65,7 +66,8 @@ def gather_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _describe(source: ImageSource) -> str:
+def describe_source(source: ImageSource) -> str:
+    """How error messages name ``source``: its path, its size in bytes, or its stream name."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, bytes):
@@ -104,7 +106,9 @@ def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return decode_image_info(source, max_pixels=max_pixels).pixels
 
 
-def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image_info(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> DecodedImage:
     """Decode an image into RGB pixels, with its format and frame count.
 
     Parameters
@@ -114,6 +118,8 @@ def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXE
     max_pixels
         Images with more pixels are refused before their pixels are decoded, and so are large
         images more elongated than :data:`MAX_ASPECT_RATIO` (see :func:`check_size`).
+    name
+        How error messages name the image (default: :func:`describe_source`).
 
     Returns
     -------
@@ -140,22 +146,35 @@ def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXE
     >>> decoded.pixels.shape, decoded.frames, decoded.note
     ((8, 8, 3), 2, 'TIFF with 2 frames: only the first frame was scored')
     """
+    name = name or describe_source(source)
+    data = _read_source(source, name)
+    inspect_image(data, name=name)  # refuses costly structures before any decoder sees them
+    try:
+        return _decode_bytes(data, name=name, max_pixels=max_pixels)
+    except InvalidImageError:
+        raise
+    except MemoryError:
+        raise DecodeLimitError(f"{name}: not enough memory to decode this image") from None
+    except Exception as exc:  # any decoder failure is a bad image, never a crash
+        raise InvalidImageError(
+            f"{name}: corrupt or unsupported image ({type(exc).__name__}: {exc})"[:500]
+        ) from None
+
+
+def _decode_bytes(data: bytes, *, name: str, max_pixels: int) -> DecodedImage:
+    """Pillow's part of :func:`decode_image_info`; its expected errors named here."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    name = _describe(source)
-    stream = _open_stream(source, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(stream, formats=IMAGE_FORMATS)
+            opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             check_size(opened.size, max_pixels=max_pixels, name=name)
             frames = int(getattr(opened, "n_frames", 1) or 1)
             fmt = str(opened.format)
             opened.load()
             ImageOps.exif_transpose(opened, in_place=True)  # (a copy otherwise, even if upright)
             return DecodedImage(_to_rgb_array(opened, name), fmt, frames)
-    except InvalidImageError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(f"{name}: image is too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
@@ -163,31 +182,34 @@ def decode_image_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXE
             f"{name}: not a readable image (accepted: {', '.join(IMAGE_FORMATS)})"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, InvalidImageError):
+            raise
         raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    finally:
-        if stream is not source:
-            stream.close()
 
 
-def _open_stream(source: ImageSource, name: str) -> BinaryIO:
-    """A binary stream for ``source``; files that cannot be opened are an InvalidImageError."""
+def _read_source(source: ImageSource, name: str) -> bytes:
+    """The bytes of ``source``; a file that cannot be read is an InvalidImageError."""
     if isinstance(source, bytes):
         if not source:
             raise InvalidImageError(f"{name}: empty buffer")
-        return io.BytesIO(source)
-    if not isinstance(source, (str, os.PathLike)):
         return source
+    if not isinstance(source, (str, os.PathLike)):
+        data = source.read()
+        if not data:
+            raise InvalidImageError(f"{name}: empty stream")
+        return bytes(data)
     path = Path(source)
     try:
         if not path.is_file():
             raise InvalidImageError(f"{name}: no such file")
-        if path.stat().st_size == 0:
-            raise InvalidImageError(f"{name}: file is empty")
-        return open(path, "rb")
+        data = path.read_bytes()
     except PermissionError:
         raise InvalidImageError(f"{name}: permission denied (the file is not readable)") from None
     except OSError as exc:
         raise InvalidImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise InvalidImageError(f"{name}: file is empty")
+    return data
 
 
 def check_size(size: tuple[int, int], *, max_pixels: int, name: str) -> None:
@@ -218,17 +240,14 @@ def check_size(size: tuple[int, int], *, max_pixels: int, name: str) -> None:
 
 
 def probe_size(data: bytes, *, name: str = "image") -> tuple[int, int] | None:
-    """``(width, height)`` from an image's header (no pixels decoded), or ``None`` when the
-    bytes are not an accepted image (decoding then says why)."""
-    from PIL import Image
-
+    """``(width, height)`` from an image's header (no pixels decoded, a bounded walk of its
+    structure: :func:`~breastpath.image_header.inspect_image`), or ``None`` when the bytes are
+    not an accepted image or are refused (decoding then says why)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as probe:
-                return int(probe.size[0]), int(probe.size[1])
-    except Exception:
+        header = inspect_image(data, name=name)
+    except InvalidImageError:
         return None
+    return None if header is None else (header.width, header.height)
 
 
 #: RGB images larger than this are copied out of Pillow a strip of about this many pixels at a

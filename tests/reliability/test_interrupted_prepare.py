@@ -30,11 +30,11 @@ CONFIG = DataConfig(test_frac=0.2, val_frac=0.2, seed=3)
 SLOW_PREPARE = """
 import sys, time
 import breastpath.data.cache as cache
-real = cache.decode_image
+real = cache.read_image
 def slow(*args, **kwargs):
     time.sleep(0.05)
     return real(*args, **kwargs)
-cache.decode_image = slow
+cache.read_image = slow
 from breastpath.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -32,8 +32,8 @@ from breastpath.choices import InputFit
 from breastpath.data.index import SourceIndex
 from breastpath.data.transforms import fit_to_size
 from breastpath.errors import CacheError, InvalidImageError
-from breastpath.imaging import decode_image
 from breastpath.io import read_csv, read_json, remove_stale_temps, write_csv, write_json
+from breastpath.sandbox import default_sandbox
 
 FORMAT = "breastpath-cache/1"
 IMAGES_FILE = "images.u8"
@@ -80,15 +80,17 @@ class _ZipReaders(threading.local):
 
 
 def read_image(path: str, zips: _ZipReaders | None = None) -> np.ndarray:
-    """Decode an image given as a file path or as ``archive.zip::member``."""
+    """Decode an image given as a file path or as ``archive.zip::member``, in the decode
+    sandbox (:func:`~breastpath.sandbox.default_sandbox`): any failure is an
+    :class:`~breastpath.errors.InvalidImageError`."""
     if "::" in path:
         archive, member = path.split("::", 1)
         try:
             data = (zips or _ZipReaders()).read(archive, member)
-        except (KeyError, zipfile.BadZipFile, OSError) as exc:
+        except (KeyError, zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError) as exc:
             raise InvalidImageError(f"{path}: cannot read from archive ({exc})") from None
-        return decode_image(data)
-    return decode_image(path)
+        return default_sandbox().decode(data).pixels
+    return default_sandbox().decode(path).pixels
 
 
 def decode_into(

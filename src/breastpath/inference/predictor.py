@@ -21,11 +21,12 @@ from breastpath.checkpoint import Checkpoint, CheckpointMeta, build_model, load_
 from breastpath.choices import RUNTIMES
 from breastpath.data.transforms import fit_to_size, to_model_array, to_model_input
 from breastpath.errors import CheckpointError, ExplanationUnavailableError, InvalidImageError
-from breastpath.imaging import ImageSource, decode_image
+from breastpath.imaging import ImageSource
 from breastpath.inference.device import select_device
 from breastpath.inference.quality import Quality
 from breastpath.inference.quality import assess as assess_quality
 from breastpath.inference.score import cancer_score
+from breastpath.sandbox import DecodeSandbox, default_sandbox
 
 if TYPE_CHECKING:
     from breastpath.inference.verdict import VerdictRule
@@ -384,15 +385,22 @@ class Predictor:
         )
 
     def predict_sources(
-        self, sources: Sequence[ImageSource], *, allow_non_tissue: bool = False
+        self,
+        sources: Sequence[ImageSource],
+        *,
+        allow_non_tissue: bool = False,
+        sandbox: DecodeSandbox | None = None,
     ) -> list[Prediction | InvalidImageError]:
-        """Decode and score files or buffers; a bad one yields its error in its place."""
-        decoded: list[np.ndarray | InvalidImageError] = []
-        for source in sources:
-            try:
-                decoded.append(decode_image(source))
-            except InvalidImageError as exc:
-                decoded.append(exc)
+        """Decode and score files or buffers; a bad one yields its error in its place.
+
+        Decoding goes through ``sandbox`` (default: :func:`~breastpath.sandbox.default_sandbox`):
+        small patches inline, anything else in worker processes with hard limits.
+        """
+        decoder = sandbox if sandbox is not None else default_sandbox()
+        decoded: list[np.ndarray | InvalidImageError] = [
+            d if isinstance(d, InvalidImageError) else d.pixels
+            for d in decoder.decode_many(sources)
+        ]
         good = [d for d in decoded if isinstance(d, np.ndarray)]
         predictions = (
             iter(self.predict_images(good, allow_non_tissue=allow_non_tissue)) if good else iter(())
