@@ -153,7 +153,7 @@ def command(
 
 def is_single_slide(inputs: tuple[str, ...]) -> bool:
     """Whether the inputs are one slide (written into OUT itself) rather than a cohort."""
-    from breastpath.slide.sources import _GLOB_CHARS, is_dicom_folder, is_manifest
+    from breastpath.slide.sources import is_dicom_folder, is_glob, is_manifest
 
     if inputs and all(str(p).lower().endswith(".dcm") for p in inputs):
         return True
@@ -164,7 +164,7 @@ def is_single_slide(inputs: tuple[str, ...]) -> bool:
         return False
     if path.is_dir():
         return is_dicom_folder(path)
-    return path.exists() or not _GLOB_CHARS.search(text)
+    return not is_glob(text)
 
 
 def _one_slide(slide, out_dir, checkpoint, settings, *, device: str, no_progress: bool) -> None:
