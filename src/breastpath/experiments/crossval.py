@@ -180,6 +180,7 @@ def cross_validate(
         reduce=reduce,
         n_boot=n_boot,
         seed=seed,
+        dataset=data.meta.get("dataset"),
     )
     result = {
         "data": _describe(data, patients=len(fold_of)),

@@ -21,6 +21,8 @@ import numpy as np
 
 from breastpath.evaluate.aggregate import describe_patient_score, patient_scores
 from breastpath.evaluate.metrics import binary_metrics, bootstrap_ci, multiclass_metrics
+from breastpath.experiments.verdict_cv import cross_fit_rule
+from breastpath.inference.verdict import rule_for
 from breastpath.io import markdown_table
 
 __all__ = ["centre_scores", "format_markdown", "summarise"]
@@ -146,11 +148,15 @@ def summarise(
     reduce: str = "mean",
     n_boot: int = 1000,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Per-fold and pooled metrics of OOF ``predictions`` (rows as in ``oof_predictions.csv``).
 
     Returns ``{"per_fold": [...], "pooled": {"image": ..., "patient": ...}, "fold_mean": ...,
-    "fold_std": ...}``; pooled metrics carry ``ci95`` (``metric -> (low, high)``).
+    "fold_std": ...}``; pooled metrics carry ``ci95`` (``metric -> (low, high)``). For a binary
+    task ``pooled["patient_verdict"]`` holds the task's verdict rule (``dataset``, see
+    :func:`breastpath.inference.verdict.rule_for`) with its numbers chosen by cross-fitting
+    (:func:`breastpath.experiments.verdict_cv.cross_fit_rule`): presence and extent.
     """
     y, probs, patients, fold_ids, thresholds = _arrays(predictions, class_names)
     binary = len(class_names) == 2
@@ -207,6 +213,10 @@ def summarise(
         if threshold == "fold":
             rule = rule.replace("image probabilities", "rescaled image scores")
         pooled["patient_rule"] = rule
+        base = rule_for({"dataset": dataset, "threshold": 0.5}, unit="patch")
+        pooled["patient_verdict"] = cross_fit_rule(
+            patients, y, probs[:, 1], fold_ids, base=base, n_boot=n_boot, seed=seed
+        )
     else:
         pooled["patient_rule"] = "Patient class = argmax of its mean image probabilities."
     return {
@@ -231,6 +241,36 @@ def _model_name(train: dict[str, Any]) -> str:
     """The model of a train config, nested (``{"model": {"name": ...}}``) or flat (earlier)."""
     model = train.get("model")
     return str(model.get("name") if isinstance(model, dict) else model)
+
+
+def verdict_markdown(verdict: dict[str, Any]) -> list[str]:
+    """The patient verdict section of ``crossval.md``: the cross-fitted presence and extent."""
+    pooled, ci = verdict["pooled"], verdict["pooled"].get("ci95", {})
+
+    def cell(block: str, key: str) -> str:
+        value = pooled[block][key]
+        if value is None:
+            return "n/a"
+        low_high = ci.get(key)
+        return _fmt(value) + (f" [{_fmt(low_high[0])}–{_fmt(low_high[1])}]" if low_high else "")
+
+    header = ["sensitivity", "specificity", "extent MAE", "bias", "Pearson r", "ICC"]
+    row = [cell("presence", "sensitivity"), cell("presence", "specificity")]
+    row += [cell("extent", k) for k in ("mae", "bias", "pearson_r", "icc")]
+    folds = "; ".join(
+        f"fold {f['fold']}: t {f['threshold']:g}, k {f['min_tiles']}, share {f['min_extent']:g}"
+        for f in verdict["per_fold"]
+    )
+    return [
+        "## Patient verdict: presence and extent",
+        "",
+        f"{verdict['protocol']} ({pooled['patients']} patients: {pooled['positive_patients']} "
+        f"positive, {pooled['negative_patients']} negative). Rules per fold: {folds}. "
+        f"Chosen on all patients (to ship): {verdict['final_rule']}.",
+        "",
+        markdown_table(header, [row]),
+        "",
+    ]
 
 
 def format_markdown(result: dict[str, Any]) -> str:
@@ -266,7 +306,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         block = result["pooled"][level]
         cells = [level, str(block["n"]), *(_with_ci(block, m) for m in CI_METRICS)]
         pooled.append([*cells, *(_with_ci(block, m) for m in extra)])
-    lines += [markdown_table([*header, *extra], pooled), "", "## Per fold", ""]
+    lines += [markdown_table([*header, *extra], pooled), ""]
+    if "patient_verdict" in result["pooled"]:
+        lines += verdict_markdown(result["pooled"]["patient_verdict"])
+    lines += ["## Per fold", ""]
     folds = []
     for fold in result["per_fold"]:
         m = fold["metrics"]
