@@ -132,8 +132,6 @@ class DecodeSandbox:
         self._slots: queue.LifoQueue[WorkerProcess | None] = queue.LifoQueue()
         for _ in range(workers):
             self._slots.put(None)  # a slot whose worker is not started yet
-        self._closed = False
-        self._lock = threading.Lock()
         self.stats = {"inline": 0, "in_workers": 0, "killed": 0, "started": 0}
 
     def __enter__(self) -> DecodeSandbox:
@@ -143,15 +141,18 @@ class DecodeSandbox:
         self.close()
 
     def close(self) -> None:
-        """Stop the idle workers now and the busy ones when their call ends."""
-        self._closed = True
+        """Stop the idle workers now (a later call starts fresh ones; a busy worker goes back
+        to its slot and ends with this process, which closes its input)."""
+        idle: list[WorkerProcess | None] = []
         while True:
             try:
-                worker = self._slots.get_nowait()
+                idle.append(self._slots.get_nowait())
             except queue.Empty:
-                return
+                break
+        for worker in idle:
             if worker is not None:
                 worker.kill()
+            self._slots.put(None)
 
     # ------------------------------------------------------------------ decoding
     def decode(self, source: ImageSource, *, cancel: threading.Event | None = None) -> DecodedImage:
@@ -241,9 +242,6 @@ class DecodeSandbox:
     def _give(self, worker: WorkerProcess | None, *, killed: bool) -> None:
         if killed:
             self.stats["killed"] += 1
-        if worker is not None and self._closed:
-            worker.kill()
-            worker = None
         self._slots.put(worker)
 
 

@@ -12,6 +12,8 @@ the model at a time, so decoding the next image overlaps scoring the last.
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from breastpath.imaging import probe_size
+from breastpath.sandbox import inline_bytes
 from breastpath.serve.errors import ApiError
 from breastpath.serve.service import Decoded, PredictionService, release_pixels
 from breastpath.serve.uploads import (
@@ -109,9 +112,14 @@ async def _prepare(
     """Read, check, decode and reduce one entry; its error in its place when it fails."""
     try:
         upload = await run_in_threadpool(_materialize, service, entry, budget)
-        pixels = _charge_pixels(service, upload, budget)
-        async with service.decode_gate.hold(pixels):
-            item = await run_in_threadpool(service.decode, upload, tiles_left=budget.tiles)
+        if inline_bytes(upload.data):  # a small patch: bounded work, on the event loop
+            _charge_pixels(service, upload, budget)
+            item = service.decode(upload, tiles_left=budget.tiles)
+        else:  # the header walk and the decode off the loop; the gate held until it ends
+            pixels = await run_in_threadpool(_charge_pixels, service, upload, budget)
+            cancel = threading.Event()
+            call = functools.partial(service.decode, upload, tiles_left=budget.tiles, cancel=cancel)
+            item = await service.decode_gate.run(pixels, call, on_cancel=cancel.set)
     except ApiError as exc:
         return exc
     budget.tiles -= item.grid.count if item.grid is not None else 0

@@ -286,9 +286,9 @@ class PixelGate:
     def _fits(self, weight: int) -> bool:
         return self.in_use == 0 or self.in_use + weight <= self.capacity
 
-    @contextlib.asynccontextmanager
-    async def hold(self, weight: int) -> Any:
-        """Hold ``weight`` pixels of the capacity for the duration of the block."""
+    async def acquire(self, weight: int) -> int:
+        """Wait until ``weight`` pixels fit, take them, and return the weight taken (clipped to
+        the capacity); give it back with :meth:`release`."""
         weight = max(0, min(int(weight), self.capacity))
         if self._waiters or not self._fits(weight):
             future = asyncio.get_running_loop().create_future()
@@ -305,10 +305,50 @@ class PixelGate:
                 raise
         else:
             self.in_use += weight
+        return weight
+
+    def release(self, weight: int) -> None:
+        """Give back what :meth:`acquire` took."""
+        self._release(weight)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, weight: int) -> Any:
+        """Hold ``weight`` pixels of the capacity for the duration of the block."""
+        taken = await self.acquire(weight)
         try:
             yield
         finally:
-            self._release(weight)
+            self._release(taken)
+
+    async def run(
+        self, weight: int, call: Callable[[], T], *, on_cancel: Callable[[], None] | None = None
+    ) -> T:
+        """``call()`` in a worker thread, holding ``weight`` pixels until it returns.
+
+        A caller cancelled meanwhile (its client hung up) calls ``on_cancel`` (which should make
+        ``call`` stop early) and leaves at once, but the pixels stay held until ``call`` has
+        actually ended: the work, not the request, holds the budget.
+        """
+        taken = await self.acquire(weight)
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(None, call)
+        except BaseException:
+            self._release(taken)
+            raise
+
+        def done(finished: asyncio.Future) -> None:
+            self._release(taken)
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a cancelled caller never reads it
+
+        future.add_done_callback(done)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                on_cancel()
+            raise
 
     def _release(self, weight: int) -> None:
         self.in_use -= weight

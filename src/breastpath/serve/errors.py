@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from breastpath.errors import InvalidImageError
+from breastpath.errors import DecodeLimitError, InvalidImageError
 
 log = logging.getLogger("breastpath.serve")
 
@@ -32,7 +32,9 @@ class ApiError(Exception):
 def image_error(exc: InvalidImageError, name: str) -> ApiError:
     """Turn a decoding error into a 4xx: 413 too large, 415 not an image or mode, 400 otherwise."""
     message = str(exc).split(": ", 1)[-1]
-    if any(s in message for s in ("more than the limit", "too large to decode", "elongated")):
+    if isinstance(exc, DecodeLimitError) or any(
+        s in message for s in ("more than the limit", "too large to decode", "elongated")
+    ):
         status = 413
     elif "not a readable image" in message or "not supported" in message or "mode" in message:
         status = 415

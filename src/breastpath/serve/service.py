@@ -6,6 +6,8 @@ CPU work on pixels runs in worker threads and model work on the inference thread
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +25,14 @@ from breastpath.inference.tiles import (
     tile_count,
     tile_summary,
 )
+from breastpath.sandbox import DecodeSandbox, inline_bytes
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.uploads import Upload, decode_upload_info
 
-#: Uploads up to this size whose header says at most ``INLINE_PIXELS`` pixels are decoded on the
-#: event loop (a 50x50 PNG takes well under a millisecond; a thread hop costs more than that).
-INLINE_BYTES = 64 * 1024
-INLINE_PIXELS = 128 * 128
+#: Decode worker processes of a server (the gate lets one full-size image decode at a time).
+DECODE_WORKERS = 2
 
 
 @dataclass
@@ -57,12 +58,17 @@ def release_pixels(item: Decoded) -> None:
     item.image = np.broadcast_to(first, item.image.shape)
 
 
-def _small(data: bytes) -> bool:
-    """Whether an upload is small enough to decode on the event loop (header says so)."""
-    if len(data) > INLINE_BYTES:
-        return False
-    size = probe_size(data)
-    return size is None or size[0] * size[1] <= INLINE_PIXELS  # None: fails fast, says why
+async def decode_gated(
+    service: PredictionService, upload: Upload, *, tiles_left: int | None = None
+) -> Decoded:
+    """``service.decode`` in a thread, holding the image's pixels (read from its header in a
+    thread too) of the server-wide gate until the decode ends; a cancelled caller stops it."""
+    size = await run_in_threadpool(probe_size, upload.data)
+    cancel = threading.Event()
+    call = functools.partial(service.decode, upload, tiles_left=tiles_left, cancel=cancel)
+    return await service.decode_gate.run(
+        size[0] * size[1] if size else 0, call, on_cancel=cancel.set
+    )
 
 
 class PredictionService:
@@ -84,17 +90,29 @@ class PredictionService:
         self.engine = InferenceEngine(predictor, limits)
         #: pixels decoded at once, server-wide (one image of the largest size at a time)
         self.decode_gate = PixelGate(limits.max_pixels)
+        #: worker processes that decode uploads under hard limits (started when first needed)
+        self.sandbox = DecodeSandbox(
+            workers=DECODE_WORKERS, max_pixels=limits.max_pixels, wall_seconds=limits.timeout_s
+        )
         self.stain, self.stain_note = explaining.resolve_stain(predictor.meta, stain)
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
-        """Decode and prepare one upload (raises a 4xx :class:`ApiError`).
+    def decode(
+        self,
+        upload: Upload,
+        *,
+        tiles_left: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Decoded:
+        """Decode (in :attr:`sandbox`) and prepare one upload (raises a 4xx :class:`ApiError`).
 
         ``tiles_left``: what is left of the request's tile budget (``max_request_tiles``); an
-        image that needs more tiles is scored whole, with a note.
+        image that needs more tiles is scored whole, with a note. ``cancel``: stops the decode.
         """
         started = time.perf_counter()
-        decoded = decode_upload_info(upload, max_pixels=self.limits.max_pixels)
+        decoded = decode_upload_info(
+            upload, max_pixels=self.limits.max_pixels, sandbox=self.sandbox, cancel=cancel
+        )
         image = decoded.pixels
         quality = self.predictor.assess([image])[0]
         model_input, action = self.predictor.prepare_one(image)
@@ -135,13 +153,12 @@ class PredictionService:
         return grid, []
 
     async def decode_async(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
-        """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`
-        (small uploads on the event loop: cheaper than a thread hop)."""
-        if _small(upload.data):
+        """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`, held
+        until the decode has ended even when the client leaves (which stops the decode); small
+        patches on the event loop (cheaper than a thread hop; their cost is bounded)."""
+        if inline_bytes(upload.data):
             return self.decode(upload, tiles_left=tiles_left)
-        size = probe_size(upload.data)
-        async with self.decode_gate.hold(size[0] * size[1] if size else 0):
-            return await run_in_threadpool(self.decode, upload, tiles_left=tiles_left)
+        return await decode_gated(self, upload, tiles_left=tiles_left)
 
     # ------------------------------------------------------------------ results
     def _result(self, item: Decoded, probs: np.ndarray) -> dict[str, Any]:

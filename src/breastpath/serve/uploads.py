@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import re
+import struct
+import threading
 import unicodedata
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import numpy as np
 
 from breastpath.errors import InvalidImageError
 from breastpath.imaging import IMAGE_EXTENSIONS, DecodedImage, decode_image_info
+from breastpath.sandbox import DecodeSandbox
 from breastpath.serve.errors import ApiError, image_error
 from breastpath.serve.limits import ServeLimits
 
@@ -36,6 +39,13 @@ _MAX_NAME = 120
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "deflate64"}
 _CHUNK = 1 << 20
+#: Most entries a zip's central directory may list (members, folders and ``__MACOSX`` entries
+#: together), and most bytes it may take; checked from its end record before it is parsed.
+MAX_ZIP_ENTRIES = 1024
+MAX_CENTRAL_DIRECTORY = 4 << 20
+_EOCD = struct.Struct("<4s4H2IH")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_ZIP64_END = struct.Struct("<4sQ2H2I4Q")
 
 
 @dataclass(frozen=True)
@@ -144,8 +154,11 @@ def open_zip(archive: Upload, limits: ServeLimits) -> tuple[list[Member | ApiErr
     says why it is not read, and the number of ignored entries (folders, ``__MACOSX``).
 
     Nothing is decompressed here. The archive may hold at most ``limits.max_files`` members
-    (413 otherwise); an unreadable archive is a 400.
+    (413 otherwise), and its central directory at most :data:`MAX_ZIP_ENTRIES` entries in
+    :data:`MAX_CENTRAL_DIRECTORY` bytes, checked from its end record before it is parsed; an
+    unreadable archive is a 400.
     """
+    check_zip_directory(archive)
     try:
         bundle = zipfile.ZipFile(io.BytesIO(archive.data))
         infos = bundle.infolist()
@@ -166,16 +179,65 @@ def open_zip(archive: Upload, limits: ServeLimits) -> tuple[list[Member | ApiErr
     return out, len(infos) - len(members)
 
 
+def _end_record(data: bytes) -> tuple[int, int] | None:
+    """Entries and central-directory bytes from a zip's end record (ZIP64 too), or ``None``
+    when there is none (zipfile then says the archive is unreadable)."""
+    start = data.rfind(b"PK\x05\x06", max(0, len(data) - _EOCD.size - 0xFFFF))
+    if start < 0 or start + _EOCD.size > len(data):
+        return None
+    fields = _EOCD.unpack_from(data, start)
+    entries, directory = fields[4], fields[5]
+    locator = start - _ZIP64_LOCATOR.size
+    if locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        offset = _ZIP64_LOCATOR.unpack_from(data, locator)[2]
+        if (
+            0 <= offset <= len(data) - _ZIP64_END.size
+            and data[offset : offset + 4] == b"PK\x06\x06"
+        ):
+            record = _ZIP64_END.unpack_from(data, offset)
+            entries, directory = max(entries, record[7]), max(directory, record[8])
+    return entries, directory
+
+
+def check_zip_directory(archive: Upload) -> None:
+    """413 when a zip's end record lists more than :data:`MAX_ZIP_ENTRIES` entries or a central
+    directory over :data:`MAX_CENTRAL_DIRECTORY` bytes: refused before parsing it."""
+    end = _end_record(archive.data)
+    if end is None:
+        return
+    entries, directory = end
+    if entries > MAX_ZIP_ENTRIES:
+        raise ApiError(
+            413,
+            f"{archive.name}: the zip's directory lists {entries} entries, more than the limit "
+            f"of {MAX_ZIP_ENTRIES}; not opened",
+        )
+    if directory > MAX_CENTRAL_DIRECTORY:
+        raise ApiError(
+            413,
+            f"{archive.name}: the zip's directory takes {directory} bytes, more than the limit "
+            f"of {MAX_CENTRAL_DIRECTORY}; not opened",
+        )
+
+
 def read_member(member: Member, *, limits: ServeLimits, budget: RequestBudget) -> Upload:
     """Read one member within ``max_upload_bytes`` and what is left of the request's bytes.
 
     Read in bounded steps, so a member whose header lies about its size cannot get past the
-    limit. Raises a 4xx :class:`ApiError`; takes the bytes read from ``budget``.
+    limit; a member that declares more than the limit is not decompressed at all. Raises a 4xx
+    :class:`ApiError`; every byte decompressed is taken from ``budget``, refused or not.
     """
     name = member.name
     limit = min(limits.max_upload_bytes, budget.bytes)
     if limit <= 0:
         raise ApiError(413, f"{name}: not read: {_spent(limits)}", name=name)
+    if member.info.file_size > limits.max_upload_bytes:
+        raise ApiError(
+            413,
+            f"{name}: declares {member.info.file_size} bytes, larger than "
+            f"{limits.max_upload_bytes} bytes; not decompressed",
+            name=name,
+        )
     chunks, size = [], 0
     try:
         with member.bundle.open(member.info) as stream:
@@ -185,17 +247,18 @@ def read_member(member: Member, *, limits: ServeLimits, budget: RequestBudget) -
                     break
                 chunks.append(chunk)
                 size += len(chunk)
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
-        raise ApiError(400, f"{name}: unreadable zip member ({exc})", name=name) from None
     except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
         raise ApiError(415, f"{name}: unreadable zip member ({exc})", name=name) from None
+    except Exception as exc:  # any failure of the archive's reader is a bad member
+        raise ApiError(400, f"{name}: unreadable zip member ({exc})", name=name) from None
+    finally:
+        budget.bytes = max(0, budget.bytes - size)  # every byte decompressed counts
     if size > limit:
         if limit < limits.max_upload_bytes:
             raise ApiError(413, f"{name}: not read: {_spent(limits)}", name=name)
         raise ApiError(413, f"{name}: larger than {limits.max_upload_bytes} bytes", name=name)
     if not size:
         raise ApiError(400, f"{name}: empty file", name=name)
-    budget.bytes -= size
     return Upload(name, b"".join(chunks))
 
 
@@ -206,14 +269,27 @@ def _spent(limits: ServeLimits) -> str:
     )
 
 
-def decode_upload_info(upload: Upload, *, max_pixels: int) -> DecodedImage:
+def decode_upload_info(
+    upload: Upload,
+    *,
+    max_pixels: int,
+    sandbox: DecodeSandbox | None = None,
+    cancel: threading.Event | None = None,
+) -> DecodedImage:
     """Decode an upload (its first frame) to RGB, with its frame count, or raise a 4xx
-    :class:`ApiError`."""
+    :class:`ApiError`.
+
+    With a ``sandbox`` (the server's), the upload is decoded there: inline when it is a small
+    patch, otherwise in a worker process under hard limits (``cancel`` stops it). Any failure,
+    a limit passed included, is a 4xx.
+    """
     if is_zip(upload.data):
         raise ApiError(
             415, f"{upload.name}: a zip archive; send it to /api/predict/batch", name=upload.name
         )
     try:
+        if sandbox is not None:
+            return sandbox.decode(upload.data, cancel=cancel)
         return decode_image_info(upload.data, max_pixels=max_pixels)
     except InvalidImageError as exc:
         raise image_error(exc, upload.name) from None
