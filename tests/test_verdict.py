@@ -125,3 +125,28 @@ def test_icc_penalises_a_constant_offset_that_pearson_ignores():
     assert shifted["pearson_r"] == pytest.approx(1.0)
     assert shifted["icc"] < 0.9 and shifted["bias"] == pytest.approx(0.15)
     assert extent_agreement(true, true)["icc"] == pytest.approx(1.0)
+
+
+def test_a_checkpoint_carries_its_verdict_numbers_and_they_are_validated():
+    from breastpath.checkpoint.meta import FORMAT, parse_meta
+    from breastpath.errors import CheckpointError
+
+    raw = {
+        "format": FORMAT,
+        "model": {"name": "cancernet", "num_classes": 2},
+        "input_size": [50, 50],
+        "mean": [0.8, 0.6, 0.7],
+        "std": [0.1, 0.2, 0.1],
+        "class_names": ["non-IDC", "IDC"],
+        "threshold": 0.4,
+        "data": {"dataset": "idc"},
+        "verdict": {"threshold": 0.6, "min_tiles": 3, "min_extent": 0.1},
+    }
+    meta = parse_meta(raw, source="x.json")
+    assert meta.verdict == {"threshold": 0.6, "min_tiles": 3, "min_extent": 0.1}
+    assert parse_meta(meta.to_dict(), source="again").verdict == meta.verdict
+    rule = rule_for({"dataset": "idc", "threshold": meta.threshold, "verdict": meta.verdict})
+    assert (rule.threshold, rule.min_tiles, rule.min_extent) == (0.6, 3, 0.1)
+    for bad in ({"threshold": 2.0}, {"min_tiles": 0}, {"top_k": 3}, [0.5]):
+        with pytest.raises(CheckpointError, match="verdict"):
+            parse_meta({**raw, "verdict": bad}, source="x.json")

@@ -101,6 +101,10 @@ class CheckpointMeta:
     data_config: dict[str, Any] | None = None
     #: microns per pixel of the images the model was trained on, when known (slides use it)
     mpp: float | None = None
+    #: the numbers of this model's verdict rule (``threshold``, ``min_tiles``, ``min_extent``)
+    #: chosen on patients (breastpath.experiments.verdict_cv); None: the task's defaults at the
+    #: model's threshold (breastpath.inference.verdict)
+    verdict: dict[str, Any] | None = None
     epoch: int = 0
     weights_file: str = ""
     weights_sha256: str = ""
@@ -206,6 +210,7 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
         "tta": check.choice("tta", raw.get("tta") or "none", TTA_MODES),
         "runtime": check.choice("runtime", raw.get("runtime") or "torch", RUNTIMES),
         "mpp": check.optional_positive("mpp", raw.get("mpp")),
+        "verdict": check.verdict(raw.get("verdict")),
         "epoch": check.integer("epoch", raw.get("epoch", 0), low=0, high=10**7),
         "onnx_opset": check.integer("onnx_opset", raw.get("onnx_opset", 0), low=0, high=100),
     }
@@ -288,6 +293,24 @@ class _Checker:
         if not isinstance(value, (list, tuple)) or len(value) != classes:
             raise self.fail("logit_bias", f"must be a list of {classes} numbers, got {value!r}")
         return tuple(self.bounded("logit_bias", v, -50.0, 50.0) for v in value)
+
+    def verdict(self, value: object) -> dict[str, Any] | None:
+        """The verdict rule's numbers: known keys only, each in its range."""
+        if value is None:
+            return None
+        numbers = self.mapping("verdict", value)
+        unknown = set(numbers) - {"threshold", "min_tiles", "min_extent"}
+        if unknown:
+            raise self.fail("verdict", f"unknown keys {sorted(unknown)}")
+        out: dict[str, Any] = {}
+        for key in ("threshold", "min_extent"):
+            if key in numbers:
+                out[key] = self.unit(f"verdict.{key}", numbers[key])
+        if "min_tiles" in numbers:
+            out["min_tiles"] = self.integer(
+                "verdict.min_tiles", numbers["min_tiles"], low=1, high=10**6
+            )
+        return out
 
     def optional_positive(self, name: str, value: object) -> float | None:
         if value is None:

@@ -202,6 +202,7 @@ class Predictor:
             "explanations": self.can_explain,
             "checkpoint": str(self.checkpoint.path.name),
             "dataset": self.meta.data.get("dataset"),
+            **({"verdict": dict(self.meta.verdict)} if self.meta.verdict else {}),
         }
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -252,17 +252,24 @@ def rule_for(
 ) -> VerdictRule:
     """The verdict rule for a model, from its :meth:`Predictor.describe` dict: its task's rule
     (:data:`TASK_RULES`, by the checkpoint's dataset) at its threshold, else ``mean`` with the
-    words "<cancer classes>" / "not <cancer classes>".
+    words "<cancer classes>" / "not <cancer classes>". A checkpoint's own ``verdict`` numbers
+    (``threshold``, ``min_tiles``, ``min_extent``, chosen on patients) override the task's;
+    an explicit ``threshold`` overrides both.
 
     Examples
     --------
     >>> rule = rule_for({"dataset": "idc", "threshold": 0.42})
     >>> rule.reduction, rule.positive, rule.threshold
     ('presence', 'IDC present', 0.42)
+    >>> rule_for({"dataset": "idc", "threshold": 0.42, "verdict": {"threshold": 0.6}}).threshold
+    0.6
     """
-    cutoff = float(describe["threshold"] if threshold is None else threshold)
     task = TASK_RULES.get(str(describe.get("dataset") or "").lower())
     if task is None:
         cancer = " or ".join(describe.get("cancer_classes") or ["positive"])
         task = {"reduction": "mean", "positive": cancer, "negative": f"not {cancer}"}
-    return VerdictRule(threshold=cutoff, unit=unit, **task)
+    options = {"threshold": describe["threshold"], **task, **(describe.get("verdict") or {})}
+    if threshold is not None:
+        options["threshold"] = threshold
+    options["threshold"] = float(options["threshold"])
+    return VerdictRule(unit=unit, **options)
