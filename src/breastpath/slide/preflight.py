@@ -82,6 +82,8 @@ def preflight(
     """
     from breastpath.slide.analyze import choose_resolution
 
+    if isinstance(path, (str, Path)) and Path(path).is_dir():
+        check_one_series(Path(path))
     with open_slide(path, backend=backend) as reader:
         if slide_mpp is not None:
             reader.set_mpp(slide_mpp, source="--slide-mpp")
@@ -98,6 +100,20 @@ def preflight(
             level=resolution.level,
             tile_mpp=resolution.mpp,
             grid_tiles=rows * cols,
+        )
+
+
+def check_one_series(folder: Path) -> None:
+    """Raise :class:`SlideError` when a DICOM folder holds more than one series (wsidicom would
+    open one of them without a word)."""
+    from breastpath.slide.dicom_reader import _series_uid
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+    series = {uid for uid in map(_series_uid, files) if uid is not None}
+    if len(series) > 1:
+        raise SlideError(
+            f"{folder.name}: a DICOM folder with {len(series)} series; give one series per "
+            "folder, or the .dcm files of one series"
         )
 
 
