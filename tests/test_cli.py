@@ -108,6 +108,31 @@ def test_predict_writes_one_row_per_image(capsys, trained_run, tmp_path):
         assert row["error"] == ""
 
 
+def test_predict_gives_a_larger_image_its_tile_verdict(capsys, trained_run, tmp_path):
+    from breastpath.inference.predictor import Predictor
+    from breastpath.inference.tiles import cut_tiles
+
+    rng = np.random.default_rng(3)
+    large = synthetic_patch(rng, 1, size=(120, 160))
+    large[:, 100:] = 245  # glass on the right: those tiles are not assessed
+    save_png(tmp_path / "large.png", large)
+    save_png(tmp_path / "patch.png", synthetic_patch(rng, 0))
+    out_file = tmp_path / "preds.csv"
+    code, _, err = _run(capsys, "predict", "--checkpoint", trained_run, tmp_path, "--out", out_file)
+    assert code == 0, err
+    rows = {Path(r["path"]).name: r for r in _read_rows(out_file.read_text())}
+    assert rows["patch.png"]["tile_verdict"] == "" and rows["patch.png"]["tiles"] == ""
+    row = rows["large.png"]
+    predictor = Predictor.from_checkpoint(trained_run)
+    grid = cut_tiles(large, predictor.input_size).check()
+    assessed = grid.assessed.ravel()
+    probs = predictor.cancer_probability(predictor.predict_proba(grid.tiles[assessed]))
+    verdict = predictor.verdict_rule().apply(probs)
+    assert (int(row["tiles"]), int(row["tiles_assessed"])) == (12, assessed.sum()) == (12, 6)
+    assert row["tile_verdict"] == verdict.label
+    assert float(row["tile_extent"]) == pytest.approx(verdict.extent, abs=1e-4)
+
+
 def test_predict_to_stdout_agrees_with_the_predictor(capsys, trained_run, tmp_path):
     from breastpath.inference.predictor import Predictor
 

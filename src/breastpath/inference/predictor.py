@@ -7,6 +7,7 @@ scores the same through every entry point.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
@@ -50,6 +51,9 @@ class Prediction:
     probabilities: dict[str, float]  # per class
     quality: dict[str, Any] | None = None
     forced: bool = False
+    #: the tile map and verdict of an image larger than the input
+    #: (:func:`breastpath.inference.tiles.image_tile_summary`), when asked for
+    tiles: dict[str, Any] | None = None
 
     @property
     def assessed(self) -> bool:
@@ -391,11 +395,14 @@ class Predictor:
         *,
         allow_non_tissue: bool = False,
         sandbox: DecodeSandbox | None = None,
+        tiles: bool = False,
     ) -> list[Prediction | InvalidImageError]:
         """Decode and score files or buffers; a bad one yields its error in its place.
 
         Decoding goes through ``sandbox`` (default: :func:`~breastpath.sandbox.default_sandbox`):
-        small patches inline, anything else in worker processes with hard limits.
+        small patches inline, anything else in worker processes with hard limits. With
+        ``tiles`` an assessed image larger than the input also gets its tile map and verdict
+        (``Prediction.tiles``), as the API gives it.
         """
         decoder = sandbox if sandbox is not None else default_sandbox()
         decoded: list[np.ndarray | InvalidImageError] = [
@@ -406,7 +413,22 @@ class Predictor:
         predictions = (
             iter(self.predict_images(good, allow_non_tissue=allow_non_tissue)) if good else iter(())
         )
-        return [next(predictions) if isinstance(d, np.ndarray) else d for d in decoded]
+        out = [next(predictions) if isinstance(d, np.ndarray) else d for d in decoded]
+        if tiles:
+            out = [self._with_tiles(p, d) for p, d in zip(out, decoded, strict=True)]
+        return out
+
+    def _with_tiles(
+        self, prediction: Prediction | InvalidImageError, image: np.ndarray | InvalidImageError
+    ) -> Prediction | InvalidImageError:
+        if isinstance(prediction, InvalidImageError) or isinstance(image, InvalidImageError):
+            return prediction
+        if not prediction.assessed:
+            return prediction
+        from breastpath.inference.tiles import MAX_IMAGE_TILES, image_tile_summary
+
+        summary = image_tile_summary(self, image, max_tiles=MAX_IMAGE_TILES)
+        return prediction if summary is None else dataclasses.replace(prediction, tiles=summary)
 
 
 _STAIN_MISMATCH = (

@@ -19,6 +19,9 @@ from breastpath.inference.device import DistInfo
 #: (:mod:`breastpath.inference.quality`) and got a label; 0 leaves ``label`` empty (``reason``
 #: says why; ``probability`` is then the model's raw output, not a cancer probability), except
 #: under ``allow_non_tissue`` where the label is given and ``reason`` starts with ``forced:``.
+#: An assessed image larger than the model's input also gets its tiles' verdict (the model's
+#: verdict rule over its assessed tiles, as the API gives it): ``tile_verdict``, ``tile_extent``
+#: (share of assessed tiles called cancer), ``tiles_assessed`` and ``tiles``.
 HEADER = [
     "path",
     "probability",
@@ -27,6 +30,10 @@ HEADER = [
     "tissue_fraction",
     "looks_like_he",
     "reason",
+    "tile_verdict",
+    "tile_extent",
+    "tiles_assessed",
+    "tiles",
     "threshold",
     "error",
 ]
@@ -35,8 +42,9 @@ HEADER = [
 def prediction_row(path: Any, result: Any, threshold: float) -> list[Any]:
     """The :data:`HEADER` row of one file: a Prediction or the error it raised."""
     if isinstance(result, Exception):
-        return [path, "", "", "", "", "", "", threshold, str(result)]
+        return [path, "", "", "", "", "", "", "", "", "", "", threshold, str(result)]
     quality = result.quality or {}
+    tiles = result.tiles or {}
     return [
         path,
         f"{result.probability:.6f}",
@@ -45,6 +53,10 @@ def prediction_row(path: Any, result: Any, threshold: float) -> list[Any]:
         "" if not quality else f"{quality['tissue_fraction']:.4f}",
         "" if not quality else int(quality["looks_like_he"]),
         ("forced: " if result.forced else "") + str(quality.get("reason", "")),
+        tiles.get("label") or "",
+        "" if tiles.get("extent") is None else f"{tiles['extent']:.4f}",
+        tiles.get("assessed_count", ""),
+        tiles.get("count", ""),
         threshold,
         "",
     ]
@@ -65,7 +77,7 @@ def score_files(
     rows: list[list[Any]] = []
     for start in range(0, len(files), chunk):
         part = list(files[start : start + chunk])
-        results = predictor.predict_sources(part, allow_non_tissue=allow_non_tissue)
+        results = predictor.predict_sources(part, allow_non_tissue=allow_non_tissue, tiles=True)
         for path, result in zip(part, results, strict=True):
             rows.append(prediction_row(path, result, predictor.threshold))
     return rows

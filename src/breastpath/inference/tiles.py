@@ -56,6 +56,7 @@ __all__ = [
     "TileCheck",
     "TileScores",
     "cut_tiles",
+    "image_tile_summary",
     "needs_tiling",
     "score_tiles",
     "stitch",
@@ -70,6 +71,9 @@ SKIP_REASONS = {
     "background": "below min_tissue tissue pixels at full resolution (glass, lumen, hole, fat)",
     "not_he": "not H&E tissue for the quality gate (colours, flat field, noise, ink)",
 }
+#: ``predict`` gives a tile verdict to images of at most this many tiles (the API's own limit
+#: is ``ServeLimits.max_tiles``).
+MAX_IMAGE_TILES = 4096
 #: A tile is scored when at least this share of its pixels is tissue (by default).
 MIN_TILE_TISSUE = 0.25
 #: Luminosity (CIE L* / 100) below which a pixel is tissue, for the tile checks.
@@ -307,3 +311,24 @@ def tile_summary(
         "assessed": assessed.tolist(),
         "skipped": reasons.tolist(),
     }
+
+
+def image_tile_summary(
+    predictor: Predictor, image: np.ndarray, *, max_tiles: int | None = None
+) -> dict[str, Any] | None:
+    """The tile map and verdict of one decoded image larger than the model's input (None for
+    an image that fits it, for a model of whole stretched fields, or past ``max_tiles``):
+    cut, checked and scored here, reduced by the model's verdict rule (what ``predict``
+    reports; the API scores the same tiles in its batched engine)."""
+    size = predictor.input_size
+    if not needs_tiling(image.shape, size) or predictor.meta.input_fit == "stretch":
+        return None
+    if max_tiles is not None and tile_count(image.shape, size) > max_tiles:
+        return None
+    grid = cut_tiles(image, size).check()
+    probabilities = np.full(grid.count, np.nan)
+    assessed = grid.assessed.ravel()
+    if assessed.any():
+        batch = predictor.prepare(grid.tiles[assessed])
+        probabilities[assessed] = predictor.cancer_probability(predictor.predict_proba(batch))
+    return tile_summary(grid, probabilities, rule=predictor.verdict_rule())
