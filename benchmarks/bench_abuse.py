@@ -20,6 +20,7 @@ the documented 503 busy) or the server died. Figures depend on the machine: quot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -39,6 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from abuse_decode import (
+    build_malformed,
+    build_oversize_members,
+    build_slow_to_open,
+    build_zip_directory,
+    make_fires,
+    zeros_png,
+)
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +201,34 @@ def memory(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def tree_rss(pid: int) -> float:
+    """Resident memory (MiB) of the server and its children (the decode workers)."""
+    total = memory(pid).get("VmRSS", 0.0)
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):  # a worker that just ended
+                total += memory(int(child)).get("VmRSS", 0.0)
+    return total
+
+
+class TreeSampler:
+    """The largest :func:`tree_rss` seen, sampled every 50 ms, per named window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.window, self.peaks = pid, "start", {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            try:
+                rss = tree_rss(self.pid)
+            except OSError:
+                return
+            self.peaks[self.window] = max(self.peaks.get(self.window, 0.0), rss)
 
 
 def _beat(port: int, interval: float, stop, samples) -> None:
@@ -483,6 +520,9 @@ def _nothing():
     return None
 
 
+_singles, _malformed, _zip, _hang_ups = make_fires(multipart, post, _record, HOST)
+
+
 ATTACKS: dict[str, tuple[Callable[[], object], Callable[[int, Outcome, object], None]]] = {
     "thin": (build_thin, fire_thin),
     "encrypted-member": (lambda: [("files", "locked.zip", build_encrypted())], fire_batch),
@@ -498,6 +538,12 @@ ATTACKS: dict[str, tuple[Callable[[], object], Callable[[int, Outcome, object], 
     "unsafe-members": (build_members, fire_batch),
     "formats": (build_formats, fire_formats),
     "minor": (_nothing, fire_minor),
+    # issue 29: decoding attacks (benchmarks/abuse_decode.py)
+    "slow-to-open": (build_slow_to_open, _singles),
+    "malformed": (build_malformed, _malformed),
+    "zip-60000-entries": (build_zip_directory, _zip),
+    "oversize-members": (build_oversize_members, _zip),
+    "hang-ups": (lambda: zeros_png(8000, 8000), _hang_ups),
 }
 
 
@@ -510,7 +556,9 @@ def run(names: list[str], extra: list[str]) -> tuple[list[Outcome], dict]:
     try:
         time.sleep(2.0)
         baseline = memory(server.pid)
+        sampler = TreeSampler(server.pid)
         for name in names:
+            sampler.window = name
             out = Outcome(name, rss_before=memory(server.pid)["VmRSS"])
             started, wall = time.perf_counter(), time.time()
             try:
@@ -523,11 +571,14 @@ def run(names: list[str], extra: list[str]) -> tuple[list[Outcome], dict]:
             if out.alive:
                 mem = memory(server.pid)
                 out.rss_after, out.peak = mem["VmRSS"], mem["VmHWM"]
+            out.extra["tree_peak_mib"] = round(sampler.peaks.get(name, 0.0))
+            out.notes.append(f"server + decode workers peak {out.extra['tree_peak_mib']} MiB")
             outcomes.append((out, wall, time.time()))
             print(f"{name}: done in {out.seconds:.1f} s", file=sys.stderr, flush=True)
             if not out.alive:
                 break
         peak = memory(server.pid)["VmHWM"] if server.poll() is None else None
+        sampler.stop.set()
     finally:
         beat.stop()
         server.terminate()
@@ -541,6 +592,7 @@ def run(names: list[str], extra: list[str]) -> tuple[list[Outcome], dict]:
     summary = {
         "baseline_rss_mib": round(baseline["VmRSS"]),
         "peak_rss_mib": None if peak is None else round(peak),
+        "peak_rss_with_workers_mib": round(max(sampler.peaks.values(), default=0.0)),
         "heartbeats": len(latencies),
         "heartbeat_failures": beat.failures,
         "heartbeat_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),

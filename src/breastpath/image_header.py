@@ -87,6 +87,13 @@ def inspect_image(data: bytes, *, name: str = "image") -> Header | None:
     >>> inspect_image(b"hello") is None
     True
     """
+    try:
+        return _inspect(data, name)
+    except (struct.error, IndexError):
+        return None  # a truncated structure: the decoder says what is wrong
+
+
+def _inspect(data: bytes, name: str) -> Header | None:
     view = memoryview(data)
     if data[:8] == _PNG_SIGNATURE:
         return _png(view, name)

@@ -147,7 +147,7 @@ def decode_image_info(
     ((8, 8, 3), 2, 'TIFF with 2 frames: only the first frame was scored')
     """
     name = name or describe_source(source)
-    data = _read_source(source, name)
+    data = read_source(source, name)
     inspect_image(data, name=name)  # refuses costly structures before any decoder sees them
     try:
         return _decode_bytes(data, name=name, max_pixels=max_pixels)
@@ -187,7 +187,7 @@ def _decode_bytes(data: bytes, *, name: str, max_pixels: int) -> DecodedImage:
         raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
 
 
-def _read_source(source: ImageSource, name: str) -> bytes:
+def read_source(source: ImageSource, name: str) -> bytes:
     """The bytes of ``source``; a file that cannot be read is an InvalidImageError."""
     if isinstance(source, bytes):
         if not source:
@@ -202,7 +202,8 @@ def _read_source(source: ImageSource, name: str) -> bytes:
     try:
         if not path.is_file():
             raise InvalidImageError(f"{name}: no such file")
-        data = path.read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read()
     except PermissionError:
         raise InvalidImageError(f"{name}: permission denied (the file is not readable)") from None
     except OSError as exc:

@@ -31,6 +31,7 @@ from breastpath.imaging import (
     ImageSource,
     decode_image_info,
     describe_source,
+    read_source,
 )
 from breastpath.sandbox.process import WorkerProcess
 
@@ -77,18 +78,17 @@ def inline_bytes(data: bytes) -> bool:
 
 
 def _small_file(source: ImageSource) -> bytes | None:
-    """The bytes of ``source`` when it is small enough to be inline, else ``None``."""
+    """The bytes of ``source`` when it is small enough to be inline, else ``None``; a file
+    that cannot be read raises :class:`~breastpath.errors.InvalidImageError` saying why."""
     if isinstance(source, bytes):
         return source
     if not isinstance(source, (str, os.PathLike)):
         return None
     try:
-        path = Path(source)
-        if not path.is_file() or path.stat().st_size > INLINE_BYTES:
-            return None
-        return path.read_bytes()
+        large = Path(source).stat().st_size > INLINE_BYTES
     except OSError:
-        return None  # the worker's decoder names the problem
+        large = False  # read_source names the problem
+    return None if large else read_source(source, describe_source(source))
 
 
 class DecodeSandbox:
@@ -174,7 +174,11 @@ class DecodeSandbox:
         results: list[Result | None] = [None] * len(sources)
         pending: list[int] = []
         for index, source in enumerate(sources):
-            data = _small_file(source)
+            try:
+                data = _small_file(source)
+            except InvalidImageError as exc:
+                results[index] = exc
+                continue
             if data is not None and inline_bytes(data):
                 results[index] = self._inline(data, describe_source(source))
             else:
