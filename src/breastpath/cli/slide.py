@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from breastpath.choices import SLIDE_BACKENDS
-from breastpath.cli.options import checkpoint_option
+from breastpath.cli.options import checkpoint_option, runtime_option
 from breastpath.slide.cohort import Progress
 from breastpath.slide.preflight import MAX_TILES
 
@@ -110,6 +110,7 @@ log = logging.getLogger("breastpath.slide")
     show_default=True,
     help="Where the model runs: auto, cpu, cuda (under torchrun: cuda:LOCAL_RANK).",
 )
+@runtime_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--quiet", "-q", is_flag=True, help="Cohorts: no bar, no per-slide lines.")
 def command(
@@ -118,6 +119,7 @@ def command(
     checkpoint,
     quiet,
     device,
+    runtime,
     max_tiles,
     **options,
 ) -> None:
@@ -144,11 +146,11 @@ def command(
     no_progress = options.pop("no_progress") or quiet
     settings = CohortOptions(max_tiles=max_tiles, **options)
     rank = shard.env_info()
+    model = {"checkpoint": checkpoint, "device": device, "runtime": runtime}
     if not rank.enabled and is_single_slide(slide):
-        _one_slide(slide, out_dir, checkpoint, settings, device=device, no_progress=no_progress)
+        _one_slide(slide, out_dir, model, settings, no_progress=no_progress)
     else:
-        _cohort(slide, out_dir, checkpoint, settings, rank=rank, device=device, quiet=quiet,
-                no_progress=no_progress)  # fmt: skip
+        _cohort(slide, out_dir, model, settings, rank=rank, quiet=quiet, no_progress=no_progress)
 
 
 def is_single_slide(inputs: tuple[str, ...]) -> bool:
@@ -167,15 +169,25 @@ def is_single_slide(inputs: tuple[str, ...]) -> bool:
     return not is_glob(text)
 
 
-def _one_slide(slide, out_dir, checkpoint, settings, *, device: str, no_progress: bool) -> None:
+def _predictor(model: dict[str, Any], settings: Any, *, device: str | None = None) -> Any:
+    from breastpath.inference.predictor import Predictor
+
+    return Predictor.from_checkpoint(
+        model["checkpoint"],
+        batch_size=settings.batch_size,
+        device=device or model["device"],
+        runtime=model["runtime"],
+    )
+
+
+def _one_slide(slide, out_dir, model, settings, *, no_progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    from breastpath.inference.predictor import Predictor
     from breastpath.slide.analyze import analyze_slide
     from breastpath.slide.preflight import preflight
 
     source = slide[0] if len(slide) == 1 else list(slide)
-    predictor = Predictor.from_checkpoint(checkpoint, batch_size=settings.batch_size, device=device)
+    predictor = _predictor(model, settings)
     common = {
         "backend": settings.backend, "slide_mpp": settings.slide_mpp,
         "tile_size": settings.tile_size, "level": settings.level, "mpp": settings.mpp,
@@ -207,9 +219,8 @@ def _one_slide(slide, out_dir, checkpoint, settings, *, device: str, no_progress
     _report(result, out_dir)
 
 
-def _cohort(slide, out_dir, checkpoint, settings, *, rank, device, quiet, no_progress) -> None:
+def _cohort(slide, out_dir, model, settings, *, rank, quiet, no_progress) -> None:
     from breastpath.errors import SlideError
-    from breastpath.inference.predictor import Predictor
     from breastpath.slide import shard
     from breastpath.slide.cohort import run_cohort
     from breastpath.slide.cohort_table import status_counts
@@ -220,9 +231,7 @@ def _cohort(slide, out_dir, checkpoint, settings, *, rank, device, quiet, no_pro
         raise SlideError(f"no slides found in {', '.join(slide)}")
     shard.start(rank)
     try:
-        predictor = Predictor.from_checkpoint(
-            checkpoint, batch_size=settings.batch_size, device=shard.device_for(device, rank)
-        )
+        predictor = _predictor(model, settings, device=shard.device_for(model["device"], rank))
         bar = CohortBar(rank=rank, bar=not no_progress and rank.is_main, lines=not quiet)
         rows = run_cohort(
             sources, predictor, out_dir=out_dir, options=settings, progress=bar, rank=rank
