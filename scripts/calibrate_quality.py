@@ -2,7 +2,9 @@
 
 Every real H&E image must pass (IDC patches, BreakHis images and tiles, tissue tiles of the
 Aperio SVS) and every non-tissue input must be flagged (blank glass, black, white, noise, two
-photos, tiles of a DAPI fluorescence scan). Prints one Markdown table: per set, how many were
+photos, tiles of a DAPI fluorescence scan; and, at both bundled models' input scales, 50x50 and
+700x460, flat and near-flat fields, smooth ramps, H&E-coloured noise, downscaled noise and
+photos). Prints one Markdown table: per set, how many were
 flagged, by which rule, and the smallest margin to each threshold; then the gate's speed.
 
     python scripts/calibrate_quality.py [--data ../shared/data] [--tile 224]
@@ -106,7 +108,48 @@ def negatives() -> dict[str, list[np.ndarray]]:
         "uniform noise": [rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)],
         "cat (skimage chelsea)": [skdata.chelsea()],
         "astronaut (skimage)": [skdata.astronaut()],
+        "flat eosin pink (230,140,190)": [np.full((50, 50, 3), (230, 140, 190), np.uint8)],
+        "flat grey 128, 700x460": [np.full((460, 700, 3), 128, np.uint8)],
+        "pink-purple noise": [textureless((50, 50))[30]],
+        "uniform noise downscaled 8x": [textureless((50, 50))[-2]],
+        "Hubble deep field (skimage)": [skdata.hubble_deep_field()],
     }
+
+
+def textureless(shape: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Generated inputs without tissue texture at ``shape``: 6 flat fields (grey 90/128/180,
+    haematoxylin, eosin, pale pink), the same with Gaussian noise of sd 1, 2 and 4, smooth
+    ramps, H&E-palette and pink Gaussian noise, and uniform noise downscaled 2-16x."""
+    rng = np.random.default_rng(seed)
+    colours = [(90,) * 3, (128,) * 3, (180,) * 3, (95, 70, 150), (230, 140, 190), (240, 200, 220)]
+    out = []
+    for colour in colours:
+        flat = np.full((*shape, 3), colour, np.float64)
+        out += [flat] + [flat + rng.normal(0, sd, flat.shape) for sd in (1, 2, 4)]
+        out.append(flat + np.linspace(-12, 12, shape[1])[None, :, None])
+    palette = np.array([(95, 70, 150), (230, 140, 190), (240, 200, 220), (150, 90, 170)])
+    for _ in range(5):
+        out.append(palette[rng.integers(0, 4, shape)])
+        out.append(np.array((200, 130, 180)) + rng.normal(0, 30, (*shape, 3)))
+    for factor in (2, 4, 8, 16):
+        big = rng.integers(0, 256, (shape[0] * factor, shape[1] * factor, 3), dtype=np.uint8)
+        out.append(np.asarray(Image.fromarray(big).resize(shape[::-1])))
+    return [np.clip(image, 0, 255).astype(np.uint8) for image in out]
+
+
+def photos(shape: tuple[int, int]) -> list[np.ndarray]:
+    """The scikit-image sample photos (colour and grey, Hubble deep field included) at
+    ``shape``."""
+    from skimage import data as skdata
+
+    names = ["chelsea", "astronaut", "coffee", "rocket", "hubble_deep_field", "retina", "grass"]
+    names += ["gravel", "brick", "moon", "camera", "coins", "immunohistochemistry"]
+    out = []
+    for name in names:
+        image = getattr(skdata, name)()
+        image = np.stack([image] * 3, -1) if image.ndim == 2 else image[..., :3]
+        out.append(np.asarray(Image.fromarray(image).resize(shape[::-1])))
+    return out
 
 
 def row(name: str, images, *, expect_pass: bool) -> list[str]:
@@ -120,6 +163,8 @@ def row(name: str, images, *, expect_pass: bool) -> list[str]:
     tf = np.array([q.tissue_fraction for q in verdicts])
     dark = np.array([q.dark_fraction for q in verdicts])
     foreign = np.array([q.foreign_fraction for q in verdicts if q.is_tissue] or [np.nan])
+    structure = np.array([q.structure for q in verdicts])
+    contrast = np.array([q.contrast for q in verdicts])
     low_foreign = f"{np.nanmin(foreign):.3f}" if np.isfinite(foreign).any() else "-"
     rate = (len(flagged) / n) if n else float("nan")
     return [
@@ -131,6 +176,7 @@ def row(name: str, images, *, expect_pass: bool) -> list[str]:
         f"{tf.min() - quality.MIN_TISSUE_FRACTION:+.3f}" if expect_pass else f"{tf.max():.3f}",
         f"{quality.MAX_DARK_FRACTION - dark.max():+.3f}" if expect_pass else f"{dark.max():.3f}",
         f"{quality.MAX_FOREIGN_FRACTION - np.nanmax(foreign):+.3f}" if expect_pass else low_foreign,
+        f"{contrast.min():.2f} / {structure.min():+.3f}",
     ]
 
 
@@ -138,7 +184,6 @@ def model_table(names: list[str]) -> str:
     """The non-tissue inputs through bundled models: the label without the gate (what every
     entry point answered before it existed; ``allow_non_tissue=True``) and with it."""
     from breastpath.inference.predictor import Predictor
-    from breastpath.serve.tiling import make_tiles, needs_tiling
 
     rows = []
     for name in names:
@@ -147,14 +192,9 @@ def model_table(names: list[str]) -> str:
             image = images[0]
             forced = predictor.predict_images([image], allow_non_tissue=True)[0]
             gated = predictor.predict_images([image])[0]
-            tiles = "-"
-            if needs_tiling(image.shape, predictor.input_size):
-                grid = make_tiles(image, predictor.input_size)
-                passed = [q.assessed for q in predictor.assess(grid.tiles)]
-                tiles = f"{int(grid.tissue.sum())} -> {sum(passed)} of {grid.count}"
             after = gated.label or f"not assessed: {gated.quality['reason']}"
-            rows.append([name, label, f"{forced.label} {forced.probability:.3f}", after, tiles])
-    header = ["model", "input", "before (no gate)", "after", "tiles with tissue -> passing"]
+            rows.append([name, label, f"{forced.label} {forced.probability:.3f}", after])
+    header = ["model", "input", "before (no gate)", "after"]
     return markdown_table(header, rows)
 
 
@@ -204,9 +244,14 @@ def main() -> None:
         "tissue margin / max tf",
         "dark margin / max dark",
         "foreign margin / min foreign",
+        "min contrast / min structure",
     ]
     rows = [row(name, get(), expect_pass=ok) for name, get, ok in sets]
     rows += [row(name, images, expect_pass=False) for name, images in negatives().items()]
+    for shape in ((50, 50), (460, 700)):
+        size = f"{shape[1]}x{shape[0]}"
+        rows.append(row(f"generated textureless {size}", textureless(shape), expect_pass=False))
+        rows.append(row(f"photos {size}", photos(shape), expect_pass=False))
     print(markdown_table(header, rows))
     print()
     print(f"slides read with: SVS {svs_reader}; NDPI {ndpi_reader}")

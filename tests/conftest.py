@@ -20,13 +20,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BREASTPATH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def _coarse(values: np.ndarray, factor: int, size) -> np.ndarray:
+    """``values`` repeated ``factor`` times along both axes, cut to ``size``."""
+    return values.repeat(factor, 0).repeat(factor, 1)[: size[0], : size[1]]
+
+
 def synthetic_patch(rng: np.random.Generator, label: int, size=(50, 50)) -> np.ndarray:
-    """An H&E-like RGB patch; positives are darker and bluer."""
+    """An H&E-like RGB patch; positives are darker and bluer.
+
+    Like tissue, and unlike pixel noise, it has spatial structure (the quality gate refuses
+    structureless noise): colour varies in 2-pixel cells and nuclei are 3-pixel blobs.
+    """
     base = np.array([225, 160, 200]) if label == 0 else np.array([150, 90, 170])
-    noise = rng.normal(0, 18, size=(*size, 3))
-    blobs = rng.random(size) < (0.05 if label == 0 else 0.25)
+    height, width = size
+    cells = rng.normal(0, 18, size=(-(-height // 2), -(-width // 2), 3))
+    noise = _coarse(cells, 2, size) + rng.normal(0, 4, size=(*size, 3))
+    nuclei = rng.random((-(-height // 3), -(-width // 3))) < (0.05 if label == 0 else 0.25)
     image = base + noise
-    image[blobs] -= 60
+    image[_coarse(nuclei, 3, size)] -= 60
     return np.clip(image, 0, 255).astype(np.uint8)
 
 

@@ -303,7 +303,8 @@ def test_usage_error_has_no_traceback(capsys):
     code, _, err = _run(capsys, "predict")
     assert code == 2  # click's usage errors also exit 2
     assert "Traceback" not in err
-    assert "Usage" in err
+    assert err.strip().startswith("error: ") and err.strip().count("\n") == 0  # one line
+    assert "--help" in err
 
 
 # -- as a real process -----------------------------------------------------------------------------

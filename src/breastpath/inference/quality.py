@@ -23,6 +23,18 @@ Rules, in order (the first that fails is the reason)
    uniform noise are mostly foreign, and so should IHC be (DAB brown lies outside the range;
    no IHC image was at hand to check); tissue marking ink on an H&E section is foreign only
    where it covers the tissue.
+4. **No tissue texture**: tissue has texture at the scale the model sees it; a flat or near-flat
+   field or pixel noise has none. Measured on the grey level ``g`` (BT.601 luma, 0-255) of the
+   pixels as assessed: ``contrast`` (the standard deviation of ``g``), ``detail`` (the RMS
+   difference of horizontal and vertical neighbours, over sqrt(2): equal to ``contrast`` for
+   pixel noise, near 0 for a smooth gradient) and ``structure`` (how much of the variance
+   survives averaging 2x2 blocks, ``(4 var(block means) / var(g) - 1) / 3``: about 0 for
+   independent pixel noise, 1 for a smooth field; real tissue is spatially correlated). An
+   image whose contrast is below ``min_contrast`` or whose detail is below ``min_detail`` is
+   flat; one whose structure is below ``min_structure`` is noise, and so is a faint one
+   (contrast below ``faint_contrast``) whose structure is below ``faint_structure``: what is
+   left of noise once an image of it is resized down (the filter correlates neighbours a
+   little). Images under 2 pixels in either direction are not measured for structure.
 
 The thresholds are keyword options of :func:`assess`; the defaults below were chosen with
 ``scripts/calibrate_quality.py`` (its table is in ``docs/reliability.md``).
@@ -35,6 +47,8 @@ Examples
 'blank glass / background'
 >>> assess([np.zeros((50, 50, 3), np.uint8)])[0].reason
 'too dark / black frame'
+>>> assess([np.full((50, 50, 3), (230, 140, 190), np.uint8)])[0].reason  # flat eosin pink
+'no tissue texture: a flat field or pixel noise'
 """
 
 from __future__ import annotations
@@ -58,6 +72,12 @@ HUE_RANGE = (70.0, 215.0)
 MIN_CHROMA = 0.04
 MAX_OD = 3.0
 MAX_FOREIGN_FRACTION = 0.6
+#: Texture thresholds, in grey levels (0-255) except ``MIN_STRUCTURE`` (see rule 4).
+MIN_CONTRAST = 3.0
+MIN_DETAIL = 0.5
+MIN_STRUCTURE = 0.05
+FAINT_CONTRAST = 8.0
+FAINT_STRUCTURE = 0.2
 #: Images larger than this many pixels are assessed on a regular subsample of this size.
 MAX_PIXELS = 512 * 512
 #: Batches with more pixels than this are classified through a per-colour lookup table.
@@ -70,6 +90,17 @@ REASON_EMPTY = "empty image"
 REASON_DARK = "too dark / black frame"
 REASON_BACKGROUND = "blank glass / background"
 REASON_NOT_HE = "not H&E: colours outside the haematoxylin/eosin range (photo, fluorescence, IHC?)"
+REASON_NO_TEXTURE = "no tissue texture: a flat field or pixel noise"
+#: Every reason the gate gives, in rule order (``ok`` first).
+REASONS = (
+    REASON_OK,
+    REASON_EMPTY,
+    REASON_DARK,
+    REASON_BACKGROUND,
+    REASON_NOT_HE,
+    REASON_NO_TEXTURE,
+)
+_LUMA = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
 
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 _SQRT_SIXTH = np.float32(np.sqrt(1.0 / 6.0))
@@ -79,9 +110,9 @@ _SQRT_SIXTH = np.float32(np.sqrt(1.0 / 6.0))
 class Quality:
     """The gate's verdict on one image or tile.
 
-    ``assessed`` is True when the image may be given a cancer label (``is_tissue`` and
-    ``looks_like_he``); ``dark_fraction`` and ``foreign_fraction`` are the measured shares
-    behind the verdict.
+    ``assessed`` is True when the image may be given a cancer label (``is_tissue``,
+    ``looks_like_he`` and ``has_texture``); ``dark_fraction``, ``foreign_fraction``,
+    ``contrast``, ``detail`` and ``structure`` are the measures behind the verdict.
     """
 
     tissue_fraction: float
@@ -90,15 +121,21 @@ class Quality:
     reason: str
     dark_fraction: float = 0.0
     foreign_fraction: float = 0.0
+    has_texture: bool = True
+    contrast: float = 0.0
+    detail: float = 0.0
+    structure: float = 0.0
 
     @property
     def assessed(self) -> bool:
-        return self.is_tissue and self.looks_like_he
+        return self.is_tissue and self.looks_like_he and self.has_texture
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("tissue_fraction", "dark_fraction", "foreign_fraction"):
+        for key in ("tissue_fraction", "dark_fraction", "foreign_fraction", "structure"):
             out[key] = round(float(out[key]), 4)
+        for key in ("contrast", "detail"):
+            out[key] = round(float(out[key]), 2)
         return out
 
 
@@ -114,6 +151,11 @@ class GateOptions:
     min_chroma: float = MIN_CHROMA
     max_od: float = MAX_OD
     max_foreign_fraction: float = MAX_FOREIGN_FRACTION
+    min_contrast: float = MIN_CONTRAST
+    min_detail: float = MIN_DETAIL
+    min_structure: float = MIN_STRUCTURE
+    faint_contrast: float = FAINT_CONTRAST
+    faint_structure: float = FAINT_STRUCTURE
 
 
 def pixel_classes(pixels: np.ndarray, options: GateOptions) -> np.ndarray:
@@ -171,32 +213,93 @@ def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.nda
     }
 
 
+def texture_measures(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image ``contrast``, ``detail`` and ``structure`` ``(N,)`` of a batch ``(N, H, W, 3)``
+    uint8 (rule 4 of the module docstring), in one vectorised pass.
+
+    >>> rng = np.random.default_rng(0)
+    >>> noise = rng.integers(100, 200, (1, 50, 50, 3), dtype=np.uint8)
+    >>> round(float(texture_measures(noise)["structure"][0]), 1)
+    0.0
+    """
+    n, height, width = images.shape[:3]
+    red, green, blue = _LUMA
+    grey = images[..., 0] * red + images[..., 1] * green + images[..., 2] * blue
+    var = grey.reshape(n, -1).var(axis=1)
+    squares, directions = np.zeros(n, np.float32), 0
+    for axis, length in ((1, height), (2, width)):
+        if length > 1:
+            squares += np.square(np.diff(grey, axis=axis)).mean(axis=(1, 2))
+            directions += 1
+    structure = np.ones(n)  # too thin to measure: not held against the image
+    h, w = height // 2 * 2, width // 2 * 2
+    if h and w:
+        blocks = grey[:, :h, :w].reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+        ratio = 4.0 * blocks.reshape(n, -1).var(axis=1) / np.maximum(var, 1e-6)
+        structure = np.where(var > 1e-6, (ratio - 1.0) / 3.0, 0.0)
+    return {
+        "contrast": np.sqrt(var),
+        "detail": np.sqrt(squares / max(directions, 1) / 2.0),
+        "structure": structure,
+    }
+
+
 def verdicts(measures: dict[str, np.ndarray], options: GateOptions) -> list[Quality]:
-    """Turn :func:`pixel_measures` into one :class:`Quality` per image."""
+    """Turn :func:`pixel_measures` and :func:`texture_measures` into one :class:`Quality` per
+    image."""
     out = []
-    for dark, tissue, foreign in zip(
-        measures["dark"], measures["tissue"], measures["foreign"], strict=True
+    for dark, tissue, foreign, contrast, detail, structure in zip(
+        *(measures[k] for k in ("dark", "tissue", "foreign", "contrast", "detail", "structure")),
+        strict=True,
     ):
         too_dark = dark >= options.max_dark_fraction
         is_tissue = bool(not too_dark and tissue >= options.min_tissue_fraction)
         looks = bool(is_tissue and foreign <= options.max_foreign_fraction)
+        textured = bool(
+            contrast >= options.min_contrast
+            and detail >= options.min_detail
+            and structure >= options.min_structure
+            and (contrast >= options.faint_contrast or structure >= options.faint_structure)
+        )
         if too_dark:
             reason = REASON_DARK
         elif not is_tissue:
             reason = REASON_BACKGROUND
         elif not looks:
             reason = REASON_NOT_HE
+        elif not textured:
+            reason = REASON_NO_TEXTURE
         else:
             reason = REASON_OK
-        out.append(Quality(float(tissue), is_tissue, looks, reason, float(dark), float(foreign)))
+        out.append(
+            Quality(
+                float(tissue),
+                is_tissue,
+                looks,
+                reason,
+                dark_fraction=float(dark),
+                foreign_fraction=float(foreign),
+                has_texture=textured,
+                contrast=float(contrast),
+                detail=float(detail),
+                structure=float(structure),
+            )
+        )
     return out
 
 
-def _pixel_rows(image: np.ndarray, max_pixels: int) -> np.ndarray:
-    """``(P, 3)`` pixels of an ``(H, W, 3)`` image, a regular subsample when it is large."""
+def _subsample(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """An ``(H, W, 3)`` image, or a regular subsample of it when it is large."""
     height, width = image.shape[:2]
     step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
-    return np.ascontiguousarray(image[::step, ::step]).reshape(-1, 3)
+    return np.ascontiguousarray(image[::step, ::step])
+
+
+def _measure(images: np.ndarray, options: GateOptions) -> list[Quality]:
+    """The verdicts of a batch ``(N, H, W, 3)`` of non-empty images."""
+    rows = images.reshape(len(images), -1, 3)
+    measures = {**pixel_measures(rows, options), **texture_measures(images)}
+    return verdicts(measures, options)
 
 
 def _check(image: np.ndarray) -> np.ndarray:
@@ -227,7 +330,9 @@ def assess(
         Any field of :class:`GateOptions`: ``max_luminosity`` (0.88), ``min_luminosity`` (0.1),
         ``min_tissue_fraction`` (0.02), ``max_dark_fraction`` (0.9), ``hue_range``
         ((70, 215) degrees), ``min_chroma`` (0.04), ``max_od`` (3.0),
-        ``max_foreign_fraction`` (0.6).
+        ``max_foreign_fraction`` (0.6), ``min_contrast`` (3.0 grey levels), ``min_detail``
+        (0.5 grey levels), ``min_structure`` (0.05), ``faint_contrast`` (8.0 grey levels),
+        ``faint_structure`` (0.2).
     """
     try:
         options = GateOptions(**thresholds)
@@ -242,8 +347,7 @@ def assess(
             return [q for image in images for q in assess([image], max_pixels=max_pixels)]
         if images.shape[1] * images.shape[2] == 0:
             return [_empty()] * len(images)
-        rows = images.reshape(len(images), -1, 3)
-        return verdicts(pixel_measures(rows, options), options)
+        return _measure(images, options)
     listed = list(images)
     if len(listed) > 1 and _same_shape(listed, max_pixels):  # one vectorised pass
         return assess(np.stack(listed), max_pixels=max_pixels, **thresholds)
@@ -253,8 +357,7 @@ def assess(
         if image.size == 0:
             out.append(_empty())
             continue
-        rows = _pixel_rows(image, max_pixels)[None]
-        out.extend(verdicts(pixel_measures(rows, options), options))
+        out.extend(_measure(_subsample(image, max_pixels)[None], options))
     return out
 
 
