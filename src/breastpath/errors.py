@@ -58,3 +58,7 @@ class SlideError(BreastpathError, ValueError):
 class DecodeLimitError(InvalidImageError):
     """Decoding an image passed a resource limit (memory, CPU time or wall time) and was
     stopped; the image is refused like any other bad image."""
+
+
+class NoTissueError(SlideError):
+    """A slide (or image) holds no tissue to score: a reason to skip it, not a broken file."""

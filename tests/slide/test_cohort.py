@@ -224,3 +224,15 @@ def test_unexpected_errors_full_disk_and_ctrl_c(cohort, tmp_path, monkeypatch):
         run_cohort(sources, predictor, out_dir=out, options=options)
     table = _table(out)
     assert table["b"]["status"] == "scored" and table[sources[1].name]["status"] == "pending"
+
+
+def test_a_slide_without_tissue_is_skipped_not_an_error(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_synthetic_slide(folder / "blank.tif", size=(1024, 1024), tile=256, blobs=[])
+    out = tmp_path / "out"
+    main(["slide", str(folder), "--out", str(out), "--level", "0", "--quiet"])
+    capsys.readouterr()
+    with open(out / "cohort.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["status"].startswith("skipped: ") and "no tissue found" in row["status"]

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from breastpath.errors import BreastpathError, SlideError
+from breastpath.errors import BreastpathError, NoTissueError, SlideError
 from breastpath.io import read_json, remove_stale_temps, write_json
 from breastpath.slide import cohort_table, shard
 from breastpath.slide.preflight import MAX_TILES, preflight
@@ -251,6 +251,8 @@ def run_one(
         )  # fmt: skip
     except KeyboardInterrupt:
         raise
+    except NoTissueError as exc:  # read, and nothing in it to score
+        row["status"] = f"skipped: {describe_error(exc)}"
     except Exception as exc:  # one bad slide never stops the cohort
         _stop_if_output(exc, out)
         row["status"] = f"error: {describe_error(exc)}"

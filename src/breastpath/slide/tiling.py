@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from breastpath.errors import SlideError
+from breastpath.errors import NoTissueError, SlideError
 from breastpath.inference.tiles import TileScores, score_tiles
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def make_grid(
 
     Raises
     ------
-    SlideError
+    NoTissueError
         No tile has enough tissue.
     """
     if not 0.0 <= min_tissue <= 1.0:
@@ -179,7 +179,7 @@ def make_grid(
         low_tissue.append(share[low])
     rows = np.concatenate(kept_rows).astype(np.int64)
     if rows.size == 0:
-        raise SlideError(
+        raise NoTissueError(
             f"{reader.path.name}: no tissue found ({tissue.method} threshold "
             f"{tissue.threshold:.3f}, {tissue.fraction:.2%} of the thumbnail is tissue, "
             f"no tile has {min_tissue:.0%} tissue)"
