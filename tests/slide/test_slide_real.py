@@ -96,7 +96,7 @@ def test_cli_scores_the_svs_and_the_dicom_folder(source, tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     scored = [r for r in rows if not r["skipped"]]
     assert len(scored) == summary["stats"]["tiles"]
-    assert {r["skipped"] for r in rows} <= {"", "mask", "background", "not_he"}
+    assert {r["skipped"] for r in rows} <= {"", "mask", "background", "not_he", "no_texture"}
     top = sorted(scored, key=lambda r: float(r["probability"]))[-20:]
     mean = np.mean([float(r["probability"]) for r in top])
     assert summary["stats"]["top_k_mean"] == pytest.approx(mean, abs=1e-5)
@@ -135,5 +135,5 @@ def test_cli_flags_the_fluorescence_ndpi_as_not_he(tmp_path, capsys):
     with open(out / "tiles.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["skipped"] != "mask"]
     reasons = [r["skipped"] for r in rows]  # every tile flagged, most by the H&E gate
-    assert rows and set(reasons) <= {"not_he", "dark", "background"}
+    assert rows and set(reasons) <= {"not_he", "dark", "background", "no_texture"}
     assert reasons.count("not_he") + reasons.count("dark") > len(rows) / 2

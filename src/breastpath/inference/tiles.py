@@ -13,8 +13,8 @@ Tile checks (:class:`TileCheck`, the skip reasons of :data:`SKIP_REASONS`)
 ``dark``        the input-quality gate finds the tile too dark: a black frame, a fluorescence
                 scan's background.
 ``background``  fewer than ``min_tissue`` of the tile's pixels are tissue (glass, a lumen, fat).
-``not_he``      the gate finds the tile is not H&E tissue (colours outside the H&E range, a
-                flat field, noise).
+``not_he``      the gate finds the tile's colours outside the H&E range (fluorescence, IHC, ink).
+``no_texture``  the gate finds no tissue texture: a flat field or pixel noise.
 ``mask``        (slides only) below ``min_tissue`` on the slide's thumbnail tissue mask: not read.
 
 Tiles of an image (:func:`cut_tiles`) are laid edge to edge from the top-left corner at the
@@ -42,7 +42,13 @@ import numpy as np
 
 from breastpath.data.transforms import fit_to_size
 from breastpath.errors import ConfigError
-from breastpath.inference.quality import REASON_BACKGROUND, REASON_DARK, REASON_OK, assess
+from breastpath.inference.quality import (
+    REASON_BACKGROUND,
+    REASON_DARK,
+    REASON_NO_TEXTURE,
+    REASON_OK,
+    assess,
+)
 from breastpath.tissue import luminance, luminance_threshold
 
 if TYPE_CHECKING:
@@ -69,7 +75,8 @@ SKIP_REASONS = {
     "mask": "below min_tissue on the thumbnail tissue mask (not read)",
     "dark": "too dark for the quality gate (black frame, fluorescence background)",
     "background": "below min_tissue tissue pixels at full resolution (glass, lumen, hole, fat)",
-    "not_he": "not H&E tissue for the quality gate (colours, flat field, noise, ink)",
+    "not_he": "colours outside the H&E range for the quality gate (fluorescence, IHC, ink)",
+    "no_texture": "no tissue texture for the quality gate (a flat field or pixel noise)",
 }
 #: ``predict`` gives a tile verdict to images of at most this many tiles (the API's own limit
 #: is ``ServeLimits.max_tiles``).
@@ -80,7 +87,12 @@ MIN_TILE_TISSUE = 0.25
 MAX_LUMINOSITY = 0.8
 #: Tiles per call of the quality gate (its float arrays stay small).
 GATE_CHUNK = 64
-_GATE_REASONS = {REASON_OK: "", REASON_DARK: "dark", REASON_BACKGROUND: "background"}
+_GATE_REASONS = {
+    REASON_OK: "",
+    REASON_DARK: "dark",
+    REASON_BACKGROUND: "background",
+    REASON_NO_TEXTURE: "no_texture",
+}
 
 
 @dataclass(frozen=True)

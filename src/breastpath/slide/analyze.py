@@ -250,8 +250,12 @@ def quality_notes(scores: TileScores, *, dark: bool) -> list[str]:
             "brightfield H&E"
         )
     counts = scores.counts()
-    if counts.get("not_he", 0) + counts.get("dark", 0) > len(scores.skipped) / 2:
-        notes.append("most tissue tiles failed the H&E quality gate (dark or not H&E colours)")
+    gate = sum(counts.get(r, 0) for r in ("not_he", "dark", "no_texture"))
+    if gate > len(scores.skipped) / 2:
+        notes.append(
+            "most tissue tiles failed the H&E quality gate (dark, not H&E colours or no tissue "
+            "texture)"
+        )
     if not scores.scored.any():
         skipped = ", ".join(f"{n} {r}" for r, n in counts.items() if r != "scored")
         notes.append(f"not scored: no tissue tile passed the tile checks ({skipped})")

@@ -4,6 +4,8 @@ For tests, benchmarks and demos: a slide of any size is written tile by tile wit
 (zlib) tiles, so a 20,000 x 20,000 slide of mostly background takes well under a second and a
 few MB. Tissue colours follow the generated IDC patches of the test-suite: ``"normal"`` tissue
 is pink with sparse dark nuclei, ``"tumor"`` darker, more purple and crowded with nuclei.
+Like tissue, and unlike pixel noise (which the input-quality gate refuses), the colour varies in
+2-pixel cells and nuclei are 3-pixel blobs, at every level.
 A ``"glass"`` blob drawn after tissue is a hole in the section: blank glass as a real scanner
 shows it (mean RGB about (241, 235, 238), noise about 2.6), the pixels a tissue detector must
 not score.
@@ -72,12 +74,28 @@ def render(
             continue
         if out is None:
             out = np.full((height, width, 3), 255, dtype=np.uint8)
-        n = int(inside.sum())
-        noise = rng.normal(0, NOISE[blob.kind], (n, 3))
-        pixels = np.asarray(BASE_COLOR[blob.kind], dtype=np.float32) + noise
-        pixels[rng.random(n) < NUCLEI[blob.kind]] -= 60
-        out[inside] = np.clip(pixels, 0, 255).astype(np.uint8)
+        pixels = _texture(blob.kind, shape, rng)
+        out[inside] = np.clip(pixels[inside], 0, 255).astype(np.uint8)
     return out
+
+
+def _coarse(values: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """``values`` repeated ``factor`` times along both axes, cut to ``shape``."""
+    return values.repeat(factor, 0).repeat(factor, 1)[: shape[0], : shape[1]]
+
+
+def _texture(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Float RGB pixels of one kind: 2-pixel colour cells, fine noise and 3-pixel nuclei
+    (glass: its own fine noise only)."""
+    height, width = shape
+    base = np.asarray(BASE_COLOR[kind], dtype=np.float32)
+    if kind == "glass":
+        return base + rng.normal(0, NOISE[kind], (height, width, 3)).astype(np.float32)
+    cells = rng.normal(0, NOISE[kind], (-(-height // 2), -(-width // 2), 3)).astype(np.float32)
+    pixels = base + _coarse(cells, 2, shape) + rng.normal(0, 4, (height, width, 3))
+    nuclei = rng.random((-(-height // 3), -(-width // 3))) < NUCLEI[kind]
+    pixels[_coarse(nuclei, 3, shape)] -= 60
+    return pixels
 
 
 def _encoded_tiles(
