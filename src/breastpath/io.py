@@ -17,12 +17,37 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the process umask (``0o666 & ~umask``), as ``open`` gives
+    it; read from ``/proc/self/status`` where it says, else by setting and restoring the umask
+    once.
+
+    Examples
+    --------
+    >>> file_mode() & 0o600
+    384
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a temp file beside ``path`` for binary writing; rename it over ``path`` on success."""
+    """Open a temp file beside ``path`` for binary writing; rename it over ``path`` on success.
+
+    The file gets the mode a plain ``open`` would give it (:func:`file_mode`), not the
+    owner-only mode of a temp file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, file_mode())
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

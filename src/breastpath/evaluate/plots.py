@@ -10,7 +10,6 @@ The PNG size in pixels is the figure size times :data:`DPI` (no tight bounding b
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from breastpath.errors import ConfigError, InvalidImageError
 from breastpath.evaluate.metrics import _validate_binary, _validate_threshold
+from breastpath.io import atomic_open
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,15 +53,9 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}-", suffix=".png.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(out) as fh:
             fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         fig.clear()
     return out

@@ -11,13 +11,12 @@ import base64
 import json
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from breastpath.errors import ConfigError
-from breastpath.io import markdown_table
+from breastpath.io import atomic_write_text, markdown_table
 
 __all__ = ["write_report"]
 
@@ -339,14 +338,7 @@ def _markdown(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_report(
