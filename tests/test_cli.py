@@ -121,6 +121,13 @@ def test_predict_gives_a_larger_image_its_tile_verdict(capsys, trained_run, tmp_
     code, _, err = _run(capsys, "predict", "--checkpoint", trained_run, tmp_path, "--out", out_file)
     assert code == 0, err
     rows = {Path(r["path"]).name: r for r in _read_rows(out_file.read_text())}
+    scored = sum(r["assessed"] == "1" for r in rows.values())
+    above = sum(
+        r["assessed"] == "1" and float(r["probability"]) >= float(r["threshold"])
+        for r in rows.values()
+    )
+    summary = f"summary: 2 file(s); {scored} scored, {above} at or above the threshold"
+    assert summary in err and "0 unreadable" in err
     assert rows["patch.png"]["tile_verdict"] == "" and rows["patch.png"]["tiles"] == ""
     row = rows["large.png"]
     predictor = Predictor.from_checkpoint(trained_run)

@@ -8,7 +8,7 @@ the file order of one process, so the merged CSV has the single-process rows in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,13 @@ def score_files(
     *,
     chunk: int = 1024,
     allow_non_tissue: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> list[list[Any]]:
     """One CSV row per file (:data:`HEADER`); an unreadable file gets its error in its row.
 
-    Files are decoded and scored ``chunk`` at a time, so memory stays bounded. Images the
-    quality gate flags get no label unless ``allow_non_tissue`` (research only).
+    Files are decoded and scored ``chunk`` at a time, so memory stays bounded; ``progress`` is
+    called with the number of files done after each chunk. Images the quality gate flags get
+    no label unless ``allow_non_tissue`` (research only).
     """
     rows: list[list[Any]] = []
     for start in range(0, len(files), chunk):
@@ -80,7 +82,36 @@ def score_files(
         results = predictor.predict_sources(part, allow_non_tissue=allow_non_tissue, tiles=True)
         for path, result in zip(part, results, strict=True):
             rows.append(prediction_row(path, result, predictor.threshold))
+        if progress is not None:
+            progress(len(part))
     return rows
+
+
+def summarise_rows(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Counts for the closing line of ``predict``: files, scored (assessed), at or above the
+    threshold, not assessed by reason, unreadable.
+
+    Examples
+    --------
+    >>> ok = ["a.png", "0.9", "IDC", 1, "0.9", 1, "ok"] + [""] * 4 + [0.5, ""]
+    >>> flat = ["b.png", "0.2", "", 0, "1.0", 1, "flat"] + [""] * 4 + [0.5, ""]
+    >>> bad = ["c.png"] + [""] * 10 + [0.5, "broken"]
+    >>> summarise_rows([ok, flat, bad])
+    {'files': 3, 'assessed': 1, 'above_threshold': 1, 'not_assessed': {'flat': 1}, 'errors': 1}
+    """
+    out: dict[str, Any] = {"files": len(rows), "assessed": 0, "above_threshold": 0}
+    reasons: dict[str, int] = {}
+    errors = 0
+    for row in rows:
+        if row[-1]:
+            errors += 1
+        elif row[3] == 1:
+            out["assessed"] += 1
+            out["above_threshold"] += int(float(row[1]) >= float(row[-2]))
+        else:
+            reason = str(row[6]) or "not assessed"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {**out, "not_assessed": reasons, "errors": errors}
 
 
 def score_files_sharded(
@@ -90,6 +121,7 @@ def score_files_sharded(
     info: DistInfo,
     chunk: int = 1024,
     allow_non_tissue: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> list[list[Any]]:
     """Rows for all ``files`` (in their order) on every rank; each rank scores only its shard.
 
@@ -100,7 +132,13 @@ def score_files_sharded(
     >>> rows = score_files_sharded(predictor, files, info=distributed.env_info())  # doctest: +SKIP
     """
     start, stop = shard_bounds(len(files), info.rank, info.world_size)
-    rows = score_files(predictor, files[start:stop], chunk=chunk, allow_non_tissue=allow_non_tissue)
+    rows = score_files(
+        predictor,
+        files[start:stop],
+        chunk=chunk,
+        allow_non_tissue=allow_non_tissue,
+        progress=progress,
+    )
     if not info.enabled:
         return rows
     import torch.distributed as dist
