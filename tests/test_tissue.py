@@ -7,7 +7,7 @@ import pytest
 
 from breastpath import tissue
 from breastpath.errors import InvalidImageError
-from breastpath.serve import tiling
+from breastpath.inference.tiles import TileCheck, cut_tiles
 from breastpath.stain import _ops
 from breastpath.stain._backend import ops_for
 
@@ -51,13 +51,13 @@ def test_fraction_and_background_of_images_and_batches():
     assert tissue.tissue_fraction(np.zeros((0, 5, 3), np.uint8)) == 0.0
 
 
-def test_serve_tiling_counts_tissue_with_the_same_rule():
+def test_the_tile_check_counts_tissue_with_the_same_rule():
     image = np.full((100, 100, 3), 245, np.uint8)
     image[:50, :50] = (200, 120, 170)
     image[50:, 50:, :] = 199  # just above L* 80: background under the shared rule
-    grid = tiling.make_tiles(image, (50, 50))
-    np.testing.assert_array_equal(grid.tissue_fraction, [[1.0, 0.0], [0.0, 0.0]])
-    assert grid.tissue.tolist() == [[True, False], [False, False]]
+    grid = cut_tiles(image, (50, 50)).check(TileCheck(he_check=False))
+    assert grid.assessed.tolist() == [[True, False], [False, False]]
+    assert tissue.tissue_fraction(grid.tiles[3]) == 0.0
 
 
 def test_optical_density_and_bad_input():
