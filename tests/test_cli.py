@@ -475,3 +475,24 @@ def test_train_reads_flat_and_nested_config_files_alike(tmp_path):
     )  # fmt: skip
     assert (config.optim.lr, config.stop.epochs) == (0.5, 4)
     assert config.optim.optimizer == "adam" and config.model.args == {"input_size": 64}
+
+
+def test_models_lists_the_registry_and_train_names_it(capsys):
+    from breastpath.models.registry import list_models
+
+    code, out, err = _run(capsys, "models")
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert names == list_models() and "cancernet" in names
+    code, out, err = _run(capsys, "train", "--help")
+    assert "breastpath models" in out and "list_models" not in out
+
+
+def test_an_unknown_model_is_refused_before_anything_is_said_of_its_weights(
+    capsys, prepared_idc, tmp_path
+):
+    code, out, err = _run(
+        capsys, "train", "--data", prepared_idc, "--out", tmp_path / "r", "--model", "resnet9000"
+    )
+    line = _assert_one_line_error(code, err, "unknown model 'resnet9000'")
+    assert "from scratch" not in err + out and line

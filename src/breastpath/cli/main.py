@@ -81,6 +81,7 @@ COMMANDS = (
     "crossval",
     "embed",
     "probe",
+    "models",
 )
 
 

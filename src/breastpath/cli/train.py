@@ -104,7 +104,10 @@ def train_config(
 
 
 def _say_where_weights_come_from(config) -> None:
+    from breastpath.models.registry import get_record
+
     name = config.model.name
+    get_record(name)  # an unknown name is an error before anything is said about its weights
     if config.head.kind == "svm" and config.head.backbone_checkpoint:
         click.echo(f"embeddings from {config.head.backbone_checkpoint}", err=True)
     elif config.model.weights:

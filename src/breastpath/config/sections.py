@@ -31,7 +31,7 @@ from breastpath.errors import ConfigError
 class ModelConfig(_Config):
     """The network: a registered model, its arguments and where its weights start from."""
 
-    name: str = field(default="cancernet", metadata=_help("Model name (see `list_models`)."))
+    name: str = field(default="cancernet", metadata=_help("Model name (see `breastpath models`)."))
     args: dict[str, Any] = field(
         default_factory=dict, metadata=_help("Model arguments (stored in the checkpoint).")
     )
@@ -105,6 +105,8 @@ class OptimConfig(_Config):
             raise ConfigError("warmup_epochs and weight_decay must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("momentum must be in [0, 1)")
         if self.finetune_lr_scale <= 0 or self.backbone_lr_scale < 0:
             raise ConfigError("finetune_lr_scale must be > 0 and backbone_lr_scale >= 0")
         if not 0 <= self.ema_half_life < 1e6:
@@ -188,6 +190,8 @@ class StopConfig(_Config):
             raise ConfigError("epochs must be >= 1")
         if self.max_steps_per_epoch < 0 or self.patience < 1:
             raise ConfigError("max_steps_per_epoch must be >= 0 and patience >= 1")
+        if self.min_delta < 0:
+            raise ConfigError("min_delta must be >= 0")
 
 
 @dataclass(frozen=True)
