@@ -72,6 +72,19 @@ def _limit_options(command):
         ("--body-timeout", _SECONDS, 120.0, "Seconds a client may take to send its body; 408."),
         ("--keep-alive", _SECONDS, 5.0, "Seconds an idle keep-alive connection stays open."),
         ("--max-connections", _COUNT, 512, "Most connections at once; more get 503."),
+        ("--max-explain", _COUNT, 1, "Most Grad-CAM explanations computed at once."),
+        (
+            "--max-explain-pending",
+            click.IntRange(min=0),
+            2,
+            "Most explanations waiting for a turn; more get 503 with Retry-After.",
+        ),
+        (
+            "--max-explain-tiles",
+            _COUNT,
+            256,
+            "Most tiles one explanation covers; a larger image is explained on the model input.",
+        ),
     ]
     for name, kind, default, text in reversed(options):
         command = click.option(
@@ -101,6 +114,9 @@ def _limits(options: dict):
         body_timeout_s=options["body_timeout"],
         keep_alive_s=options["keep_alive"],
         max_connections=options["max_connections"],
+        max_explain=options["max_explain"],
+        max_explain_pending=options["max_explain_pending"],
+        max_explain_tiles=options["max_explain_tiles"],
     )
 
 

@@ -7,6 +7,7 @@ scores the same through every entry point.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import warnings
@@ -120,6 +121,10 @@ class Predictor:
         bias = self.meta.logit_bias
         self._logit_bias = None if bias is None else torch.tensor(bias, device=self.device)
         self._lock = threading.Lock()
+        #: Grad-CAM's own lock: explanations (a server runs them on their own thread) and
+        #: predictions run side by side (see :meth:`_explained_model`)
+        self._explain_lock = threading.Lock()
+        self._explain_copy: torch.nn.Module | None = None
 
     def _build_forward(self, *, compile: bool, int8_asked: bool) -> Any:
         """What maps a normalized NCHW batch to logits, for ``self.runtime``."""
@@ -313,13 +318,14 @@ class Predictor:
             )
         targets = np.broadcast_to(np.asarray(target_class, dtype=np.int64), (len(batch),))
         maps = []
-        with self._lock:
+        with self._explain_lock:
+            model = self._explained_model()
             for start in range(0, len(batch), self.batch_size):
                 stop = start + self.batch_size
                 chunk = torch.from_numpy(np.array(batch[start:stop]))  # writable copy
                 x = to_model_input(chunk, mean=self.mean, std=self.std, device=self.device)
                 cam = grad_cam(
-                    self.model,
+                    model,
                     x,
                     target_class=torch.from_numpy(targets[start:stop].copy()),
                     normalize=normalize,
@@ -328,6 +334,18 @@ class Predictor:
         if not maps:
             return np.zeros((0, *self.input_size), dtype=np.float32)
         return np.concatenate(maps)
+
+    def _explained_model(self) -> torch.nn.Module:
+        """The network Grad-CAM runs on: the model itself when it is split into
+        ``forward_features`` / ``forward_head`` (explained without hooks, nothing shared with a
+        prediction running meanwhile), else a copy made once (the hook Grad-CAM puts on a layer
+        must not see the forward passes of predictions)."""
+        assert self.model is not None
+        if hasattr(self.model, "forward_features") and hasattr(self.model, "forward_head"):
+            return self.model
+        if self._explain_copy is None:
+            self._explain_copy = copy.deepcopy(self.model)
+        return self._explain_copy
 
     def cancer_probability(self, probs: np.ndarray) -> np.ndarray:
         """The cancer score per row (:func:`~breastpath.inference.score.cancer_score`)."""

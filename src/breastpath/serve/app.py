@@ -92,6 +92,7 @@ def create_app(
         gc.freeze()
         yield
         await service.engine.stop()
+        service.explainer.close()
         service.sandbox.close()
 
     app = FastAPI(

@@ -19,11 +19,19 @@ class ApiError(Exception):
     415
     """
 
-    def __init__(self, status: int, detail: str, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = int(status)
         self.detail = str(detail)
         self.name = name  # the file it is about, if any
+        self.headers = headers  # sent with the answer (``Retry-After`` of a 503)
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail}
@@ -86,7 +94,7 @@ def install_error_handlers(app: Any) -> None:
     from starlette.exceptions import HTTPException
 
     async def api_error(_request: Any, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     async def http_error(_request: Any, exc: HTTPException) -> JSONResponse:
         headers = getattr(exc, "headers", None)

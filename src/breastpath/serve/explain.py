@@ -7,6 +7,7 @@ instead of showing a picture.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -17,6 +18,10 @@ from breastpath.inference.tiles import ImageTiles
 from breastpath.serve import render
 
 _STAIN_FORMAT = "breastpath.stain"
+
+#: Most input pixels in one Grad-CAM pass (64 tiles of 50 x 50, 3 of 224 x 224): bounds the
+#: memory the backward pass holds, and a hung-up client's explanation stops after one pass.
+CHUNK_PIXELS = 64 * 50 * 50
 
 
 def _find_stain_dict(meta: CheckpointMeta) -> dict[str, Any] | None:
@@ -86,6 +91,31 @@ def stain_view(normalizer: Any, image: np.ndarray, note: str) -> dict[str, Any]:
         "png": render.png_base64(render.for_display(np.asarray(normalized, dtype=np.uint8))),
         "note": note,
     }
+
+
+def chunked_grad_cam(
+    predictor: Any, batch: np.ndarray, *, target: int, cancel: threading.Event | None = None
+) -> np.ndarray | None:
+    """Raw Grad-CAM maps of ``batch`` (``(N, H, W, 3)`` uint8 at the input size), computed
+    :data:`CHUNK_PIXELS` at a time; ``None`` when ``cancel`` was set (the client left).
+
+    Examples
+    --------
+    >>> class Flat:
+    ...     def grad_cam(self, chunk, *, target_class, normalize):
+    ...         return np.ones(chunk.shape[:3], np.float32)
+    >>> chunked_grad_cam(Flat(), np.zeros((130, 50, 50, 3), np.uint8), target=1).shape
+    (130, 50, 50)
+    """
+    rows = max(1, CHUNK_PIXELS // max(1, batch.shape[1] * batch.shape[2]))
+    maps = []
+    for start in range(0, len(batch), rows):
+        if cancel is not None and cancel.is_set():
+            return None
+        maps.append(
+            predictor.grad_cam(batch[start : start + rows], target_class=target, normalize=False)
+        )
+    return np.concatenate(maps) if maps else np.zeros(batch.shape[:3], np.float32)
 
 
 def gradcam_map(

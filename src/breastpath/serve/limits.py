@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from breastpath.errors import ConfigError
@@ -52,6 +53,20 @@ class ServeLimits:
         Longest idle time of a keep-alive connection between requests.
     max_connections
         Most connections and requests at once; beyond it new requests get 503.
+    max_explain
+        Most Grad-CAM explanations (``?explain=true``) computed at once. They run on their own
+        thread, apart from the model calls of plain predictions, which never wait behind them.
+    max_explain_pending
+        Most explanations waiting for a turn (0: none wait); beyond it, and when a waiting one
+        has not started within ``timeout_s``, the request gets 503 with ``Retry-After``.
+    max_explain_tiles
+        Most tiles one explanation runs Grad-CAM over (bounds its time and memory); an image
+        with more tiles is explained on the model's input (the whole image fitted), with a note.
+
+    Every limit is checked when the limits are made: a count is a whole number of at least 1
+    (``max_explain_pending`` at least 0), a duration a finite number of seconds above 0 and
+    at most a day; anything else (``nan``, ``inf``, a string, a bool) is a
+    :class:`~breastpath.errors.ConfigError`.
 
     Examples
     --------
@@ -73,12 +88,56 @@ class ServeLimits:
     body_timeout_s: float = 120.0
     keep_alive_s: float = 5.0
     max_connections: int = 512
+    max_explain: int = 1
+    max_explain_pending: int = 2
+    max_explain_tiles: int = 256
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"ServeLimits.{name} must be a positive number, got {value!r}")
+        for spec in fields(self):
+            check_limit(spec.name, getattr(self, spec.name), seconds=spec.type == "float")
 
     def to_dict(self) -> dict[str, Any]:
         """The limits as JSON-able values (for ``GET /api/models``)."""
         return asdict(self)
+
+
+#: Longest duration a limit may give (a day): a bigger one is a typo, not a timeout.
+MAX_SECONDS = 86_400.0
+#: Largest count a limit may give (also bounds the byte and pixel sizes: 2**50 is a petabyte).
+MAX_COUNT = 2**50
+#: Limits that may be 0.
+MAY_BE_ZERO = frozenset({"max_explain_pending"})
+
+
+def check_limit(name: str, value: Any, *, seconds: bool) -> None:
+    """Raise :class:`~breastpath.errors.ConfigError` unless ``value`` is a valid limit: a finite
+    number of seconds in ``(0, MAX_SECONDS]``, or a whole count in ``[1, MAX_COUNT]`` (``[0,
+    ...]`` for the limits in :data:`MAY_BE_ZERO`). ``nan`` and ``inf`` never pass (every
+    comparison with ``nan`` is false, so it is refused by name).
+
+    Examples
+    --------
+    >>> check_limit("timeout_s", 2.5, seconds=True)
+    >>> check_limit("timeout_s", float("nan"), seconds=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    breastpath.errors.ConfigError: ServeLimits.timeout_s must be a finite number ..., got nan
+    """
+    if seconds:
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and 0 < value <= MAX_SECONDS
+        )
+        if not ok:
+            raise ConfigError(
+                f"ServeLimits.{name} must be a finite number of seconds in (0, {MAX_SECONDS:g}],"
+                f" got {value!r}"
+            )
+        return
+    low = 0 if name in MAY_BE_ZERO else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise ConfigError(
+            f"ServeLimits.{name} must be a whole number in [{low}, {MAX_COUNT}], got {value!r}"
+        )

@@ -36,7 +36,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (408, "the request body did not arrive in time"),
         (413, "upload, image or batch over a limit"),
         (415, "not an image, or an unsupported image mode"),
-        (503, "server busy: too many requests waiting for the model"),
+        (
+            503,
+            "server busy: too many requests waiting for the model, or explanations busy "
+            "(with Retry-After)",
+        ),
         (504, "the model did not answer in time"),
     )
 }
@@ -62,6 +66,11 @@ def api_router(service: PredictionService) -> APIRouter:
                 "gradcam": True,
                 "stain": service.stain is not None,
                 "stain_note": service.stain_note,
+                "queue": {
+                    "running": service.explainer.running,
+                    "waiting": service.explainer.waiting,
+                    **service.explainer.stats,
+                },
             },
             "queue": {"pending": service.engine.pending, **service.engine.stats},
         }

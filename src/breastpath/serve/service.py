@@ -28,6 +28,7 @@ from breastpath.inference.tiles import (
 from breastpath.sandbox import DecodeSandbox, inline_bytes
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
+from breastpath.serve.explain_queue import ExplainQueue
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.uploads import Upload, decode_upload_info
 
@@ -94,6 +95,8 @@ class PredictionService:
         self.sandbox = DecodeSandbox(
             workers=DECODE_WORKERS, max_pixels=limits.max_pixels, wall_seconds=limits.timeout_s
         )
+        #: Grad-CAM's own threads and queue, apart from :attr:`engine` (see ExplainQueue)
+        self.explainer = ExplainQueue(limits)
         self.stain, self.stain_note = explaining.resolve_stain(predictor.meta, stain)
 
     # ------------------------------------------------------------------ decoding
@@ -226,6 +229,9 @@ class PredictionService:
     async def _explain(
         self, item: Decoded, probs: np.ndarray, tiles: dict[str, Any] | None
     ) -> dict[str, Any]:
+        """The ``explain`` block, computed in :attr:`explainer` (its own threads and queue: a
+        full queue is a 503 with ``Retry-After``); Grad-CAM covers at most ``max_explain_tiles``
+        tiles, an image with more is explained on the model's input."""
         predictor = self.predictor
         if not predictor.can_explain:
             return {
@@ -234,21 +240,24 @@ class PredictionService:
                 "model is an exported ONNX file",
             }
         target = predictor.explain_target(probs[:1])[0]
-        batch = item.grid.tiles if item.grid is not None else item.model_input[None]
-        cams = await self.engine.run(
-            predictor.grad_cam, batch, target_class=target, normalize=False
-        )
+        grid, note = item.grid, None
+        if grid is not None and grid.count > self.limits.max_explain_tiles:
+            note = (
+                f"Grad-CAM on the model's input, not tile by tile: the image has {grid.count} "
+                f"tiles, more than the limit of {self.limits.max_explain_tiles} per explanation"
+            )
+            grid = None
+        batch = grid.tiles if grid is not None else item.model_input[None]
 
-        def draw() -> dict[str, Any]:
+        def work(cancel: threading.Event) -> dict[str, Any] | None:
+            cams = explaining.chunked_grad_cam(predictor, batch, target=target, cancel=cancel)
+            if cams is None:
+                return None  # the client left
             base, heat, shown = explaining.gradcam_map(
-                cams,
-                image=item.image,
-                model_input=item.model_input,
-                action=item.action,
-                grid=item.grid,
+                cams, image=item.image, model_input=item.model_input, action=item.action, grid=grid
             )
             stain = explaining.stain_view(self.stain, item.image, self.stain_note)
-            return explaining.render_explanation(
+            block = explaining.render_explanation(
                 image=item.image,
                 base=base,
                 heat=heat,
@@ -258,5 +267,9 @@ class PredictionService:
                 grid=item.grid,
                 stain=stain,
             )
+            block["note"] = "; ".join(n for n in (block["note"], note) if n) or None
+            return block
 
-        return await run_in_threadpool(draw)
+        result = await self.explainer.run(work)
+        assert result is not None  # None only for a caller that has left
+        return result
