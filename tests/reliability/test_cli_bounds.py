@@ -163,3 +163,108 @@ def test_slide_on_a_broken_tiff_prints_only_its_error_line(tmp_path):
     assert done.returncode == 2, done.stderr
     line = _one_line(done.stderr)
     assert line.startswith("error: ") and "tifffile:" not in done.stderr.replace(line, "")
+
+
+# -- every other float: the library's limits and configs, and the other commands' options ----
+
+
+LIMIT_FIELDS = [
+    "max_upload_bytes",
+    "max_pixels",
+    "max_files",
+    "max_pending",
+    "timeout_s",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_s",
+    "max_explain",
+    "max_explain_tiles",
+]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, True, "5"])
+@pytest.mark.parametrize("name", LIMIT_FIELDS)
+def test_serve_limits_refuse_nan_inf_and_out_of_range_values(name, value):
+    from breastpath.errors import ConfigError
+    from breastpath.serve.limits import ServeLimits
+
+    with pytest.raises(ConfigError, match=f"ServeLimits.{name} must be"):
+        ServeLimits(**{name: value})
+
+
+def test_serve_limits_accept_their_defaults_and_no_waiting_explanations():
+    from breastpath.serve.limits import ServeLimits
+
+    assert ServeLimits(max_explain_pending=0, timeout_s=0.5).max_explain_pending == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [
+        ("OptimConfig", "lr", float("nan")),
+        ("OptimConfig", "lr", float("inf")),
+        ("OptimConfig", "weight_decay", float("nan")),
+        ("OptimConfig", "momentum", float("nan")),
+        ("OptimConfig", "momentum", 1.5),
+        ("StopConfig", "min_delta", float("nan")),
+        ("StopConfig", "min_delta", -1.0),
+        ("AugmentConfig", "color_jitter", float("inf")),
+        ("DistillConfig", "weight", float("nan")),
+        ("HeadConfig", "svm_c", (1.0, float("nan"))),
+        ("DataConfig", "test_frac", float("nan")),
+        ("DataConfig", "val_frac", float("inf")),
+    ],
+)
+def test_config_sections_refuse_floats_that_are_not_finite_or_in_range(section, name, value):
+    import breastpath.config as config
+    from breastpath.errors import ConfigError
+
+    cls = getattr(config, section)
+    with pytest.raises(ConfigError):
+        cls.from_dict({name: value})
+    with pytest.raises(ConfigError):
+        cls(**{name: value}).validate()
+
+
+def test_a_training_config_from_flat_options_refuses_nan():
+    from breastpath.config import TrainConfig
+    from breastpath.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        TrainConfig.from_flat(lr=float("nan"))
+
+
+OTHER_FLOATS = [
+    (["prepare", "--test-frac", "nan", "--out", "OUT", "SRC"], "--test-frac"),
+    (["prepare", "--val-frac", "inf", "--out", "OUT", "SRC"], "--val-frac"),
+    (["prepare", "--test-frac", "1.5", "--out", "OUT", "SRC"], "--test-frac"),
+    (["probe", "--lr", "nan", "EMB"], "--lr"),
+    (["probe", "--lr", "inf", "EMB"], "--lr"),
+    (["probe", "--val-frac", "nan", "EMB"], "--val-frac"),
+    (["crossval", "--val-frac", "nan", "--data", "SRC", "--out", "OUT"], "--val-frac"),
+    (["crossval", "--lr", "nan", "--data", "SRC", "--out", "OUT"], "--lr"),
+    (["crossval", "--min-delta", "inf", "--data", "SRC", "--out", "OUT"], "--min-delta"),
+    (["train", "--lr", "nan", "--data", "SRC", "--out", "OUT"], "--lr"),
+    (["train", "--color-jitter", "inf", "--data", "SRC", "--out", "OUT"], "--color-jitter"),
+    (["slide", "--mpp", "nan", "SRC"], "--mpp"),
+    (["mosaic", "--threshold", "nan", "SRC"], "--threshold"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"), OTHER_FLOATS, ids=[" ".join(a[:3]) for a, _ in OTHER_FLOATS]
+)
+def test_other_commands_refuse_float_options_that_are_not_finite_or_in_range(
+    argv, named, tmp_path, capsys
+):
+    places = {"OUT": str(tmp_path / "out"), "SRC": str(tmp_path), "EMB": str(tmp_path)}
+    argv = [places.get(arg, arg) for arg in argv]
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: ") and named in line, line
+
+
+def test_crossval_refuses_a_fixed_threshold_that_is_not_a_probability(tmp_path, capsys):
+    argv = ["crossval", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--threshold"]
+    assert main([*argv, "nan"]) == 2
+    assert "--threshold" in _one_line(capsys.readouterr().err)

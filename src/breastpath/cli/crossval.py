@@ -9,16 +9,24 @@ from __future__ import annotations
 import click
 
 from breastpath.choices import PATIENT_REDUCES
+from breastpath.cli.options import FiniteFloat
 from breastpath.cli.train import train_config, training_options
+
+#: A probability: finite, in [0, 1].
+_PROBABILITY = FiniteFloat(min=0, max=1)
 
 
 def _threshold(value: str) -> str | float:
+    """``'fold'`` or a finite probability (``nan``, ``inf`` and 1.5 are usage errors)."""
     if value == "fold":
         return value
     try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter("give 'fold' or a probability such as 0.5") from None
+        return float(_PROBABILITY.convert(value, None, None))
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"give 'fold' or a probability in [0, 1] such as 0.5, not {value!r}",
+            param_hint="'--threshold'",
+        ) from None
 
 
 @click.command("crossval")
@@ -28,7 +36,7 @@ def _threshold(value: str) -> str | float:
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option(
     "--val-frac",
-    type=float,
+    type=FiniteFloat(min=0, max=1, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Share of each fold's training patients used for validation.",

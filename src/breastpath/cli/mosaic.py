@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from breastpath.cli.options import checkpoint_option
+from breastpath.cli.options import FiniteFloat, checkpoint_option
 
 
 @click.command("mosaic")
@@ -20,7 +20,7 @@ from breastpath.cli.options import checkpoint_option
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloat(0.0, 1.0),
     default=None,
     help="Patch threshold [default: the model's].",
 )

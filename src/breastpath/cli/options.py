@@ -52,6 +52,12 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def _finite(hint: Any) -> Any:
+    """The click type of a config field: :class:`FiniteFloat` for a float (the config's own
+    ``validate`` checks its range), the hint itself otherwise."""
+    return FiniteFloat() if hint is float else hint
+
+
 def checkpoint_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--checkpoint`` (default: the bundled ``default`` model)."""
     return click.option("--checkpoint", default="default", show_default=True, help=CHECKPOINT_HELP)(
@@ -128,10 +134,11 @@ def config_option(key: str, **overrides: Any) -> Callable[[Callable[..., Any]], 
     elif typing.get_origin(hint) is typing.Literal:
         options["type"] = click.Choice(typing.get_args(hint))
     elif typing.get_origin(hint) is tuple:
-        options.update(type=typing.get_args(hint)[0], multiple=True, default=())
+        item_type = typing.get_args(hint)[0]
+        options.update(type=_finite(item_type), multiple=True, default=())
         options["help"] += " Repeat for several."
     else:
-        options["type"] = hint
+        options["type"] = _finite(hint)
     if "default" in overrides and "show_default" not in overrides:
         overrides["show_default"] = True
     options.update(overrides)

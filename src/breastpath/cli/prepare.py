@@ -5,8 +5,12 @@ from __future__ import annotations
 import click
 
 from breastpath.choices import INPUT_FITS
+from breastpath.cli.options import FiniteFloat
 from breastpath.config import STAIN_METHODS
 from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
+
+#: A share of the images: finite, in [0, 1) (``nan`` and ``inf`` are usage errors).
+_FRACTION = FiniteFloat(min=0, max=1, max_open=True)
 
 
 @click.command("prepare")
@@ -43,10 +47,10 @@ from breastpath.data.index import DATASETS, MAGNIFICATIONS, TASKS
     "BreakHis tiles were made from their fields). A model scores the cache only with its own "
     "fit.",
 )
-@click.option("--test-frac", type=float, default=0.2, show_default=True)
+@click.option("--test-frac", type=_FRACTION, default=0.2, show_default=True)
 @click.option(
     "--val-frac",
-    type=float,
+    type=_FRACTION,
     default=0.1,
     show_default=True,
     help="Share of the non-test images for validation.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from breastpath.choices import PROBE_HEADS
+from breastpath.cli.options import FiniteFloat
 
 
 @click.command("probe")
@@ -16,12 +17,18 @@ from breastpath.choices import PROBE_HEADS
 @click.option("--folds", type=int, default=5, show_default=True, help="Patient-level CV folds.")
 @click.option(
     "--val-frac",
-    type=float,
+    type=FiniteFloat(min=0, max=1, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Share of each fold's training patients kept for validation (early stopping, threshold).",
 )
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="Linear head: AdamW lr.")
+@click.option(
+    "--lr",
+    type=FiniteFloat(min=0, min_open=True, max=10),
+    default=3e-4,
+    show_default=True,
+    help="Linear head: AdamW lr.",
+)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--max-steps", type=int, default=12_500, show_default=True)
 @click.option("--knn-k", type=int, default=20, show_default=True)
@@ -47,8 +54,6 @@ def command(
     from breastpath.experiments.probe import ProbeOptions, probe
     from breastpath.experiments.probe_checkpoint import format_probe_markdown
 
-    if not 0 < val_frac < 1:
-        raise click.BadParameter("--val-frac must be between 0 and 1")
     options = ProbeOptions(
         head=head,
         lr=lr,

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from breastpath.choices import SLIDE_BACKENDS
-from breastpath.cli.options import checkpoint_option, runtime_option
+from breastpath.cli.options import FiniteFloat, checkpoint_option, runtime_option
 from breastpath.slide.cohort import Progress
 from breastpath.slide.preflight import MAX_TILES
 
@@ -43,21 +43,21 @@ log = logging.getLogger("breastpath.slide")
 @click.option("--level", type=click.IntRange(min=0), default=None, help="Pyramid level to tile.")
 @click.option(
     "--mpp",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=FiniteFloat(min=0.0, min_open=True),
     default=None,
     help="Tile at this many microns per pixel [default: the model's training scale (4.0 for "
     "the IDC models); level 0 for a model that states none].",
 )
 @click.option(
     "--slide-mpp",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=FiniteFloat(min=0.0, min_open=True),
     default=None,
     help="The slide's level-0 microns per pixel, when the file does not record it (about 0.25 "
     "at 40x, 0.5 at 20x); overrides the file's value.",
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloat(0.0, 1.0),
     default=None,
     help="Tile threshold of the verdict rule [default: the model's].",
 )
@@ -71,7 +71,7 @@ log = logging.getLogger("breastpath.slide")
 )
 @click.option(
     "--min-tissue",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloat(0.0, 1.0),
     default=0.25,
     show_default=True,
     help="Score tiles with at least this share of tissue.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,7 +58,28 @@ def _type_name(hint: Any) -> str:
     return {bool: "boolean (true/false)", int: "integer", float: "number"}.get(hint, "string")
 
 
+def check_finite(owner: str, name: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` is (or holds) a float that is not finite:
+    ``nan`` passes every range check written as a comparison (``nan <= 0`` is false).
+
+    Examples
+    --------
+    >>> check_finite("OptimConfig", "lr", 0.1)
+    >>> check_finite("OptimConfig", "lr", float("nan"))
+    Traceback (most recent call last):
+    ...
+    breastpath.errors.ConfigError: OptimConfig.lr must be a finite number, got nan
+    """
+    values = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
+
+
 class _Config:
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_finite(type(self).__name__, spec.name, getattr(self, spec.name))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
