@@ -80,7 +80,8 @@ def test_slide_writes_heatmap_csv_and_score(slides, tmp_path, capsys):
             assert tile["probability"] is None and tile["classification"] == "Ignore*"
         else:
             assert tile["probability"] == pytest.approx(float(row["probability"]))
-            assert tile["classification"] == ("Tumor" if tile["probability"] >= 0.9 else "Stroma")
+            expected = "IDC" if tile["probability"] >= 0.9 else "non-IDC"
+            assert tile["classification"] == expected
     heatmap = Image.open(out / "heatmap.png")
     assert heatmap.width > 2 * 500  # thumbnail beside the overlay
     tissue = Image.open(out / "tissue.png")
@@ -88,8 +89,12 @@ def test_slide_writes_heatmap_csv_and_score(slides, tmp_path, capsys):
 
 
 def test_default_resolution_for_the_idc_model_is_4_mpp(slides, tmp_path, capsys):
-    code, _, err = _run(capsys, "slide", slides["slide"], "--out", tmp_path, "--min-tissue", "0.1")
+    code, out, err = _run(
+        capsys, "slide", slides["slide"], "--out", tmp_path, "--min-tissue", "0.1"
+    )
     assert code == 0, err
+    level_mpp = json.loads((tmp_path / "slide.json").read_text())["slide"]["mpp"] * 4
+    assert f"read 200 px at level 1 ({level_mpp:.3g} um/px), resized to 50 px (4 um/px)" in out
     tiling = json.loads((tmp_path / "slide.json").read_text())["tiling"]
     assert tiling["requested_mpp"] is None and tiling["target_mpp"] == 4.0
     assert tiling["mpp"] == pytest.approx(4.0)
@@ -110,6 +115,7 @@ def test_a_slide_without_mpp_needs_slide_mpp_or_a_level(slides, tmp_path, capsys
                           "--level", "1")  # fmt: skip
     assert code == 0, err
     assert "note: the slide records no microns per pixel" in out
+    assert (out + err).count("the slide records no microns per pixel") == 1  # said once
     summary = json.loads((tmp_path / "c" / "slide.json").read_text())
     assert summary["tiling"]["mpp"] is None and summary["notes"]
 

@@ -214,7 +214,6 @@ def _one_slide(slide, out_dir, model, settings, *, no_progress: bool) -> None:
         for bar in bars:
             bar.close()
     for note in result.notes:
-        log.warning("%s", note)
         click.echo(f"note: {note}")
     _report(result, out_dir)
 
@@ -302,17 +301,31 @@ def slide_line(row: dict[str, Any]) -> str:
     )
 
 
+def _read_at(info) -> str:
+    """Where tiles were read and what they became: "read 400 px at level 0 (0.499 um/px),
+    resized to 50 px (4 um/px)"."""
+    tiling, slide = info["tiling"], info["slide"]
+    level = tiling["level"]
+    downsample = slide["levels"][level][2] if level < len(slide["levels"]) else 1.0
+    level_mpp = None if slide.get("mpp") is None else slide["mpp"] * downsample
+    at = f"level {level} ({level_mpp:.3g} um/px)" if level_mpp else f"level {level} (mpp unknown)"
+    text = f"read {tiling['read_size']} px at {at}"
+    if tiling["read_size"] != tiling["tile_size"]:
+        scale = f" ({tiling['mpp']:.3g} um/px)" if tiling["mpp"] else ""
+        text += f", resized to {tiling['tile_size']} px{scale}"
+    return text
+
+
 def _report(result, out_dir) -> None:
     from breastpath.errors import SlideError
 
     verdict, tiling, timing = result.verdict, result.info["tiling"], result.info["timing"]
     backend = result.info["slide"]["backend"]
-    resolution = f"{tiling['mpp']:.3g} um/px" if tiling["mpp"] else "mpp unknown"
     skipped = ", ".join(f"{n} {r}" for r, n in tiling["tiles_skipped"].items() if n) or "none"
     speed = f"; {timing['tiles_per_s']} tiles/s" if timing["tiles_per_s"] else ""
     click.echo(
-        f"{backend}: {tiling['tiles_scored']} of {tiling['tiles_read']} tissue tiles scored at "
-        f"level {tiling['level']} ({resolution}); skipped: {skipped}{speed}"
+        f"{backend}: {tiling['tiles_scored']} of {tiling['tiles_read']} tissue tiles scored, "
+        f"{_read_at(result.info)}; skipped: {skipped}{speed}"
     )
     names = ", ".join(p.name for p in result.paths.values())
     if verdict.positive is None:

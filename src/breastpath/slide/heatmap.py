@@ -219,12 +219,15 @@ def heatmap_figure(
     skipped = np.where(scores.scored, np.nan, 1.0)
     gray = paint_grid(probability_grid(grid, skipped), cell=cell, shape=shape)
     n_skipped = int((~scores.scored).sum())
+    unread = f", {len(grid.low_rows)} below the mask not read" if len(grid.low_rows) else ""
     if verdict.positive is None:
-        title = f"nothing scored: all {n_skipped} tissue tiles failed the tile checks (gray)"
+        title = (
+            f"nothing scored: all {n_skipped} tissue tiles failed the tile checks (gray){unread}"
+        )
     else:
         title = (
             f"probability of cancer per tile ({verdict.tiles_assessed} scored, {n_skipped} "
-            f"skipped in gray); {verdict.label}, extent {verdict.extent:.1%}"
+            f"failed the checks in gray{unread}); {verdict.label}, extent {verdict.extent:.1%}"
         )
     figure = side_by_side(
         [
@@ -257,7 +260,7 @@ def write_slide_outputs(
     verdict rule's (label ``not assessed`` when nothing was scored) and ``stats`` the tile
     statistics beside it.
     """
-    from breastpath.slide.geojson import write_geojson
+    from breastpath.slide.geojson import class_names_of, write_geojson
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +274,12 @@ def write_slide_outputs(
     }
     records = grid.records(scores.probabilities, scores.skipped)
     write_csv(paths["tiles"], records, TILE_FIELDS)
-    write_geojson(paths["geojson"], records, threshold=verdict.threshold)
+    write_geojson(
+        paths["geojson"],
+        records,
+        threshold=verdict.threshold,
+        classes=class_names_of(info.get("model") or {}),
+    )
     body = {"rule": verdict.rule, **info}
     write_json(paths["summary"], body)
     return paths
