@@ -150,6 +150,14 @@ def _limits(options: dict):
 @click.option(
     "--stain-method", type=click.Choice(_STAIN_METHODS), default="macenko", show_default=True
 )
+@click.option(
+    "--slides",
+    "slides_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Serve the slides of this folder (or the cohort output folder of `breastpath slide`) "
+    "in a zoomable viewer at /slides.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 def command(
     checkpoint,
@@ -161,6 +169,7 @@ def command(
     stain_targets,
     stain_method,
     access_log,
+    slides_dir,
     **limit_options,
 ) -> None:
     """Serve the upload page and the HTTP API on HOST:PORT."""
@@ -178,7 +187,12 @@ def command(
         checkpoint, device=device, batch_size=limits.max_batch_size, runtime=runtime
     )
     stain = _fit_stain(stain_method, stain_targets) if stain_targets else None
-    app = create_app(predictor, limits=limits, stain=stain)
+    slides = None
+    if slides_dir is not None:
+        from breastpath.slide.catalog import SlideCatalog
+
+        slides = SlideCatalog(slides_dir)
+    app = create_app(predictor, limits=limits, stain=stain, slides=slides)
     try:
         sock = bind(host, port)
     except OSError as exc:
@@ -191,4 +205,8 @@ def command(
     click.echo(
         f"serving {predictor.name} ({predictor.runtime}) on http://{host}:{bound} (Ctrl+C to stop)"
     )
+    if slides is not None:
+        click.echo(
+            f"slides: {len(slides.entries)} from {slides_dir} at http://{host}:{bound}/slides"
+        )
     make_server(app, limits=limits, access_log=access_log).run(sockets=[sock])

@@ -48,7 +48,11 @@ def _package_dir(*parts: str) -> str:
 
 
 def create_app(
-    predictor: Predictor, *, limits: ServeLimits | None = None, stain: Any = None
+    predictor: Predictor,
+    *,
+    limits: ServeLimits | None = None,
+    stain: Any = None,
+    slides: Any = None,
 ) -> Any:
     """Build the FastAPI application around a loaded :class:`Predictor`.
 
@@ -62,6 +66,9 @@ def create_app(
     stain
         A fitted stain normalizer for the explanation view; by default the checkpoint's, if it
         carries one.
+    slides
+        A :class:`~breastpath.slide.catalog.SlideCatalog`: adds the slide list (``/slides``),
+        the viewer and their API (:mod:`breastpath.serve.slides`).
 
     Examples
     --------
@@ -94,6 +101,8 @@ def create_app(
         await service.engine.stop()
         service.explainer.close()
         service.sandbox.close()
+        if slides is not None:
+            slides.close()
 
     app = FastAPI(
         title="breastpath",
@@ -126,6 +135,10 @@ def create_app(
         body_timeout_s=limits.body_timeout_s,
     )
     app.include_router(api_router(service))
+    if slides is not None:
+        from breastpath.serve.slides import slides_router
+
+        app.include_router(slides_router(slides, PAGE_HEADERS))
     app.mount("/static", StaticFiles(directory=_package_dir("static")), name="static")
 
     page = resources.files("breastpath").joinpath("serve", "templates", "index.html")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,11 @@ class OpenSlideReader(SlideReader):
         except Exception as exc:  # a corrupt tile: OpenSlideError
             raise SlideError(f"{self.path.name}: openslide cannot read a region ({exc})") from None
         return np.ascontiguousarray(to_rgb(np.asarray(region, dtype=np.uint8)))
+
+    @property
+    def openslide(self) -> Any:
+        """The ``openslide.OpenSlide`` behind this reader (for ``openslide.deepzoom``)."""
+        return self._slide
 
     def describe(self) -> dict:
         return {**super().describe(), "vendor": self.vendor}

@@ -1,0 +1,194 @@
+"""The slide viewer's routes (``breastpath serve --slides DIR``).
+
+Pages: ``GET /slides`` (the slide list) and ``GET /slides/{id}`` (the viewer: OpenSeadragon over
+the Deep Zoom tiles, with the model's overlays drawn from the tile records).
+
+API:
+
+* ``GET /api/slides``: every slide (``id``, ``name``, ``format``, ``width``, ``height``, ``mpp``,
+  ``status``, ``verdict``, ``error``); ``GET /api/slides/{id}``: one of them.
+* ``GET /api/slides/{id}.dzi`` and ``GET /api/slides/{id}_files/{level}/{col}_{row}.jpeg``: the
+  standard Deep Zoom layout (254-pixel tiles, 1 pixel of overlap), so any DZI client works.
+* ``GET /api/slides/{id}/thumbnail.jpeg``: the whole slide in at most 254 x 254 pixels.
+* ``GET /api/slides/{id}/tiles``: the analysis: verdict, tile records (``x``, ``y``, ``size`` in
+  level-0 pixels, ``probability`` or ``skipped``) and the ranked regions of called tiles.
+* ``GET /api/slides/{id}/tiles.csv``, ``/tiles.geojson``: the result files, as downloads.
+
+An unknown id, a level, column or row outside the slide, or a slide that cannot be opened is a
+404; ids are looked up in the catalogue made at start-up, never used as paths. Encoded tiles are
+kept in a byte-bounded LRU cache, and concurrent requests for one tile compute it once. Tile
+routes are plain functions, so Starlette runs them in its worker threads, off the event loop.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the route annotations at run time.
+
+import io
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from breastpath.errors import SlideError
+from breastpath.serve.tilecache import TileCache
+from breastpath.slide.catalog import SlideCatalog, UnknownSlide
+from breastpath.slide.regions import called_regions
+
+JPEG_QUALITY = 75
+#: Tiles never change while the server runs; the browser may keep them for an hour.
+TILE_HEADERS = {"Cache-Control": "private, max-age=3600"}
+TILE_COLUMNS = ["x", "y", "size", "probability", "skipped", "row", "col"]
+
+
+def _page(name: str) -> str:
+    path = resources.files("breastpath").joinpath("serve", "templates", name)
+    return path.read_text(encoding="utf-8")
+
+
+def _jpeg(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _not_found(exc: Exception) -> HTTPException:
+    return HTTPException(status_code=404, detail=str(exc))
+
+
+class SlideTiles:
+    """Encoded Deep Zoom tiles of a catalogue's slides, through one bounded cache."""
+
+    def __init__(self, catalog: SlideCatalog, *, cache_bytes: int = 128 * 2**20) -> None:
+        self.catalog = catalog
+        self.cache = TileCache(max_bytes=cache_bytes)
+
+    def dzi(self, slide_id: str) -> str:
+        with self.catalog.deepzoom(slide_id) as dz:
+            return dz.get_dzi("jpeg")
+
+    def tile(self, slide_id: str, level: int, col: int, row: int) -> bytes:
+        self.catalog.get(slide_id)  # an unknown id is never a cache key
+
+        def make() -> bytes:
+            with self.catalog.deepzoom(slide_id) as dz:
+                if not 0 <= level < dz.level_count:
+                    raise UnknownSlide(f"no level {level}; the slide has 0..{dz.level_count - 1}")
+                cols, rows = dz.level_tiles[level]
+                if not (0 <= col < cols and 0 <= row < rows):
+                    raise UnknownSlide(f"no tile {col}_{row} at level {level} ({cols}x{rows})")
+                return _jpeg(dz.get_tile(level, (col, row)))
+
+        return self.cache.get((slide_id, level, col, row), make)
+
+    def thumbnail(self, slide_id: str) -> bytes:
+        """The deepest Deep Zoom level that fits one tile."""
+        with self.catalog.deepzoom(slide_id) as dz:
+            fits = [i for i, t in enumerate(dz.level_tiles) if t == (1, 1)]
+            level = max(fits) if fits else 0
+        return self.tile(slide_id, level, 0, 0)
+
+
+def analysis(catalog: SlideCatalog, slide_id: str) -> dict[str, Any]:
+    """The verdict, the tile records and the ranked regions of an analysed slide."""
+    summary = catalog.summary(slide_id)
+    if summary is None:
+        raise UnknownSlide(f"slide {slide_id!r} has not been analysed")
+    verdict = summary.get("verdict") or {}
+    records = catalog.tiles(slide_id)
+    threshold = verdict.get("threshold")
+    regions = called_regions(records, threshold=threshold) if threshold is not None else []
+    return {
+        "id": slide_id,
+        "verdict": verdict,
+        "notes": summary.get("notes") or [],
+        "tiling": summary.get("tiling") or {},
+        "model": {k: (summary.get("model") or {}).get(k) for k in ("name", "version")},
+        "columns": TILE_COLUMNS,
+        "tiles": [[r[k] for k in TILE_COLUMNS] for r in records],
+        "regions": regions,
+    }
+
+
+def _download(catalog: SlideCatalog, name: str, media: str) -> Any:
+    def download(slide_id: str) -> FileResponse:
+        try:
+            path = catalog.result_file(slide_id, name)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+        return FileResponse(path, media_type=media, filename=f"{slide_id}-{name}")
+
+    return download
+
+
+def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRouter:
+    """The viewer's pages and API over ``catalog``."""
+    router = APIRouter()
+    tiles = SlideTiles(catalog)
+    list_page, viewer_page = _page("slides.html"), _page("slide_viewer.html")
+
+    @router.get("/slides", response_class=HTMLResponse, include_in_schema=False)
+    def slide_list() -> HTMLResponse:
+        return HTMLResponse(list_page, headers=page_headers)
+
+    @router.get("/slides/{slide_id}", response_class=HTMLResponse, include_in_schema=False)
+    def slide_viewer(slide_id: str) -> HTMLResponse:
+        try:
+            catalog.get(slide_id)
+        except UnknownSlide as exc:
+            raise _not_found(exc) from None
+        return HTMLResponse(viewer_page, headers=page_headers)
+
+    @router.get("/api/slides", summary="The slides: size, format, mpp, analysis status")
+    def list_slides() -> dict[str, Any]:
+        return {"slides": catalog.listing(), "cohort": catalog.cohort, "cache": tiles.cache.stats()}
+
+    @router.get("/api/slides/{slide_id}.dzi", summary="Deep Zoom descriptor of a slide")
+    def dzi(slide_id: str) -> Response:
+        try:
+            return Response(tiles.dzi(slide_id), media_type="application/xml")
+        except SlideError as exc:
+            raise _not_found(exc) from None
+
+    @router.get(
+        "/api/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg",
+        summary="One Deep Zoom tile",
+        response_class=Response,
+    )
+    def dzi_tile(slide_id: str, level: int, col: int, row: int) -> Response:
+        try:
+            body = tiles.tile(slide_id, level, col, row)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+        return Response(body, media_type="image/jpeg", headers=TILE_HEADERS)
+
+    @router.get("/api/slides/{slide_id}/thumbnail.jpeg", summary="A small picture of the slide")
+    def thumbnail(slide_id: str) -> Response:
+        try:
+            body = tiles.thumbnail(slide_id)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+        return Response(body, media_type="image/jpeg", headers=TILE_HEADERS)
+
+    @router.get("/api/slides/{slide_id}/tiles", summary="Verdict, tile records and regions")
+    def slide_tiles(slide_id: str) -> dict[str, Any]:
+        try:
+            return analysis(catalog, slide_id)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+
+    for name, media in (("tiles.csv", "text/csv"), ("tiles.geojson", "application/geo+json")):
+        router.add_api_route(
+            f"/api/slides/{{slide_id}}/{name}",
+            _download(catalog, name, media),
+            methods=["GET"],
+            summary=f"The slide's {name} (a download)",
+        )
+
+    @router.get("/api/slides/{slide_id}", summary="One slide: size, format, mpp, verdict")
+    def one_slide(slide_id: str) -> dict[str, Any]:
+        try:
+            return catalog.describe(slide_id)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+
+    return router
