@@ -86,6 +86,23 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def validation_summary(errors: list[dict[str, Any]]) -> str:
+    """One line for a 422's ``detail`` (a string, as in every other error answer); the list
+    itself goes under ``errors``.
+
+    Examples
+    --------
+    >>> validation_summary([{"loc": ["body", "file"], "msg": "Field required"}])
+    'invalid request: body.file: Field required'
+    """
+    parts = [
+        f"{'.'.join(str(part) for part in error.get('loc', []))}: {error.get('msg', 'invalid')}"
+        for error in errors[:3]
+    ]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "invalid request: " + ("; ".join(parts) or "malformed") + more
+
+
 def install_error_handlers(app: Any) -> None:
     """JSON bodies for :class:`ApiError`, HTTP errors, validation errors (input cut short) and
     anything unexpected (logged, no trace)."""
@@ -101,7 +118,8 @@ def install_error_handlers(app: Any) -> None:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     async def invalid(_request: Any, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": validation_details(exc.errors())}, status_code=422)
+        errors = validation_details(exc.errors())
+        return JSONResponse({"detail": validation_summary(errors), "errors": errors}, 422)
 
     async def unexpected(request: Any, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)

@@ -1,9 +1,11 @@
 """The JSON API: ``/api/predict``, ``/api/predict/batch``, ``/api/models``, ``/api/health``.
 
-Every error is a JSON ``{"detail": ...}`` with a 4xx status (413 too large, 415 not an image or
-an unsupported mode, 400 corrupt or empty, 408 body too slow, 422 missing field, 503 busy,
-504 timeout). Nothing here blocks the event loop: zips are opened, members read and images
-decoded in worker threads, and large answers are rendered to JSON there too.
+Every error is a JSON ``{"detail": "..."}`` (:class:`ErrorBody`; a 422 adds the list of
+``errors``) with a 4xx status (413 too large, 415 not an image or an unsupported mode, 400
+corrupt or empty, 408 body too slow, 422 missing field, 503 busy, 504 timeout), and the OpenAPI
+document says so for every status, and what a request must hold (a non-empty ``file``; 1 to
+``max_files`` ``files``). Nothing here blocks the event loop: zips are opened, members read
+and images decoded in worker threads, and large answers are rendered to JSON there too.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real ``UploadFile`` annotations.
@@ -13,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -29,13 +32,25 @@ class MarkdownResponse(PlainTextResponse):
     media_type = "text/markdown"
 
 
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None  # a 422's fields, one entry each
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"example": {"detail": text}}}}
+    code: {
+        "description": text,
+        "model": ErrorBody,
+        "content": {"application/json": {"example": {"detail": text}}},
+    }
     for code, text in (
         (400, "empty, corrupt or truncated upload"),
         (408, "the request body did not arrive in time"),
         (413, "upload, image or batch over a limit"),
         (415, "not an image, or an unsupported image mode"),
+        (422, "a required field is missing or has the wrong type (listed under errors)"),
         (
             503,
             "server busy: too many requests waiting for the model, or explanations busy "
@@ -88,7 +103,11 @@ def api_router(service: PredictionService) -> APIRouter:
         responses=_ERRORS,
     )
     async def predict(
-        file: UploadFile = File(..., description="PNG, JPEG, TIFF or BMP image"),  # noqa: B008
+        file: UploadFile = File(  # noqa: B008
+            ...,
+            description="PNG, JPEG, TIFF or BMP image (an empty file is a 400)",
+            json_schema_extra={"minLength": 1},
+        ),
         explain: bool = Query(
             False, description="add a Grad-CAM overlay, a tile map and a stain-normalized view"
         ),
@@ -111,7 +130,12 @@ def api_router(service: PredictionService) -> APIRouter:
         responses=_ERRORS,
     )
     async def predict_batch(
-        files: list[UploadFile] = File(..., description="images and/or zip archives"),  # noqa: B008
+        files: list[UploadFile] = File(  # noqa: B008
+            ...,
+            description=f"images and/or zip archives, 1 to {limits.max_files} (none: 422; more: "
+            "413); each gets its own result line, an empty or unreadable one its 4xx",
+            json_schema_extra={"minItems": 1, "maxItems": limits.max_files},
+        ),
         force: bool = Query(
             False,
             description="RESEARCH ONLY: give a cancer label even where the input-quality gate "
