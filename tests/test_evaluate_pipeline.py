@@ -68,6 +68,7 @@ def test_evaluate_writes_metrics_predictions_plots_and_report(trained_run, prepa
     for name in (
         "roc.png",
         "pr.png",
+        "reliability.png",
         "confusion_matrix.png",
         "predictions.png",
         "training_curves.png",
@@ -77,6 +78,7 @@ def test_evaluate_writes_metrics_predictions_plots_and_report(trained_run, prepa
         assert (tmp_path / name).stat().st_size > 0, name
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64" in html and "balanced" in html.lower()
+    assert "Reliability diagram" in html and "<figcaption>roc</figcaption>" not in html
 
 
 def test_evaluate_raw_source_scores_every_image(trained_run, idc_tree, tmp_path):

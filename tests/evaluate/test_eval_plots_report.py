@@ -199,3 +199,29 @@ def test_report_multiclass_and_missing_values(tmp_path: Path) -> None:
 def test_report_missing_plot(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         write_report(tmp_path, title="t", metrics={}, plots={"x": "nope.png"}, run_info={})
+
+
+def test_training_curves_count_epochs_in_whole_numbers(tmp_path, monkeypatch):
+    captured = {}
+    real = plots._save
+
+    def keep(fig, path):
+        captured["ticks"] = [
+            [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            for ax in fig.axes[:1]
+        ]
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_acc": 0.5 + e / 10}
+            for e in (1, 2, 3)]  # fmt: skip
+    plots.plot_training_curves(rows, tmp_path / "curves.png")
+    assert all(float(t).is_integer() for t in captured["ticks"][0])
+
+
+def test_reliability_diagram_is_drawn(tmp_path):
+    rng = np.random.default_rng(0)
+    p = rng.random(500)
+    y = (rng.random(500) < p).astype(int)
+    out = plots.plot_reliability(y, p, tmp_path / "rel.png")
+    assert out.stat().st_size > 1000

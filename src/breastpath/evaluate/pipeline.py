@@ -235,6 +235,7 @@ def _metrics_and_files(
             {"patch": (truth, cancer), "patient (extent)": curve},
             out / "pr.png",
         ),
+        "reliability": plots.plot_reliability(truth, cancer, out / "reliability.png"),
         "confusion_matrix": plots.plot_confusion_matrix(
             np.asarray(result["patch"]["confusion_matrix"]),
             ["not cancer", "cancer"],
@@ -260,6 +261,17 @@ def _metrics_and_files(
         )
     result["plots"] = {k: Path(v).name for k, v in figures.items()}
     return result
+
+
+#: Captions of the report's figures, by plot key.
+PLOT_CAPTIONS = {
+    "roc": "ROC curves: patches, and patients ranked by their extent",
+    "pr": "Precision-recall curves: patches, and patients ranked by their extent",
+    "reliability": "Reliability diagram of the patch probabilities (the bins of the ECE)",
+    "confusion_matrix": "Confusion matrix at the checkpoint's threshold (patches)",
+    "predictions": "The most confident patches of each outcome (TP, TN, FP, FN)",
+    "training_curves": "Training curves: loss, accuracy and AUC per epoch",
+}
 
 
 def patient_section(verdicts: dict[str, Any]) -> dict[str, Any]:
@@ -319,7 +331,7 @@ def _write_report(
         out,
         title=f"breastpath evaluation: {predictor.name} on {Path(str(data)).name} ({split})",
         metrics=sections,
-        plots={k: str(out / v) for k, v in result["plots"].items()},
+        plots={PLOT_CAPTIONS.get(k, k): str(out / v) for k, v in result["plots"].items()},
         run_info={
             "model": predictor.meta.model.name,
             "checkpoint": str(checkpoint),

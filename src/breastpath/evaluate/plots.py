@@ -89,6 +89,61 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float]
     return xs, ys
 
 
+#: Legends go below the axes, so they never hide the end of a curve.
+_LEGEND_BELOW: dict[str, Any] = {
+    "loc": "upper center",
+    "bbox_to_anchor": (0.5, -0.18),
+    "ncol": 2,
+    "fontsize": 8,
+    "frameon": False,
+}
+
+
+def _integer_ticks(ax: Any) -> None:
+    """Whole-number ticks on the x axis (epochs are counted, not measured)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_reliability(
+    y_true: Any, scores: Any, path: str | os.PathLike[str], *, bins: int = 15
+) -> Path:
+    """The reliability diagram: mean predicted probability against the observed share of
+    positives per equal-width bin (the bins ECE is computed on), with the share of items per
+    bin below.
+
+    Examples
+    --------
+    >>> plot_reliability([0, 1, 1], [0.2, 0.7, 0.9], "reliability.png")  # doctest: +SKIP
+    PosixPath('reliability.png')
+    """
+    from breastpath.evaluate.calibration import expected_calibration_error, reliability_bins
+
+    r = reliability_bins(y_true, scores, bins=bins)
+    fig = _new_figure((5.0, 5.5))
+    ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ":", color="0.5", label="perfect calibration")
+    filled = [i for i, c in enumerate(r["count"]) if c]
+    means = [r["mean_predicted"][i] for i in filled]
+    observed = [r["fraction_positive"][i] for i in filled]
+    ece = expected_calibration_error(y_true, scores, bins=bins)
+    ax.plot(means, observed, marker="o", label=f"model (ECE {ece:.3f})")
+    ax.set_ylabel("observed share of positives")
+    ax.set_title("Reliability diagram")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    width = 1.0 / bins
+    lefts = [i * width for i in range(bins)]
+    total = max(sum(r["count"]), 1)
+    ax_count.bar(lefts, [c / total for c in r["count"]], width=width, align="edge", color="0.6")
+    ax_count.set_xlabel("predicted probability")
+    ax_count.set_ylabel("share")
+    return _save(fig, path)
+
+
 def plot_training_curves(
     history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
 ) -> Path:
@@ -133,13 +188,14 @@ def plot_training_curves(
         handles, labels = ax_loss.get_legend_handles_labels()
         h2, l2 = ax_lr.get_legend_handles_labels()
         if handles or h2:
-            ax_loss.legend(handles + h2, labels + l2, loc="upper right", fontsize=8)
+            ax_loss.legend(handles + h2, labels + l2, **_LEGEND_BELOW)
     elif drawn:
-        ax_loss.legend(loc="upper right", fontsize=8)
+        ax_loss.legend(**_LEGEND_BELOW)
     if not drawn:
         _no_data(ax_loss)
     ax_loss.set_title("Loss")
     ax_loss.set_xlabel("epoch")
+    _integer_ticks(ax_loss)
     ax_loss.set_ylabel("loss")
     ax_loss.grid(alpha=0.3)
 
@@ -154,11 +210,12 @@ def plot_training_curves(
             ax_acc.plot(xs, ys, marker="o", markersize=3, label=label)
             drawn = True
     if drawn:
-        ax_acc.legend(loc="lower right", fontsize=8)
+        ax_acc.legend(**_LEGEND_BELOW)
     else:
         _no_data(ax_acc)
     ax_acc.set_title("Accuracy / AUC")
     ax_acc.set_xlabel("epoch")
+    _integer_ticks(ax_acc)
     ax_acc.set_ylabel("score")
     ax_acc.grid(alpha=0.3)
     return _save(fig, path)
