@@ -38,6 +38,23 @@ JPEG_QUALITY = 75
 #: Tiles never change while the server runs; the browser may keep them for an hour.
 TILE_HEADERS = {"Cache-Control": "private, max-age=3600"}
 TILE_COLUMNS = ["x", "y", "size", "probability", "skipped", "row", "col"]
+#: OpenSeadragon adds one fixed ``<style>`` (``data-openseadragon-mobile-css``) to the page; the
+#: viewer's Content-Security-Policy allows exactly that text by its hash, and no other inline style.
+OSD_STYLE_HASH = "'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='"
+
+
+def viewer_headers(page_headers: dict[str, str]) -> dict[str, str]:
+    """``page_headers`` with OpenSeadragon's one inline style allowed by its hash.
+
+    Examples
+    --------
+    >>> policy = viewer_headers({"Content-Security-Policy": "style-src 'self'"})
+    >>> policy["Content-Security-Policy"] == f"style-src 'self' {OSD_STYLE_HASH}"
+    True
+    """
+    policy = page_headers.get("Content-Security-Policy", "")
+    policy = policy.replace("style-src 'self'", f"style-src 'self' {OSD_STYLE_HASH}")
+    return {**page_headers, "Content-Security-Policy": policy}
 
 
 def _page(name: str) -> str:
@@ -125,6 +142,7 @@ def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRou
     router = APIRouter()
     tiles = SlideTiles(catalog)
     list_page, viewer_page = _page("slides.html"), _page("slide_viewer.html")
+    viewer_page_headers = viewer_headers(page_headers)
 
     @router.get("/slides", response_class=HTMLResponse, include_in_schema=False)
     def slide_list() -> HTMLResponse:
@@ -136,7 +154,7 @@ def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRou
             catalog.get(slide_id)
         except UnknownSlide as exc:
             raise _not_found(exc) from None
-        return HTMLResponse(viewer_page, headers=page_headers)
+        return HTMLResponse(viewer_page, headers=viewer_page_headers)
 
     @router.get("/api/slides", summary="The slides: size, format, mpp, analysis status")
     def list_slides() -> dict[str, Any]:

@@ -128,7 +128,7 @@ function showVerdict(body) {
   label.className = "verdict-label " +
     (v.positive === true ? "positive" : v.positive === false ? "negative" : "unassessed");
   $("verdict-text").textContent = v.text || "";
-  $("rule").textContent = v.rule ? `Rule: ${v.rule}` : "";
+  $("rule").textContent = v.rule && !(v.text || "").includes(v.rule) ? `Rule: ${v.rule}` : "";
   $("notes").textContent = (body.notes || []).join(" ");
 }
 
