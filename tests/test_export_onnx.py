@@ -156,3 +156,36 @@ def test_serve_answers_explain_with_unavailable_for_an_onnx_model(exported):
     assert body["probability"] is not None
     assert body["explain"]["available"] is False
     assert "unavailable" in body["explain"]["reason"]
+
+
+@pytest.mark.parametrize("network", ["float", "int8"])
+def test_onnxruntime_alone_gives_breastpaths_probabilities(network, tmp_path, capsys):
+    """An ONNX user who reads the `probabilities` output gets what breastpath reports, for the
+    float network and for the int8 copy the bundled default serves."""
+    import onnxruntime as ort
+
+    from breastpath.data.transforms import to_model_array
+    from breastpath.inference.predictor import Predictor
+
+    code = main(["export", "--checkpoint", "default", "--network", network, "--out",
+                 str(tmp_path / "m.onnx")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert f"the {network} network" in capsys.readouterr().out
+    body = json.loads((tmp_path / "m.json").read_text())
+    assert body["onnx_network"] == network and set(body["onnx_outputs"]) == {
+        "logits",
+        "probabilities",
+    }
+    runtime = "torch" if network == "float" else "int8"
+    predictor = Predictor.from_checkpoint("default", runtime=runtime)
+    if predictor.runtime != runtime:
+        pytest.skip(f"runtime {runtime} is not served on this CPU ({predictor.runtime_note})")
+    rng = np.random.default_rng(0)
+    images = rng.integers(60, 230, (16, 50, 50, 3), dtype=np.uint8)
+    batch = predictor.prepare(list(images))
+    expected = predictor.predict_proba(batch)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    mean, std = np.asarray(predictor.meta.mean), np.asarray(predictor.meta.std)
+    x = to_model_array(batch, mean=mean, std=std)
+    (probs,) = session.run(["probabilities"], {"input": x})
+    np.testing.assert_allclose(probs, expected, atol=2e-4)

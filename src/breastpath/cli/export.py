@@ -20,10 +20,20 @@ from breastpath.cli.options import checkpoint_from, optional_checkpoint_option
     hidden=True,
     help="Deprecated: ONNX is the only format.",
 )
-def command(positional, checkpoint, out_path, fmt) -> None:
+@click.option(
+    "--network",
+    type=click.Choice(["float", "int8"]),
+    default="float",
+    show_default=True,
+    help="The float network, or the int8 copy the checkpoint serves (runtime int8, e.g. the "
+    "bundled default).",
+)
+def command(positional, checkpoint, out_path, fmt, network) -> None:
     """Export --checkpoint (run, file or `default`) to ONNX.
 
-    The checkpoint as a first argument (`export RUN ...`) is deprecated: use --checkpoint.
+    The graph has two outputs: `logits` and `probabilities` (the checkpoint's calibration,
+    softmax((logits + logit_bias) / temperature), in the graph: what breastpath reports). The
+    checkpoint as a first argument (`export RUN ...`) is deprecated: use --checkpoint.
     """
     from breastpath.checkpoint import load_checkpoint
     from breastpath.export.onnx import export_checkpoint
@@ -31,5 +41,10 @@ def command(positional, checkpoint, out_path, fmt) -> None:
     if fmt is not None:
         click.echo("warning: --format is deprecated (ONNX is the only format)", err=True)
     checkpoint = checkpoint_from("export", checkpoint, positional)
-    written = export_checkpoint(load_checkpoint(checkpoint), out_path)
-    click.echo(f"wrote {written} and {written.with_suffix('.json')}")
+    loaded = load_checkpoint(checkpoint)
+    written = export_checkpoint(loaded, out_path, network=network)
+    served = loaded.meta.runtime
+    click.echo(
+        f"wrote {written} and {written.with_suffix('.json')}: the {network} network "
+        f"(this checkpoint serves runtime {served}); outputs logits and calibrated probabilities"
+    )
