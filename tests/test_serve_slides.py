@@ -170,6 +170,14 @@ def test_a_folder_of_slides_and_a_link_out_of_it(predictor, cohort, tmp_path):
         assert client.get("/api/slides/real_files/12/0_0.jpeg").status_code == 200
 
 
+def test_the_output_folder_of_one_slide(predictor, cohort):
+    with _client(predictor, cohort[1] / "scored") as client:  # holds slide.json, no cohort.csv
+        (slide,) = client.get("/api/slides").json()["slides"]
+        assert slide["id"] == "scored" and slide["analysed"] is True and slide["width"] == 2400
+        assert client.get("/api/slides/scored/tiles").json()["verdict"]["tiles_assessed"] == 32
+        assert client.get("/api/slides/scored_files/12/0_0.jpeg").status_code == 200
+
+
 def test_a_cohort_row_naming_a_folder_outside_is_not_read(tmp_path):
     from breastpath.slide.catalog import SlideCatalog, UnknownSlide
 

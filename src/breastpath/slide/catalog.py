@@ -1,11 +1,13 @@
 """The slides a viewer serves from one folder, by id; their Deep Zoom tiles and results.
 
-``SlideCatalog(root)`` takes either
+``SlideCatalog(root)`` takes
 
 - a **cohort output folder** (it holds ``cohort.csv``, written by ``breastpath slide ... --out
   root``): one slide per row, its results in ``root/<output>/`` (``slide.json``, ``tiles.csv``,
   ``tiles.geojson``, ``heatmap.png``), its pixels at the row's ``path`` (as the cohort was given
   it: absolute, or relative to the working folder, to ``root`` or to ``root``'s parent); or
+- the **output folder of one slide** (it holds ``slide.json``; the slide is at its
+  ``slide.path``, found as a cohort row's path is); or
 - a **folder of slides**, searched as a cohort input is (:func:`~breastpath.slide.sources.
   search_folder`); a slide whose real path lies outside ``root`` (a symbolic link out of it)
   is left out.
@@ -13,7 +15,7 @@
 The slides are listed once, when the catalogue is made. A slide's id is its cohort output name
 (``[A-Za-z0-9._-]``, at most 200 characters); a request names an id, never a path, and an id
 that is not in the catalogue is :class:`UnknownSlide`. Result files are read only by their
-fixed names from a folder directly inside ``root``.
+fixed names, from ``root`` itself or a folder directly inside it.
 
 Open slides are kept in a small least-recently-used set (``max_open``); a slide being read is
 never closed under its reader.
@@ -95,7 +97,12 @@ class SlideCatalog:
             raise SlideError(f"{root}: not a folder")
         self.max_open = max(1, max_open)
         self.cohort = (self.root / "cohort.csv").is_file()
-        entries = self._cohort_entries() if self.cohort else self._folder_entries()
+        if self.cohort:
+            entries = self._cohort_entries()
+        elif (self.root / "slide.json").is_file():
+            entries = [self._single_entry()]
+        else:
+            entries = self._folder_entries()
         self.entries: dict[str, Entry] = {e.id: e for e in entries}
         self._lock = threading.Lock()
         self._open: OrderedDict[str, list[Any]] = OrderedDict()  # id -> [reader, dz, users]
@@ -134,6 +141,22 @@ class SlideCatalog:
                 entry.missing = f"slide not found: {row.get('path')}"
             entries.append(entry)
         return entries
+
+    def _single_entry(self) -> Entry:
+        """The output folder of one slide (``breastpath slide one.svs --out root``)."""
+        from breastpath.slide.sources import slide_name
+
+        try:
+            body = json.loads((self.root / "slide.json").read_text(encoding="utf-8"))
+            text = str(body["slide"]["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            text = ""
+        name = slide_name(Path(text)) if text else self.root.name
+        entry = Entry(name if SLIDE_ID.fullmatch(name) else "slide", self._find(text), self.root)
+        entry.status = "scored"
+        if entry.opener is None:
+            entry.missing = f"slide not found: {text or '(slide.json names none)'}"
+        return entry
 
     def _find(self, text: str) -> Path | None:
         if not text:

@@ -37,6 +37,12 @@ function card(s) {
   item.append(el("p", { className: "muted small", textContent: sizeText(s) }));
   if (s.error) item.append(el("p", { className: "small", textContent: `cannot be opened: ${s.error}` }));
   item.append(verdictNode(s));
+  if (s.verdict && s.status !== "scored") {
+    item.append(el("p", { className: "muted small", textContent: s.status }));
+  }
+  for (const note of (s.notes || []).slice(0, 2)) {
+    item.append(el("p", { className: "muted small", textContent: `note: ${note}` }));
+  }
   return item;
 }
 
