@@ -215,3 +215,16 @@ def test_concurrent_requests_for_one_tile_compute_it_once(cohort):
     assert len(results) == 8 and len(set(results)) == 1
     assert tiles.cache.misses == 1  # the other seven waited for it or found it cached
     assert tiles.cache.bytes == len(results[0])
+
+
+def test_serve_slides_option(tmp_path, capsys):
+    from breastpath.cli.main import main
+
+    assert main(["serve", "--slides", str(tmp_path / "missing")]) == 2
+    assert "--slides" in capsys.readouterr().err
+    (tmp_path / "cohort.csv").write_bytes(b"slide,path\n\xff\xfe,\x00\n")
+    from breastpath.errors import SlideError
+    from breastpath.slide.catalog import SlideCatalog
+
+    with pytest.raises(SlideError, match="cannot be read"):
+        SlideCatalog(tmp_path)

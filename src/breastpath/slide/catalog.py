@@ -126,8 +126,11 @@ class SlideCatalog:
         ]
 
     def _cohort_entries(self) -> list[Entry]:
-        with open(self.root / "cohort.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        try:
+            with open(self.root / "cohort.csv", newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise SlideError(f"{self.root / 'cohort.csv'}: cannot be read ({exc})") from None
         entries: list[Entry] = []
         for row in rows:
             name, output = row.get("slide") or "", row.get("output") or ""
