@@ -13,6 +13,7 @@ JPEG-encoded (quality 75), over the same tiles, one at a time and from 8 threads
 
     python benchmarks/bench_viewer.py                       # the slides in ../shared/data/wsi
     python benchmarks/bench_viewer.py --json out.json
+    python benchmarks/bench_viewer.py --readers --slides    # only the in-process generators
 
 Nothing here is a pass/fail test; compare figures taken on one machine.
 """
@@ -142,6 +143,37 @@ def anchor(svs: Path, tiles: list[tuple[int, int, int]], clients: int) -> tuple[
     return latencies, time.perf_counter() - started
 
 
+def readers(svs: Path, tiles: list[tuple[int, int, int]]) -> list[dict]:
+    """In-process, one thread: the same tiles (+ JPEG) from OpenSlide's generator and from
+    :class:`~breastpath.slide.deepzoom.DeepZoom` over the OpenSlide and the tifffile readers."""
+    from openslide import OpenSlide
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from breastpath.slide.deepzoom import DeepZoom
+    from breastpath.slide.reader import open_slide
+
+    makers = {
+        "in-process: DeepZoomGenerator": lambda: DeepZoomGenerator(OpenSlide(str(svs))),
+        "in-process: DeepZoom over the openslide reader": lambda: DeepZoom(
+            open_slide(svs, backend="openslide")
+        ),
+        "in-process: DeepZoom over the tifffile reader": lambda: DeepZoom(
+            open_slide(svs, backend="tifffile")
+        ),
+    }
+    rows = []
+    for name, make in makers.items():
+        generator = make()
+        latencies = []
+        started = time.perf_counter()
+        for level, col, row in tiles:
+            begun = time.perf_counter()
+            generator.get_tile(level, (col, row)).save(io.BytesIO(), "JPEG", quality=75)
+            latencies.append(time.perf_counter() - begun)
+        rows.append(summary(f"{name}, 1 thread", latencies, time.perf_counter() - started))
+    return rows
+
+
 def summary(name: str, latencies: list[float], wall: float) -> dict:
     ms = np.asarray(latencies) * 1000
     return {
@@ -158,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=SHARED / "wsi")
     parser.add_argument(
-        "--slides", nargs="+", default=["CMU-1-Small-Region", "CMU-1-Small-Region-dicom"]
+        "--slides", nargs="*", default=["CMU-1-Small-Region", "CMU-1-Small-Region-dicom"]
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--readers", action="store_true", help="also compare the generators in-process"
+    )
     args = parser.parse_args(argv)
     svs = args.folder / "CMU-1-Small-Region.svs"
     rows = []
@@ -180,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(rows[-1])
+    if args.readers:
+        for row in readers(svs, tiles):
+            rows.append(row)
+            print(row)
     for slide in args.slides:
         paths = [f"/api/slides/{slide}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in tiles]
         for clients in (1, 8):
