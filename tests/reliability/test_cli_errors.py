@@ -40,14 +40,20 @@ def test_serve_refuses_a_bad_port(port, capsys):
     assert "Invalid value for '--port'" in err and "Traceback" not in err
 
 
-def test_serve_on_a_port_in_use_is_one_line(capsys):
+def test_serve_on_a_port_in_use_is_one_line_before_the_model_loads(capsys, monkeypatch):
+    from breastpath.inference import predictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr(predictor.Predictor, "from_checkpoint", never)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         assert main(["serve", "--port", str(port)]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith("error: cannot listen on 127.0.0.1:")
+    assert line.startswith("error: cannot listen on 127.0.0.1:") and "--port" in line
 
 
 def test_serve_refuses_bad_limits(capsys):

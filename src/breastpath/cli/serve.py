@@ -183,6 +183,13 @@ def command(
 
     torch.set_num_threads(threads or default_threads())
     limits = _limits(limit_options)
+    try:  # before the model loads: a busy port is said at once
+        sock = bind(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+            "(make run PORT=...)"
+        ) from None
     predictor = Predictor.from_checkpoint(
         checkpoint, device=device, batch_size=limits.max_batch_size, runtime=runtime
     )
@@ -193,10 +200,6 @@ def command(
 
         slides = SlideCatalog(slides_dir)
     app = create_app(predictor, limits=limits, stain=stain, slides=slides)
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     tune_allocator()
     # the event loop waits for the interpreter lock behind worker threads' Python code; hand it
     # over every millisecond instead of every 5 (the default)
