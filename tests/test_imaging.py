@@ -303,3 +303,27 @@ def _mutated(draw, source: bytes) -> bytes:
 @given(st.one_of(_mutated(_VALID_PNG), _mutated(_VALID_JPEG)))
 def test_fuzz_mutated_valid_images(data):
     _decodes_or_refuses(data)
+
+
+def test_a_large_grey_image_is_converted_by_strips_without_a_full_size_rgb_copy(monkeypatch):
+    """Issue 29, memory: an 8000² grey PNG held 11 bytes a pixel while it became RGB (Pillow's
+    4-byte RGB copy and a full-size bytes object). Converted by strips, no conversion ever
+    sees more than a strip, and the values are those of converting in one piece."""
+    from PIL import Image
+
+    from breastpath import imaging
+
+    grey = np.random.default_rng(0).integers(0, 256, (900, 1500), dtype=np.uint8)
+    image = Image.fromarray(grey)
+    largest: list[int] = []
+    real_convert = Image.Image.convert
+
+    def convert(self, mode=None, *args, **kwargs):
+        largest.append(self.size[0] * self.size[1])
+        return real_convert(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+    monkeypatch.setattr(imaging, "_STRIP_PIXELS", 100_000)
+    rgb = imaging._to_rgb_array(image, "grey.png")
+    assert max(largest) <= 100_000 and len(largest) > 1
+    assert np.array_equal(rgb, np.repeat(grey[..., None], 3, axis=-1))

@@ -251,42 +251,49 @@ def probe_size(data: bytes, *, name: str = "image") -> tuple[int, int] | None:
     return None if header is None else (header.width, header.height)
 
 
-#: RGB images larger than this are copied out of Pillow a strip of about this many pixels at a
-#: time: in one piece the copy holds the interpreter lock for a long moment (a 8000 x 8000 image
-#: stalled the server's event loop ~0.1 s) and makes a transient full-size bytes object.
+#: Images are copied out of Pillow (and converted to RGB) a strip of about this many pixels at
+#: a time: in one piece the copy holds the interpreter lock for a long moment (a 8000 x 8000
+#: image stalled the server's event loop ~0.1 s), and a conversion in one piece holds a second
+#: full-size image (Pillow keeps RGB in 4 bytes a pixel) plus a full-size bytes object: 11 bytes
+#: a pixel for a grey 8000 x 8000 PNG, 709 MiB in a decode worker. By strips the output array
+#: (3 bytes a pixel) is the only full-size copy beside Pillow's own.
 _STRIP_PIXELS = 1 << 20
 
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 
-def _rgb_by_strips(image) -> np.ndarray:
+
+def _strip_rgb(strip, mode: str, *, peak: float, alpha: bool) -> np.ndarray:
+    """One strip (a Pillow image) as ``(h, w, 3)`` uint8."""
+    from PIL import Image
+
+    if mode in _SIXTEEN_BIT:
+        grey = np.asarray(strip, dtype=np.float64)
+        grey = np.clip(np.round(grey / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if alpha:
+        rgba = strip.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        strip = Image.alpha_composite(background, rgba)
+    return np.asarray(strip if strip.mode == "RGB" else strip.convert("RGB"), dtype=np.uint8)
+
+
+def _to_rgb_array(image, name: str) -> np.ndarray:
+    mode = image.mode
+    if mode == "F":
+        raise InvalidImageError(f"{name}: floating-point images are not supported")
+    peak = 255.0
+    if mode in _SIXTEEN_BIT:
+        # 16-bit modes always span 0..65535; only 32-bit "I" has no fixed range.
+        peak = 65535.0 if mode != "I" or (image.getextrema()[1] or 0) > 255 else 255.0
+    alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info)
     width, height = image.size
     out = np.empty((height, width, 3), dtype=np.uint8)
     rows = max(1, _STRIP_PIXELS // width)
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
-        out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)), dtype=np.uint8)
+        strip = image if (top, bottom) == (0, height) else image.crop((0, top, width, bottom))
+        rgb = _strip_rgb(strip, mode, peak=peak, alpha=alpha)
+        if rgb.shape != (bottom - top, width, 3):
+            raise InvalidImageError(f"{name}: could not convert mode {mode!r} to RGB")
+        out[top:bottom] = rgb
     return out
-
-
-def _to_rgb_array(image, name: str) -> np.ndarray:
-    from PIL import Image
-
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        # 16-bit modes always span 0..65535; only 32-bit "I" has no fixed range.
-        peak = 65535.0 if mode != "I" or array.max(initial=0) > 255 else 255.0
-        array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(array[..., None], 3, axis=-1)
-    if mode == "F":
-        raise InvalidImageError(f"{name}: floating-point images are not supported")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode == "RGB" and image.size[0] * image.size[1] > _STRIP_PIXELS:
-        return _rgb_by_strips(image)
-    # an RGB image is read as it is: converting first would hold a second full-size copy
-    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InvalidImageError(f"{name}: could not convert mode {mode!r} to RGB")
-    return np.ascontiguousarray(rgb)

@@ -306,16 +306,18 @@ def test_a_worker_past_its_wall_time_is_killed_and_replaced():
 
 
 def test_a_worker_past_its_memory_is_refused_and_kept():
-    with DecodeSandbox(workers=1, memory_bytes=400 * MIB) as box:
+    # 300 MiB: an idle worker's address space is about 120 MiB, and an 8000² grey PNG needs
+    # its 64 MB of grey and 192 MB of RGB at once (decoded by strips; 400 MiB is enough now)
+    with DecodeSandbox(workers=1, memory_bytes=300 * MIB) as box:
         first, second = box.decode_many([zeros_png(8000, 8000), zeros_png(300, 300)])
-        assert isinstance(first, DecodeLimitError) and "400 MiB of memory" in str(first)
+        assert isinstance(first, DecodeLimitError) and "300 MiB of memory" in str(first)
         assert second.pixels.shape == (300, 300, 3)
 
 
 def test_a_limit_is_a_413_naming_it(predictor):
     app = create_app(predictor)
     with TestClient(app, raise_server_exceptions=False) as client:
-        app.state.service.sandbox = DecodeSandbox(workers=1, memory_bytes=400 * MIB)
+        app.state.service.sandbox = DecodeSandbox(workers=1, memory_bytes=300 * MIB)
         response = client.post(
             "/api/predict", files={"file": ("big.png", zeros_png(8000, 8000), "image/png")}
         )
