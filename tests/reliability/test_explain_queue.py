@@ -70,10 +70,12 @@ def test_a_full_explain_queue_is_a_503_with_retry_after_while_plain_predict_succ
         worker.start()
         assert entered.wait(HOLD_S)  # the first explanation is running (and held)
 
+        scored = client.app.state.service.engine.stats["images"]
         busy = client.post(
             "/api/predict?explain=true", files={"file": ("b.png", _png(seed=1), "image/png")}
         )
         assert busy.status_code == 503, busy.text
+        assert client.app.state.service.engine.stats["images"] == scored  # refused before work
         assert int(busy.headers["Retry-After"]) >= 1
         assert "explanations are busy" in busy.json()["detail"]
 

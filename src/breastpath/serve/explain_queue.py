@@ -77,6 +77,18 @@ class ExplainQueue:
             headers={"Retry-After": str(seconds)},
         )
 
+    def full(self) -> bool:
+        """Whether an explanation asked for now would be turned away (no turn free, no room to
+        wait)."""
+        free = self._running < self.max_running and not self._waiters
+        return not free and len(self._waiters) >= self.max_waiting
+
+    def check(self) -> None:
+        """Raise the 503 now when :meth:`full` (before a request decodes and scores its image
+        for nothing); :meth:`run` checks again when the explanation is due."""
+        if self.full():
+            raise self._busy(f"{self._running} running, {len(self._waiters)} waiting")
+
     async def run(self, work: Callable[[threading.Event], T]) -> T:
         """``work(cancel)`` on an explanation thread once a turn is free (503 when none is free
         and the waiting room is full, or no turn came within ``timeout_s``). A cancelled caller
@@ -112,8 +124,7 @@ class ExplainQueue:
         if self._running < self.max_running and not self._waiters:
             self._running += 1
             return
-        if len(self._waiters) >= self.max_waiting:
-            raise self._busy(f"{self._running} running, {len(self._waiters)} waiting")
+        self.check()
         turn = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
         try:

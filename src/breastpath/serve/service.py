@@ -211,6 +211,8 @@ class PredictionService:
         """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view; ``force``
         labels an image the quality gate flags (research only)."""
         started = time.perf_counter()
+        if explain and self.predictor.can_explain:
+            self.explainer.check()  # a full explain queue: 503 before any decoding
         item = await self.decode_async(upload)
         item.force = force
         model_start = time.perf_counter()
