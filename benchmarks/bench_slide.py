@@ -1,21 +1,32 @@
-"""Whole-slide speed and memory per reader backend: tiles/s and peak RSS (prints measured figures).
+"""Whole-slide speed against the model's own speed: tiles/s, CPU seconds per stage, peak RSS.
 
-Each (slide, backend) runs in its own process, so its peak resident memory (``VmHWM``) is its
-own; the RSS before the slide is opened (Python, torch and the model loaded) is printed beside
-it, so the difference is what reading and scoring the slide cost. Slides:
+Every measurement runs in its own process (so its peak resident memory, ``VmHWM``, is its
+own), one after another, in one run:
 
-- ``svs``: the real Aperio file ``CMU-1-Small-Region.svs`` (openslide, tifffile) and the same
-  scan as DICOM-WSI (wsidicom), from ``../shared/data/wsi`` when present;
-- ``synthetic``: a generated pyramidal TIFF, 100,000 x 100,000 by default (30 GB of level-0
-  pixels, a few MB on disk; two tissue ellipses, ``--blob-scale`` sets their size; see
-  ``breastpath.slide.synthetic``), read by tifffile and openslide.
+- ``model``: the model alone, ``Predictor.predict_proba`` on prepared 50x50 patches (the IDC
+  sample when ``../shared/data/idc`` is there, as ``bench_predictor.py``), in batches of
+  ``--batch-size``: the model's own patches/s, the ceiling of everything below;
+- ``slide``: ``analyze_slide`` end to end (open, thumbnail tissue mask, grid, block reads in
+  threads, resample, tile checks, model, verdict; no output files written) on the real
+  ``CMU-1-Small-Region.svs`` (openslide, tifffile), the same scan as DICOM-WSI (wsidicom), and
+  a generated 100,000 x 100,000 pyramidal TIFF (``--size``; tifffile, openslide);
+- ``cohort``: ``run_cohort`` over ``--cohort`` generated small slides (one process, outputs
+  written per slide and the cohort table, as ``breastpath slide FOLDER`` does).
 
-Tiles are 50 px at level 0 (``--level``), so every tissue tile is a level-0 read. Figures:
-``read_tiles_per_s`` (reads only), ``score_tiles_per_s`` (reads, tile checks, model) and
-``end_to_end_tiles_per_s`` (tissue mask, grid, reads, checks, model).
+Per run: tiles, wall seconds, tiles/s and its share of the model's patches/s, the process's CPU
+seconds per tile, and the CPU seconds per tile of each stage (``open_and_mask``, ``read``
+(region reads and decoding, cutting tiles), ``resample``, ``check``; summed over the threads
+that ran them, :class:`breastpath.inference.stages.StageClock`), with ``model_and_rest`` the
+process CPU less those stages (the model's own threads, batching, the verdict). Tiles are 50 px
+at level 0 by default (``--level``), so the small real slide gives about a thousand tiles.
 
-    python benchmarks/bench_slide.py                      # CPU, all slides and backends
-    python benchmarks/bench_slide.py --size 40000 --device cuda --workers 4
+``--src DIR`` runs the children on another source tree (``PYTHONPATH=DIR``: e.g. ``git archive
+HEAD~3 src | tar -x -C /tmp/before`` then ``--src /tmp/before/src``), for before/after figures
+in one run; a tree without the stage clock reports no stages.
+
+    python benchmarks/bench_slide.py                              # CPU: all of the above
+    python benchmarks/bench_slide.py --only cohort --cohort 50
+    python benchmarks/bench_slide.py --src /tmp/before/src --repeat 2
 
 Nothing here is a pass/fail test; compare figures taken in one run on one machine.
 """
@@ -34,6 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WSI = Path(os.environ.get("BREASTPATH_SHARED_DATA", REPO.parent / "shared" / "data")) / "wsi"
+STAGE_NAMES = ("open_and_mask", "read", "resample", "check")
 
 
 def _status_mb(field: str) -> float:
@@ -47,121 +59,213 @@ def _status_mb(field: str) -> float:
     return float("nan")
 
 
-def run_one(args: argparse.Namespace) -> dict:
-    """Time one slide with one backend in this process (the child side)."""
+def _predictor(args: argparse.Namespace):
     import numpy as np
-    import torch
 
     from breastpath.inference.predictor import Predictor
-    from breastpath.slide.reader import open_slide
-    from breastpath.slide.tiling import iter_tiles, make_grid, resolve_resolution, score_grid
-    from breastpath.slide.tissue import detect_tissue
 
     predictor = Predictor.from_checkpoint(
         args.checkpoint, device=args.device, batch_size=args.batch_size
     )
     predictor.predict_proba(predictor.prepare(np.zeros((64, 50, 50, 3), np.uint8)))  # warm-up
-    rss_before = _status_mb("VmRSS")
-    started = time.perf_counter()
-    with open_slide(args.path, backend=args.backend) as slide:
-        tissue = detect_tissue(slide)
-        resolution = resolve_resolution(slide, tile_size=args.tile_size, level=args.level)
-        grid = make_grid(slide, tissue, resolution=resolution)
-        mask_s = time.perf_counter() - started
-        t0 = time.perf_counter()
-        read = sum(len(i) for i, _ in iter_tiles(slide, grid, workers=args.workers))
-        read_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        scores = score_grid(slide, grid, predictor, workers=args.workers)
-        score_s = time.perf_counter() - t0
-        level0 = slide.dimensions
-    return {
-        "backend": args.backend,
-        "level0": list(level0),
-        "level0_gb": round(level0[0] * level0[1] * 3 / 1e9, 2),
-        "device": str(predictor.device),
-        "torch_threads": torch.get_num_threads(),
-        "tiles": read,
-        "tiles_scored": int(scores.scored.sum()),
-        "mask_and_grid_s": round(mask_s, 2),
-        "read_tiles_per_s": round(read / read_s),
-        "score_tiles_per_s": round(read / score_s),
-        "end_to_end_tiles_per_s": round(read / (mask_s + score_s)),
-        "rss_before_slide_mb": rss_before,
+    import scipy.ndimage  # noqa: F401  - imported once per process by the mask, like torch
+
+    return predictor
+
+
+def _clock():
+    try:
+        from breastpath.inference.stages import StageClock
+    except ImportError:  # an older source tree (--src)
+        return None
+    return StageClock()
+
+
+def _figures(tiles: int, wall: float, cpu: float, clock, rss_before: float) -> dict:
+    out = {
+        "tiles": tiles,
+        "wall_s": round(wall, 2),
+        "tiles_per_s": round(tiles / wall),
+        "cpu_ms_per_tile": round(1000 * cpu / max(tiles, 1), 3),
+        "rss_before_mb": rss_before,
         "peak_rss_mb": _status_mb("VmHWM"),
+    }
+    if clock is not None:
+        seconds = clock.seconds()
+        stages = {k: seconds.get(k, 0.0) for k in STAGE_NAMES}
+        stages["model_and_rest"] = cpu - sum(stages.values())
+        out["stage_cpu_ms_per_tile"] = {
+            k: round(1000 * v / max(tiles, 1), 3) for k, v in stages.items()
+        }
+    return out
+
+
+def run_model(args: argparse.Namespace) -> dict:
+    """The model alone on prepared patches (the child side)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_predictor import patches
+
+    predictor = _predictor(args)
+    batch, source = patches(args.patches, (50, 50))
+    wall, cpu = time.perf_counter(), time.process_time()
+    for start in range(0, len(batch), args.batch_size):
+        chunk = predictor.prepare(batch[start : start + args.batch_size])
+        predictor.cancer_probability(predictor.predict_proba(chunk))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"source": source, **_figures(len(batch), wall, cpu, None, float("nan"))}
+
+
+def run_slide(args: argparse.Namespace) -> dict:
+    """``analyze_slide`` on one slide with one backend (the child side)."""
+    from breastpath.slide.analyze import analyze_slide
+
+    predictor = _predictor(args)
+    clock = _clock()
+    extra = {} if clock is None else {"clock": clock}
+    rss_before = _status_mb("VmRSS")
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = analyze_slide(
+        args.path, predictor, backend=args.backend, level=args.level, batch_size=args.batch_size,
+        workers=args.workers, **extra,
+    )  # fmt: skip
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "backend": result.info["slide"]["backend"],
+        "level0": result.info["slide"]["dimensions"],
+        "tiles_scored": int(result.scores.scored.sum()),
+        **_figures(len(result.grid), wall, cpu, clock, rss_before),
     }
 
 
-def _child(path: Path, backend: str, args: argparse.Namespace) -> dict:
+def run_cohort_child(args: argparse.Namespace) -> dict:
+    """``run_cohort`` over a folder of slides (the child side)."""
+    from breastpath.slide.cohort import CohortOptions, run_cohort
+    from breastpath.slide.sources import discover
+
+    predictor = _predictor(args)
+    clock = _clock()
+    sources = discover([str(args.path)])
+    options = CohortOptions(level=args.level, batch_size=args.batch_size, workers=args.workers)
+    extra = {} if clock is None else {"clock": clock}
+    rss_before = _status_mb("VmRSS")
+    with tempfile.TemporaryDirectory() as out:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            rows = run_cohort(sources, predictor, out_dir=out, options=options, **extra)
+        except TypeError:  # an older tree: no clock
+            clock, extra = None, {}
+            rows = run_cohort(sources, predictor, out_dir=out, options=options)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tiles = sum(int(r.get("tiles_read") or 0) for r in rows)
+    statuses = sorted({str(r["status"]).split(":")[0] for r in rows})
+    return {
+        "slides": len(rows),
+        "statuses": statuses,
+        **_figures(tiles, wall, cpu, clock, rss_before),
+    }
+
+
+def _child(mode: str, args: argparse.Namespace, path: Path | None = None, backend: str = "auto"):
     command = [
-        sys.executable, __file__, "--child", "--path", str(path), "--backend", backend,
-        "--level", str(args.level), "--tile-size", str(args.tile_size),
-        "--checkpoint", args.checkpoint, "--device", args.device,
+        sys.executable, __file__, "--child", mode, "--backend", backend,
+        "--level", str(args.level), "--checkpoint", args.checkpoint, "--device", args.device,
         "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+        "--patches", str(args.patches),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
+    if path is not None:
+        command += ["--path", str(path)]
+    env = dict(os.environ)
+    if args.src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.src, env.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        return {"backend": backend, "error": done.stderr.strip().splitlines()[-1:]}
+        return {"error": done.stderr.strip().splitlines()[-3:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_slides(folder: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """The generated 100k slide and the cohort folder; their write times."""
+    from breastpath.slide.synthetic import Blob, default_blobs, write_synthetic_slide
+
+    def scaled(width: int, height: int, scale: float) -> list[Blob]:
+        return [
+            Blob(b.cx, b.cy, b.rx * scale, b.ry * scale, b.kind)
+            for b in default_blobs(width, height)
+        ]
+
+    big = folder / "synthetic.tif"
+    if args.only in (None, "slide"):
+        write_synthetic_slide(
+            big, size=(args.size, args.size), downsamples=(1, 4, 16, 64, 256),
+            blobs=scaled(args.size, args.size, args.blob_scale), pyramid="pages",
+        )  # fmt: skip
+    cohort = folder / "cohort"
+    cohort.mkdir()
+    if args.only in (None, "cohort"):
+        width, height = args.cohort_size
+        for i in range(args.cohort):
+            write_synthetic_slide(
+                cohort / f"slide{i:03d}.tif", size=(width, height), downsamples=(1, 4, 16),
+                blobs=scaled(width, height, 4.0), pyramid="pages", seed=i,
+            )  # fmt: skip
+    return {"big": big, "cohort": cohort}
+
+
+def plan(
+    args: argparse.Namespace, slides: dict[str, Path]
+) -> list[tuple[str, str, Path | None, str]]:
+    """``(label, mode, path, backend)`` of every child, in order."""
+    runs: list[tuple[str, str, Path | None, str]] = []
+    if args.only in (None, "model"):
+        runs.append(("model alone", "model", None, "auto"))
+    if args.only in (None, "slide"):
+        svs, dicom = WSI / "CMU-1-Small-Region.svs", WSI / "CMU-1-Small-Region-dicom"
+        if svs.is_file():
+            runs += [(svs.name, "slide", svs, b) for b in ("openslide", "tifffile")]
+            runs.append((dicom.name, "slide", dicom, "wsidicom"))
+        name = f"synthetic {args.size}x{args.size}"
+        runs += [(name, "slide", slides["big"], b) for b in ("tifffile", "openslide")]
+    if args.only in (None, "cohort"):
+        label = f"cohort of {args.cohort} generated {args.cohort_size[0]}x{args.cohort_size[1]}"
+        runs.append((label, "cohort", slides["cohort"], "auto"))
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=100_000, help="synthetic level-0 side")
-    parser.add_argument(
-        "--blob-scale", type=float, default=0.5, help="synthetic tissue ellipse scale"
-    )
+    parser.add_argument("--blob-scale", type=float, default=0.5, help="synthetic tissue scale")
+    parser.add_argument("--cohort", type=int, default=50, help="generated slides in the cohort")
+    parser.add_argument("--cohort-size", type=int, nargs=2, default=(4000, 3000))
     parser.add_argument("--level", type=int, default=0)
-    parser.add_argument("--tile-size", type=int, default=50)
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--patches", type=int, default=20_000, help="patches for the model alone")
+    parser.add_argument("--only", choices=("model", "slide", "cohort"))
+    parser.add_argument("--src", help="run the children on this source tree (PYTHONPATH)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every child")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args)))
+        child = {"model": run_model, "slide": run_slide, "cohort": run_cohort_child}[args.child]
+        print(json.dumps(child(args)))
         return
-
-    from breastpath.slide.synthetic import Blob, default_blobs, write_synthetic_slide
-
-    runs = []
-    if (WSI / "CMU-1-Small-Region.svs").is_file():
-        for backend in ("openslide", "tifffile"):
-            runs.append(("CMU-1-Small-Region.svs", WSI / "CMU-1-Small-Region.svs", backend))
-        runs.append(("CMU-1-Small-Region-dicom", WSI / "CMU-1-Small-Region-dicom", "wsidicom"))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "synthetic.tif"
-        t0 = time.perf_counter()
-        blobs = [
-            Blob(b.cx, b.cy, b.rx * args.blob_scale, b.ry * args.blob_scale, b.kind)
-            for b in default_blobs(args.size, args.size)
-        ]
-        write_synthetic_slide(
-            path,
-            size=(args.size, args.size),
-            downsamples=(1, 4, 16, 64, 256),
-            blobs=blobs,
-            pyramid="pages",
-        )
-        write_s = time.perf_counter() - t0
-        name = f"synthetic {args.size}x{args.size} ({path.stat().st_size / 2**20:.1f} MB)"
-        for backend in ("tifffile", "openslide"):
-            runs.append((name, path, backend))
-        for label, source, backend in runs:
-            results.append({"slide": label, **_child(source, backend, args)})
-            print(json.dumps(results[-1]), file=sys.stderr)
-    figures = {
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
-        "synthetic_write_s": round(write_s, 1),
-        "runs": results,
-    }
-    print(json.dumps(figures, indent=2))
+        slides = write_slides(Path(tmp), args)
+        for round_ in range(args.repeat):
+            for label, mode, path, backend in plan(args, slides):
+                figures = _child(mode, args, path, backend)
+                results.append({"round": round_ + 1, "run": label, "backend": backend, **figures})
+                print(json.dumps(results[-1]), file=sys.stderr)
+    print(json.dumps({
+        "machine": platform.machine(), "cpu_count": os.cpu_count(), "src": args.src or "this tree",
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()], "runs": results,
+    }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -187,30 +187,30 @@ def test_unexpected_errors_full_disk_and_ctrl_c(cohort, tmp_path, monkeypatch):
     predictor = Predictor.from_checkpoint("default")
     sources = discover([cohort / "b.tif", cohort / "a.ome.tif", cohort / "sub"])
     options = CohortOptions(level=1)
-    real = analyze.analyze_slide
+    real = analyze.score_prepared  # what a cohort calls for each slide it prepared
 
     def failing(kind, at):
-        def analyze_slide(path, *args, **kwargs):
-            if str(path).endswith(at):
+        def score_prepared(prepared, *args, **kwargs):
+            if str(prepared.reader.path).endswith(at):
                 raise kind
-            return real(path, *args, **kwargs)
+            return real(prepared, *args, **kwargs)
 
-        return analyze_slide
+        return score_prepared
 
     out = tmp_path / "a"
-    monkeypatch.setattr(analyze, "analyze_slide", failing(KeyError("reader bug"), "a.ome.tif"))
+    monkeypatch.setattr(analyze, "score_prepared", failing(KeyError("reader bug"), "a.ome.tif"))
     rows = run_cohort(sources, predictor, out_dir=out, options=options)
     assert [r["status"] for r in rows] == ["scored", "error: KeyError: 'reader bug'", "scored"]
 
     out = tmp_path / "b"
-    monkeypatch.setattr(analyze, "analyze_slide", failing(KeyboardInterrupt(), "a.ome.tif"))
+    monkeypatch.setattr(analyze, "score_prepared", failing(KeyboardInterrupt(), "a.ome.tif"))
     with pytest.raises(KeyboardInterrupt):
         run_cohort(sources, predictor, out_dir=out, options=options)
     assert [r["status"] for r in _table(out).values()] == ["scored", "pending", "pending"]
     assert not (out / sources[1].name / "done.json").exists()
 
     out = tmp_path / "c"
-    monkeypatch.setattr(analyze, "analyze_slide", real)
+    monkeypatch.setattr(analyze, "score_prepared", real)
     written = []
 
     def full_disk(path, data):

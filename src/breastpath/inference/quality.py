@@ -54,6 +54,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -61,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from breastpath.errors import InvalidImageError
+from breastpath.tissue import MAX_LUMINOSITY as TISSUE_LUMINOSITY
 from breastpath.tissue import luminance, luminance_threshold, od_table
 
 #: Default thresholds (see the module docstring; calibrated by ``scripts/calibrate_quality.py``).
@@ -82,8 +84,14 @@ FAINT_STRUCTURE = 0.2
 MAX_PIXELS = 512 * 512
 #: Batches with more pixels than this are classified through a per-colour lookup table.
 TABLE_PIXELS = 1 << 20
-#: Pixel class bits (:func:`pixel_classes`).
-DARK, TISSUE, FOREIGN = 1, 2, 4
+#: :class:`ColourTable` classifies this many pixels directly before it fills and uses its table.
+TABLE_WARM_PIXELS = 1 << 23
+#: Pixel class bits (:func:`pixel_classes`). ``PLAIN_TISSUE``: tissue by the one tissue rule at
+#: its default luminosity (:data:`breastpath.tissue.MAX_LUMINOSITY`, no lower bound), the share
+#: the tile check (:class:`breastpath.inference.tiles.TileCheck`) asks for beside the gate.
+DARK, TISSUE, FOREIGN, PLAIN_TISSUE = 1, 2, 4, 8
+#: Tiles per vectorised pass of :func:`assess_batch` (its temporary arrays stay small).
+BATCH_TILES = 256
 
 REASON_OK = "ok"
 REASON_EMPTY = "empty image"
@@ -159,34 +167,101 @@ class GateOptions:
 
 
 def pixel_classes(pixels: np.ndarray, options: GateOptions) -> np.ndarray:
-    """Class bits (:data:`DARK`, :data:`TISSUE`, :data:`FOREIGN`) of uint8 pixels ``(..., 3)``,
-    computed from the rules in the module docstring."""
+    """Class bits (:data:`DARK`, :data:`TISSUE`, :data:`FOREIGN`, :data:`PLAIN_TISSUE`) of uint8
+    pixels ``(..., 3)``, computed from the rules in the module docstring."""
     y = luminance(pixels)
     dark = y < luminance_threshold(options.min_luminosity)
     tissue = (y < luminance_threshold(options.max_luminosity)) & ~dark
-    od = od_table(256.0)[pixels]  # (..., 3) float32
-    scale = 1.0 / np.maximum(od.sum(axis=-1), np.float32(1e-6))
-    red, green, blue = od[..., 0] * scale, od[..., 1] * scale, od[..., 2] * scale
+    plain = y < luminance_threshold(TISSUE_LUMINOSITY)
+    table = od_table(256.0)
+    od_r, od_g, od_b = table[pixels[..., 0]], table[pixels[..., 1]], table[pixels[..., 2]]
+    scale = 1.0 / np.maximum(od_r + od_g + od_b, np.float32(1e-6))
+    red, green, blue = od_r * scale, od_g * scale, od_b * scale
     x = (red - green) * _SQRT_HALF  # chromaticity-plane axes perpendicular to grey
     z = (red + green - 2.0 * blue) * _SQRT_SIXTH
     hue = np.degrees(np.arctan2(z, x)) % 360.0
     low, high = options.hue_range
     off_hue = (np.hypot(x, z) >= options.min_chroma) & ((hue < low) | (hue > high))
-    foreign = tissue & (off_hue | (od.max(axis=-1) > options.max_od))
-    return (dark * DARK | tissue * TISSUE | foreign * FOREIGN).astype(np.uint8)
+    saturated = np.maximum(np.maximum(od_r, od_g), od_b) > options.max_od
+    foreign = tissue & (off_hue | saturated)
+    classes = dark.view(np.uint8) | tissue.view(np.uint8) << 1
+    classes |= foreign.view(np.uint8) << 2
+    classes |= plain.view(np.uint8) << 3
+    return classes
+
+
+class ColourTable:
+    """:func:`pixel_classes` of 24-bit colours, filled in blocks of 16 x 16 x 16 colours the
+    first time a colour of the block is met.
+
+    A lookup gives exactly :func:`pixel_classes` (each entry is computed by it, and
+    ``tests/test_quality.py`` checks the function against its previous form on all 2**24
+    colours). Filling costs about what classifying as many pixels directly does, and real
+    JPEG tiles hold many colours (a 1,000-tile slide: about 950,000, in 2,000 of the 4,096
+    blocks), so the first ``warm_pixels`` pixels are classified directly and the table is used
+    (and filled) only after them: a long slide or a cohort pays for the table once. The table is
+    16 MiB and safe to use from several threads (blocks are filled under a lock).
+
+    >>> table = colour_table(GateOptions())
+    >>> pixels = np.array([[[241, 235, 238], [200, 120, 170]]], np.uint8)
+    >>> bool((table.classes(pixels) == pixel_classes(pixels, GateOptions())).all())
+    True
+    """
+
+    _UNFILLED = 255  # no class combination reaches it (the bits sum to 15)
+
+    def __init__(self, options: GateOptions, *, warm_pixels: int = TABLE_WARM_PIXELS) -> None:
+        self.options = options
+        self.warm_pixels = warm_pixels
+        self._seen = 0  # pixels classified so far (approximate under threads: a heuristic)
+        self._table = np.full(1 << 24, self._UNFILLED, dtype=np.uint8)
+        self._lock = threading.Lock()
+
+    def classes(self, pixels: np.ndarray) -> np.ndarray:
+        """Class bits of uint8 pixels ``(..., 3)``, the shape of ``pixels[..., 0]``."""
+        if self._seen < self.warm_pixels:
+            self._seen += pixels.size // 3
+            return pixel_classes(pixels, self.options)
+        codes = pixels[..., 0].astype(np.int32) << 16
+        codes |= pixels[..., 1].astype(np.int32) << 8
+        codes |= pixels[..., 2]
+        out = self._table.take(codes)
+        missing = out == self._UNFILLED
+        if missing.any():
+            self._fill(codes[missing])
+            out = self._table.take(codes)
+        return out
+
+    def full(self) -> np.ndarray:
+        """The whole table, indexed by ``r << 16 | g << 8 | b`` (every block filled)."""
+        self._seen = max(self._seen, self.warm_pixels)
+        self._fill(np.arange(1 << 24, dtype=np.int32)[:: 1 << 4])
+        return self._table
+
+    def _fill(self, codes: np.ndarray) -> None:
+        offsets = np.arange(16, dtype=np.int32)
+        inside = ((offsets[:, None, None] << 16) | (offsets[:, None] << 8) | offsets).ravel()
+        with self._lock:
+            blocks = np.unique(codes & 0xF0F0F0)
+            blocks = blocks[self._table[blocks] == self._UNFILLED]
+            for start in range(0, len(blocks), 64):  # 262,144 colours per pass
+                block_codes = (blocks[start : start + 64, None] | inside).ravel()
+                colours = np.stack(
+                    [block_codes >> 16, (block_codes >> 8) & 255, block_codes & 255], axis=-1
+                ).astype(np.uint8)
+                self._table[block_codes] = pixel_classes(colours, self.options)
 
 
 @functools.lru_cache(maxsize=4)
+def colour_table(options: GateOptions) -> ColourTable:
+    """The :class:`ColourTable` of one set of thresholds (one per process)."""
+    return ColourTable(options)
+
+
 def class_table(options: GateOptions) -> np.ndarray:
     """:func:`pixel_classes` of every 24-bit colour, indexed by ``r << 16 | g << 8 | b``
-    (16 MiB, built once per set of thresholds, in about a second)."""
-    table = np.empty(1 << 24, dtype=np.uint8)
-    levels = np.arange(256, dtype=np.uint8)
-    green, blue = np.meshgrid(levels, levels, indexing="ij")
-    for red in range(256):
-        plane = np.stack([np.full_like(green, red), green, blue], axis=-1)
-        table[red << 16 : (red + 1) << 16] = pixel_classes(plane, options).ravel()
-    return table
+    (16 MiB; every block of :func:`colour_table` filled, in about a second)."""
+    return colour_table(options).full()
 
 
 def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.ndarray]:
@@ -197,19 +272,23 @@ def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.nda
     through :func:`class_table` (same result, several times faster).
     """
     if pixels.size // 3 > TABLE_PIXELS:
-        codes = pixels[..., 0].astype(np.int32) << 16
-        codes |= pixels[..., 1].astype(np.int32) << 8
-        codes |= pixels[..., 2]
-        classes = class_table(options)[codes]
+        classes = colour_table(options).classes(pixels)
     else:
         classes = pixel_classes(pixels, options)
+    return class_shares(classes)
+
+
+def class_shares(classes: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`pixel_measures` from the class bits ``(N, P)`` of each image's pixels, plus
+    ``plain_tissue`` (share of :data:`PLAIN_TISSUE` pixels)."""
     n_tissue = ((classes & TISSUE) != 0).sum(axis=1)
     n_foreign = ((classes & FOREIGN) != 0).sum(axis=1)
-    count = max(pixels.shape[1], 1)
+    count = max(classes.shape[1], 1)
     return {
         "dark": ((classes & DARK) != 0).sum(axis=1) / count,
         "tissue": n_tissue / count,
         "foreign": np.where(n_tissue > 0, n_foreign / np.maximum(n_tissue, 1), 0.0),
+        "plain_tissue": ((classes & PLAIN_TISSUE) != 0).sum(axis=1) / count,
     }
 
 
@@ -244,47 +323,119 @@ def texture_measures(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def rule_masks(measures: dict[str, np.ndarray], options: GateOptions) -> dict[str, np.ndarray]:
+    """The rules of the module docstring as bool arrays ``(N,)``: ``too_dark``, ``is_tissue``,
+    ``looks_like_he`` and ``textured``, from :func:`pixel_measures` and
+    :func:`texture_measures`."""
+    contrast, structure = measures["contrast"], measures["structure"]
+    too_dark = measures["dark"] >= options.max_dark_fraction
+    is_tissue = ~too_dark & (measures["tissue"] >= options.min_tissue_fraction)
+    return {
+        "too_dark": too_dark,
+        "is_tissue": is_tissue,
+        "looks_like_he": is_tissue & (measures["foreign"] <= options.max_foreign_fraction),
+        "textured": (contrast >= options.min_contrast)
+        & (measures["detail"] >= options.min_detail)
+        & (structure >= options.min_structure)
+        & ((contrast >= options.faint_contrast) | (structure >= options.faint_structure)),
+    }
+
+
+def reasons_of(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """The reason ``(N,)`` of each image from :func:`rule_masks`: the first rule it fails."""
+    return np.select(
+        [masks["too_dark"], ~masks["is_tissue"], ~masks["looks_like_he"], ~masks["textured"]],
+        [REASON_DARK, REASON_BACKGROUND, REASON_NOT_HE, REASON_NO_TEXTURE],
+        default=REASON_OK,
+    ).astype(object)
+
+
 def verdicts(measures: dict[str, np.ndarray], options: GateOptions) -> list[Quality]:
     """Turn :func:`pixel_measures` and :func:`texture_measures` into one :class:`Quality` per
     image."""
-    out = []
-    for dark, tissue, foreign, contrast, detail, structure in zip(
-        *(measures[k] for k in ("dark", "tissue", "foreign", "contrast", "detail", "structure")),
-        strict=True,
-    ):
-        too_dark = dark >= options.max_dark_fraction
-        is_tissue = bool(not too_dark and tissue >= options.min_tissue_fraction)
-        looks = bool(is_tissue and foreign <= options.max_foreign_fraction)
-        textured = bool(
-            contrast >= options.min_contrast
-            and detail >= options.min_detail
-            and structure >= options.min_structure
-            and (contrast >= options.faint_contrast or structure >= options.faint_structure)
+    masks = rule_masks(measures, options)
+    reasons = reasons_of(masks)
+    return [
+        Quality(
+            float(measures["tissue"][i]),
+            bool(masks["is_tissue"][i]),
+            bool(masks["looks_like_he"][i]),
+            str(reasons[i]),
+            dark_fraction=float(measures["dark"][i]),
+            foreign_fraction=float(measures["foreign"][i]),
+            has_texture=bool(masks["textured"][i]),
+            contrast=float(measures["contrast"][i]),
+            detail=float(measures["detail"][i]),
+            structure=float(measures["structure"][i]),
         )
-        if too_dark:
-            reason = REASON_DARK
-        elif not is_tissue:
-            reason = REASON_BACKGROUND
-        elif not looks:
-            reason = REASON_NOT_HE
-        elif not textured:
-            reason = REASON_NO_TEXTURE
-        else:
-            reason = REASON_OK
-        out.append(
-            Quality(
-                float(tissue),
-                is_tissue,
-                looks,
-                reason,
-                dark_fraction=float(dark),
-                foreign_fraction=float(foreign),
-                has_texture=textured,
-                contrast=float(contrast),
-                detail=float(detail),
-                structure=float(structure),
-            )
-        )
+        for i in range(len(reasons))
+    ]
+
+
+def assess_batch(tiles: np.ndarray, **thresholds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The gate's reason for each tile of a batch ``(N, H, W, 3)`` uint8, and each tile's
+    share of tissue pixels by the one tissue rule at its default luminosity (the fast path of
+    the tile check, :class:`breastpath.inference.tiles.TileCheck`).
+
+    The reasons are those :func:`assess` gives each tile (any size up to :data:`MAX_PIXELS`),
+    computed from one lookup per pixel in :func:`colour_table` (the colour classes and the
+    tissue share together) and the texture measures of the tiles that pass the colour rules.
+
+    >>> glass = np.full((1, 50, 50, 3), (241, 235, 238), np.uint8)
+    >>> reasons, plain = assess_batch(np.concatenate([glass, glass * 0]))
+    >>> reasons.tolist(), plain.tolist()
+    (['blank glass / background', 'too dark / black frame'], [0.0, 1.0])
+    """
+    options = _options(thresholds)
+    if tiles.ndim != 4 or tiles.dtype != np.uint8 or tiles.shape[-1] != 3:
+        raise InvalidImageError(f"expected (N, H, W, 3) uint8 tiles, got {tiles.shape}")
+    n, height, width = tiles.shape[:3]
+    if height * width == 0 or height * width > MAX_PIXELS:  # not tiles: the general path
+        reasons = np.array([q.reason for q in assess(tiles, **thresholds)], dtype=object)
+        return reasons, _plain_share(tiles)
+    table = colour_table(options)
+    reasons = np.empty(n, dtype=object)
+    plain = np.empty(n)
+    for start in range(0, n, BATCH_TILES):
+        chunk = tiles[start : start + BATCH_TILES]
+        shares = class_shares(table.classes(chunk).reshape(len(chunk), -1))
+        measures = {**shares, **_texture_where_needed(chunk, shares, options)}
+        reasons[start : start + len(chunk)] = reasons_of(rule_masks(measures, options))
+        plain[start : start + len(chunk)] = shares["plain_tissue"]
+    return reasons, plain
+
+
+def _plain_share(tiles: np.ndarray) -> np.ndarray:
+    """Share of :data:`PLAIN_TISSUE` pixels per tile, from the luminance (0 for empty tiles)."""
+    if tiles.shape[1] * tiles.shape[2] == 0:
+        return np.zeros(len(tiles))
+    y = luminance(tiles).reshape(len(tiles), -1)
+    return (y < luminance_threshold(TISSUE_LUMINOSITY)).mean(axis=1)
+
+
+def _options(thresholds: dict[str, Any]) -> GateOptions:
+    try:
+        return GateOptions(**thresholds)
+    except TypeError:
+        raise InvalidImageError(
+            f"unknown quality threshold(s): {', '.join(sorted(thresholds))}"
+        ) from None
+
+
+def _texture_where_needed(
+    tiles: np.ndarray, shares: dict[str, np.ndarray], options: GateOptions
+) -> dict[str, np.ndarray]:
+    """:func:`texture_measures` of the tiles that pass the colour rules (1, 2, 3); the others'
+    verdict does not depend on texture (they get NaN)."""
+    flat = {k: np.zeros(len(tiles)) for k in ("contrast", "detail", "structure")}
+    masks = rule_masks({**shares, **flat}, options)
+    need = np.flatnonzero(masks["looks_like_he"])
+    if len(need) == len(tiles):
+        return texture_measures(tiles)
+    out = {k: np.full(len(tiles), np.nan, dtype=np.float32) for k in flat}
+    if len(need):
+        for key, values in texture_measures(tiles[need]).items():
+            out[key][need] = values
     return out
 
 
@@ -334,12 +485,7 @@ def assess(
         (0.5 grey levels), ``min_structure`` (0.05), ``faint_contrast`` (8.0 grey levels),
         ``faint_structure`` (0.2).
     """
-    try:
-        options = GateOptions(**thresholds)
-    except TypeError:
-        raise InvalidImageError(
-            f"unknown quality threshold(s): {', '.join(sorted(thresholds))}"
-        ) from None
+    options = _options(thresholds)
     if isinstance(images, np.ndarray) and images.ndim == 4:
         if images.dtype != np.uint8 or images.shape[-1] != 3:
             raise InvalidImageError(f"expected (N, H, W, 3) uint8 tiles, got {images.shape}")

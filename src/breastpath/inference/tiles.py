@@ -47,12 +47,13 @@ from breastpath.inference.quality import (
     REASON_DARK,
     REASON_NO_TEXTURE,
     REASON_OK,
-    assess,
+    assess_batch,
 )
-from breastpath.tissue import luminance, luminance_threshold
+from breastpath.inference.stages import timed
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
+    from breastpath.inference.stages import StageClock
     from breastpath.inference.verdict import VerdictRule
 
 __all__ = [
@@ -61,9 +62,11 @@ __all__ = [
     "ImageTiles",
     "TileCheck",
     "TileScores",
+    "check_batch",
     "cut_tiles",
     "image_tile_summary",
     "needs_tiling",
+    "score_checked",
     "score_tiles",
     "stitch",
     "tile_count",
@@ -83,10 +86,6 @@ SKIP_REASONS = {
 MAX_IMAGE_TILES = 4096
 #: A tile is scored when at least this share of its pixels is tissue (by default).
 MIN_TILE_TISSUE = 0.25
-#: Luminosity (CIE L* / 100) below which a pixel is tissue, for the tile checks.
-MAX_LUMINOSITY = 0.8
-#: Tiles per call of the quality gate (its float arrays stay small).
-GATE_CHUNK = 64
 _GATE_REASONS = {
     REASON_OK: "",
     REASON_DARK: "dark",
@@ -118,15 +117,13 @@ class TileCheck:
         """``(N,)`` array of reasons, ``""`` for tiles to score, for ``(N, H, W, 3)`` uint8."""
         if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
             raise ConfigError(f"expected (N, H, W, 3) uint8 tiles, got {tiles.shape} {tiles.dtype}")
-        reasons = np.full(len(tiles), "", dtype=object)
+        # one colour-table lookup per pixel gives the gate's colour classes and the tissue
+        # share (the one tissue rule, breastpath.tissue, at its default 0.8 luminosity)
+        gate, tissue = assess_batch(tiles)
         if self.he_check:
-            for start in range(0, len(tiles), GATE_CHUNK):
-                verdicts = assess(tiles[start : start + GATE_CHUNK])
-                reasons[start : start + len(verdicts)] = [
-                    _GATE_REASONS.get(q.reason, "not_he") for q in verdicts
-                ]
-        y = luminance(tiles).reshape(len(tiles), -1)  # the one tissue rule: breastpath.tissue
-        tissue = (y < luminance_threshold(MAX_LUMINOSITY)).mean(axis=1)
+            reasons = np.array([_GATE_REASONS.get(r, "not_he") for r in gate], dtype=object)
+        else:
+            reasons = np.full(len(tiles), "", dtype=object)
         reasons[(reasons == "") & (tissue < max(self.min_tissue, 1e-9))] = "background"
         return reasons
 
@@ -150,6 +147,32 @@ class TileScores:
         out = {"scored": 0}
         out.update({str(r) or "scored": int(n) for r, n in zip(reasons, numbers, strict=True)})
         return out
+
+
+#: ``(indices, reasons, kept)``: tile positions, their skip reasons (``""`` = to score) and the
+#: pixels of the tiles to score only, in the order of ``indices``.
+Checked = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def check_batch(
+    check: Callable[[np.ndarray], np.ndarray],
+    index: np.ndarray,
+    tiles: np.ndarray,
+    *,
+    clock: StageClock | None = None,
+) -> Checked:
+    """Run ``check`` on a batch and keep the pixels of the tiles that pass (a reader thread
+    calls this, so the checks run beside the model and skipped tiles are dropped early).
+
+    >>> index, reasons, kept = check_batch(TileCheck(), np.arange(2),
+    ...                                    np.full((2, 50, 50, 3), 255, np.uint8))
+    >>> reasons.tolist(), kept.shape
+    (['background', 'background'], (0, 50, 50, 3))
+    """
+    with timed(clock, "check"):
+        reasons = check(tiles)
+        kept = tiles[reasons == ""] if (reasons != "").any() else tiles
+    return np.asarray(index, dtype=np.int64), reasons, kept
 
 
 def score_tiles(
@@ -184,35 +207,77 @@ def score_tiles(
     {'scored': 0, 'background': 3}
     """
     check = TileCheck() if check is None else check
-    probabilities = np.full(total, np.nan)
-    skipped = np.full(total, "", dtype=object)
+    checked = (check_batch(check, index, tiles) for index, tiles in _gather(batches, batch_size))
+    return score_checked(predictor, checked, total=total, batch_size=batch_size, progress=progress)
+
+
+def _gather(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Regroup ``(indices, tiles)`` batches into batches of at least ``size`` tiles (the last
+    may be smaller), so the checks run on whole batches."""
     held_index: list[np.ndarray] = []
     held_tiles: list[np.ndarray] = []
     held = 0
-
-    def flush() -> None:
-        index, tiles = np.concatenate(held_index), np.concatenate(held_tiles)
-        reasons = check(tiles)
-        skipped[index] = reasons
-        ok = reasons == ""
-        if ok.any():
-            assert predictor is not None, "tiles passed the checks but no predictor was given"
-            batch = predictor.prepare(tiles[ok])
-            probabilities[index[ok]] = predictor.cancer_probability(predictor.predict_proba(batch))
-        held_index.clear()
-        held_tiles.clear()
-        if progress is not None:
-            progress(len(index))
-
     for index, tiles in batches:
         held_index.append(np.asarray(index, dtype=np.int64))
         held_tiles.append(tiles)
         held += len(index)
+        if held >= size:
+            yield np.concatenate(held_index), np.concatenate(held_tiles)
+            held_index, held_tiles, held = [], [], 0
+    if held:
+        yield np.concatenate(held_index), np.concatenate(held_tiles)
+
+
+def score_checked(
+    predictor: Predictor,
+    batches: Iterable[Checked],
+    *,
+    total: int,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+    clock: StageClock | None = None,
+) -> TileScores:
+    """Score tiles that were already checked (:func:`check_batch`), ``batch_size`` kept tiles
+    per model call; the scoring half of :func:`score_tiles`.
+
+    ``progress`` is called with the number of tiles checked since its last call, after each
+    model call and at the end; ``clock`` counts the model calls as stage ``model`` (the
+    calling thread's CPU only).
+    """
+    probabilities = np.full(total, np.nan)
+    skipped = np.full(total, "", dtype=object)
+    held_index: list[np.ndarray] = []
+    held_tiles: list[np.ndarray] = []
+    held = checked = 0
+
+    def flush() -> None:
+        nonlocal held, checked
+        if held:
+            assert predictor is not None, "tiles passed the checks but no predictor was given"
+            index = np.concatenate(held_index)
+            tiles: Any = np.concatenate(held_tiles)  # (N, H, W, 3): a sequence of images
+            with timed(clock, "model"):
+                batch = predictor.prepare(tiles)
+                scores = predictor.cancer_probability(predictor.predict_proba(batch))
+            probabilities[index] = scores
+        held_index.clear()
+        held_tiles.clear()
+        if progress is not None and checked:
+            progress(checked)
+        held = checked = 0
+
+    for index, reasons, kept in batches:
+        skipped[index] = reasons
+        checked += len(index)
+        if len(kept):
+            held_index.append(index[reasons == ""])
+            held_tiles.append(kept)
+            held += len(kept)
         if held >= batch_size:
             flush()
-            held = 0
-    if held:
-        flush()
+    flush()
     return TileScores(probabilities=probabilities, skipped=skipped)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breastpath.errors import SlideError
+from breastpath.inference.stages import timed
 from breastpath.inference.tiles import TileCheck, TileScores
 from breastpath.inference.verdict import Verdict
 from breastpath.slide.heatmap import slide_stats, write_slide_outputs
@@ -38,6 +39,7 @@ from breastpath.slide.tissue import TissueMask, detect_tissue
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
+    from breastpath.inference.stages import StageClock
 
 #: Apparent resolution of the IDC patches, microns per pixel: slides scanned at 40x (about
 #: 0.25 µm/px) and downsampled 16:1 to 2.5x (Janowczyk & Madabhushi 2016, use case 6).
@@ -127,6 +129,69 @@ def _open(path: Any, backend: str, slide_mpp: float | None) -> SlideReader:
     return reader
 
 
+@dataclass
+class PreparedSlide:
+    """An open slide with its tiling resolution, tissue mask and grid: everything
+    :func:`analyze_slide` does before the first tile is read (:func:`prepare_slide`), so a
+    cohort can prepare the next slide while the model scores this one. Close it (or use it in
+    a ``with`` block) when done; :func:`score_prepared` does not close it."""
+
+    reader: SlideReader
+    resolution: Resolution
+    target_mpp: float | None
+    notes: list[str]
+    tissue: TissueMask
+    grid: TileGrid
+    requested_mpp: float | None
+    min_tissue: float
+    tissue_s: float
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> PreparedSlide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_slide(
+    reader: SlideReader,
+    predictor: Predictor,
+    *,
+    tile_size: int | None = None,
+    level: int | None = None,
+    mpp: float | None = None,
+    min_tissue: float = 0.25,
+    tissue_method: str = "saturation",
+    thumbnail_size: int = 2048,
+    clock: StageClock | None = None,
+) -> PreparedSlide:
+    """Choose the resolution, find tissue and lay the grid of an open slide (options as in
+    :func:`analyze_slide`); the returned slide owns ``reader``. Raises
+    :class:`~breastpath.errors.NoTissueError` when no tile has enough tissue."""
+    started = time.perf_counter()
+    with timed(clock, "open_and_mask"):
+        size = tile_size or int(predictor.input_size[0])
+        resolution, target, notes = choose_resolution(
+            reader, predictor, tile_size=size, level=level, mpp=mpp
+        )
+        tissue = detect_tissue(reader, max_size=thumbnail_size, method=tissue_method)
+        grid = make_grid(reader, tissue, resolution=resolution, min_tissue=min_tissue)
+    return PreparedSlide(
+        reader=reader,
+        resolution=resolution,
+        target_mpp=target,
+        notes=notes,
+        tissue=tissue,
+        grid=grid,
+        requested_mpp=mpp,
+        min_tissue=min_tissue,
+        tissue_s=time.perf_counter() - started,
+    )
+
+
 def analyze_slide(
     path: str | Path | list[str | Path],
     predictor: Predictor,
@@ -146,6 +211,7 @@ def analyze_slide(
     backend: str = "auto",
     on_grid: Callable[[TileGrid], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    clock: StageClock | None = None,
 ) -> SlideResult:
     """Score the tissue of a whole-slide image tile by tile.
 
@@ -177,6 +243,8 @@ def analyze_slide(
         Called with the tile grid before scoring starts (to size a progress bar).
     progress
         Called with the number of tiles checked after each batch.
+    clock
+        Counts CPU seconds per stage (:class:`~breastpath.inference.stages.StageClock`).
 
     Examples
     --------
@@ -186,50 +254,59 @@ def analyze_slide(
     >>> result.verdict.label, result.scores.counts()  # doctest: +SKIP
     ('IDC present', {'scored': 812, 'background': 40})
     """
-    started = time.perf_counter()
-    with _open(path, backend, slide_mpp) as reader:
-        size = tile_size or int(predictor.input_size[0])
-        resolution, target, notes = choose_resolution(
-            reader, predictor, tile_size=size, level=level, mpp=mpp
-        )
-        tissue = detect_tissue(reader, max_size=thumbnail_size, method=tissue_method)
-        grid = make_grid(reader, tissue, resolution=resolution, min_tissue=min_tissue)
-        tissue_s = time.perf_counter() - started
-        if on_grid is not None:
-            on_grid(grid)
-        scoring = time.perf_counter()
-        scores = score_grid(
-            reader,
-            grid,
-            predictor,
-            check=TileCheck(min_tissue=min_tissue),
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
-        score_s = time.perf_counter() - scoring
-        slide_info = reader.describe()
+    with timed(clock, "open_and_mask"):
+        reader = _open(path, backend, slide_mpp)
+    with reader:
+        prepared = prepare_slide(
+            reader, predictor, tile_size=tile_size, level=level, mpp=mpp,
+            min_tissue=min_tissue, tissue_method=tissue_method, thumbnail_size=thumbnail_size,
+            clock=clock,
+        )  # fmt: skip
+        return score_prepared(
+            prepared, predictor, out_dir=out_dir, threshold=threshold, top_k=top_k,
+            batch_size=batch_size, workers=workers, on_grid=on_grid, progress=progress,
+            clock=clock,
+        )  # fmt: skip
+
+
+def score_prepared(
+    prepared: PreparedSlide,
+    predictor: Predictor,
+    *,
+    out_dir: str | Path | None = None,
+    threshold: float | None = None,
+    top_k: int = 20,
+    batch_size: int = 256,
+    workers: int = 2,
+    on_grid: Callable[[TileGrid], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    clock: StageClock | None = None,
+) -> SlideResult:
+    """Read, check and score the tiles of a :func:`prepare_slide` slide, apply the verdict
+    rule and write the outputs (the second half of :func:`analyze_slide`)."""
+    grid, tissue = prepared.grid, prepared.tissue
+    if on_grid is not None:
+        on_grid(grid)
+    scoring = time.perf_counter()
+    scores = score_grid(
+        prepared.reader, grid, predictor, check=TileCheck(min_tissue=prepared.min_tissue),
+        batch_size=batch_size, workers=workers, progress=progress, clock=clock,
+    )  # fmt: skip
+    score_s = time.perf_counter() - scoring
     dark = dark_background(tissue.thumbnail)
-    notes += quality_notes(scores, dark=dark)
+    notes = prepared.notes + quality_notes(scores, dark=dark)
     verdict = predictor.verdict_rule(threshold=threshold).apply(scores.probabilities)
     timing = {
-        "tissue_and_grid_s": round(tissue_s, 3),
+        "tissue_and_grid_s": round(prepared.tissue_s, 3),
         "scoring_s": round(score_s, 3),
         "tiles_per_s": round(len(grid) / score_s, 1) if score_s > 0 else None,
     }
     info = _info(
-        slide=slide_info,
-        predictor=predictor,
-        resolution=resolution,
-        grid=grid,
-        tissue=tissue,
-        scores=scores,
-        requested_mpp=mpp,
-        target_mpp=target,
-        min_tissue=min_tissue,
-        timing=timing,
+        slide=prepared.reader.describe(), predictor=predictor, resolution=prepared.resolution,
+        grid=grid, tissue=tissue, scores=scores, requested_mpp=prepared.requested_mpp,
+        target_mpp=prepared.target_mpp, min_tissue=prepared.min_tissue, timing=timing,
         dark=dark,
-    )
+    )  # fmt: skip
     info["verdict"] = verdict.to_dict()
     info["stats"] = slide_stats(scores.probabilities, top_k=top_k)
     info["notes"] = notes

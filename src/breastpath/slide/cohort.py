@@ -24,10 +24,11 @@ written with what was done, and the error is raised.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,12 @@ from typing import TYPE_CHECKING, Any
 from breastpath.errors import BreastpathError, NoTissueError, SlideError
 from breastpath.io import read_json, remove_stale_temps, write_json
 from breastpath.slide import cohort_table, shard
-from breastpath.slide.preflight import MAX_TILES, preflight
+from breastpath.slide.prefetch import Prefetcher, Ready, prepare_source
+from breastpath.slide.preflight import MAX_TILES
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
+    from breastpath.inference.stages import StageClock
     from breastpath.slide.sources import SlideSource
 
 DONE = "done.json"
@@ -159,9 +162,13 @@ def run_cohort(
     options: CohortOptions | None = None,
     progress: Progress | None = None,
     rank: shard.DistInfo | None = None,
+    clock: StageClock | None = None,
 ) -> list[dict[str, Any]]:
     """Score ``sources`` into ``out_dir`` (see the module docstring); return the table's rows
     (on rank 0 of a ``torchrun`` job, every slide's; on other ranks, what they knew).
+
+    The next slide is opened and its tissue mask made while the model scores the current one
+    (:mod:`breastpath.slide.prefetch`); ``clock`` counts CPU seconds per stage.
 
     Raises
     ------
@@ -188,18 +195,22 @@ def run_cohort(
     rows = [row for row, _ in states]
     mine = shard.shard([i for i, (_, done) in enumerate(states) if not done], rank)
     progress.begin(total=len(mine), done=sum(done for _, done in states))
+    ahead = Prefetcher(lambda source: prepare_source(source, predictor, options, clock=clock))
     try:
         if rank.is_main:
             _write(out, rows, settings)
-        for i in mine:
-            progress.slide(sources[i])
-            rows[i] = run_one(
-                sources[i], predictor, out=out, options=options, fingerprint=prints[i],
-                settings=settings, progress=progress,
-            )  # fmt: skip
-            progress.finished(sources[i], rows[i])
-            if rank.is_main:
-                _write(out, rows, settings)
+        with ahead:
+            for k, i in enumerate(mine):
+                progress.slide(sources[i])
+                following = sources[mine[k + 1]] if k + 1 < len(mine) else None
+                rows[i] = run_one(
+                    sources[i], predictor, out=out, options=options, fingerprint=prints[i],
+                    settings=settings, progress=progress, clock=clock,
+                    ready=functools.partial(ahead.take, sources[i], following),
+                )  # fmt: skip
+                progress.finished(sources[i], rows[i])
+                if rank.is_main:
+                    _write(out, rows, settings)
     except (KeyboardInterrupt, OutputStopped):
         if rank.is_main:
             _write(out, rows, settings, quiet=True)
@@ -223,32 +234,34 @@ def run_one(
     fingerprint: str,
     settings: dict[str, Any],
     progress: Progress,
+    clock: StageClock | None = None,
+    ready: Callable[[], Ready] | None = None,
 ) -> dict[str, Any]:
     """Score one slide into ``out/<name>/`` and record it; return its row. Any failure of the
     slide becomes an ``error:`` row; a failure to write the output raises :class:`OutputStopped`.
+    ``ready`` gives the slide prepared ahead (:mod:`breastpath.slide.prefetch`); without it the
+    slide is prepared here.
     """
-    from breastpath.slide.analyze import analyze_slide
+    from breastpath.slide.analyze import score_prepared
 
     folder = out / source.name
     _clear(folder, out)
     started = time.perf_counter()
     row: dict[str, Any] = cohort_table.base_row(source)
     paths: dict[str, Path] = {}
-    slide_mpp = source.mpp if source.mpp is not None else options.slide_mpp
-    common: dict[str, Any] = {
-        "backend": options.backend, "slide_mpp": slide_mpp, "tile_size": options.tile_size,
-        "level": options.level, "mpp": options.mpp,
-    }  # fmt: skip
     try:
-        pre = preflight(source.opener, predictor, max_tiles=options.max_tiles, **common)
-        row.update(pre.to_row(), open_s=round(time.perf_counter() - started, 3))
-        result = analyze_slide(
-            source.opener,  # type: ignore[arg-type]  # a list of Path is a list of str | Path
-            predictor, out_dir=folder, threshold=options.threshold,
-            top_k=options.top_k, min_tissue=options.min_tissue,
-            tissue_method=options.tissue_method, batch_size=options.batch_size,
-            workers=options.workers, progress=progress.tiles, **common,
-        )  # fmt: skip
+        prepared = ready() if ready is not None else prepare_source(source, predictor, options)
+        if prepared.preflight is not None:
+            row.update(prepared.preflight.to_row(), open_s=prepared.open_s)
+        if prepared.error is not None:
+            raise prepared.error
+        assert prepared.slide is not None
+        with prepared.slide as slide:
+            result = score_prepared(
+                slide, predictor, out_dir=folder, threshold=options.threshold,
+                top_k=options.top_k, batch_size=options.batch_size, workers=options.workers,
+                progress=progress.tiles, clock=clock,
+            )  # fmt: skip
     except KeyboardInterrupt:
         raise
     except NoTissueError as exc:  # read, and nothing in it to score

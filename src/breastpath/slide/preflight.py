@@ -80,27 +80,40 @@ def preflight(
     Traceback (most recent call last):
     SlideError: CMU-1-Small-Region.svs: a grid of 6,586,740 tiles (2967 x 2220 at level 0, ...
     """
-    from breastpath.slide.analyze import choose_resolution
-
     if isinstance(path, (str, Path)) and Path(path).is_dir():
         check_one_series(Path(path))
     with open_slide(path, backend=backend) as reader:
         if slide_mpp is not None:
             reader.set_mpp(slide_mpp, source="--slide-mpp")
-        size = tile_size or int(predictor.input_size[0])
-        resolution, _, _ = choose_resolution(
-            reader, predictor, tile_size=size, level=level, mpp=mpp
+        return check_reader(
+            reader, predictor, tile_size=tile_size, level=level, mpp=mpp, max_tiles=max_tiles
         )
-        rows, cols = grid_size(reader, resolution)
-        check_tile_count(rows, cols, resolution, max_tiles=max_tiles, name=reader.path.name)
-        return Preflight(
-            backend=reader.backend,
-            mpp=reader.mpp,
-            mpp_source=reader.mpp_source,
-            level=resolution.level,
-            tile_mpp=resolution.mpp,
-            grid_tiles=rows * cols,
-        )
+
+
+def check_reader(
+    reader: SlideReader,
+    predictor: Predictor,
+    *,
+    tile_size: int | None = None,
+    level: int | None = None,
+    mpp: float | None = None,
+    max_tiles: int = MAX_TILES,
+) -> Preflight:
+    """:func:`preflight` of a slide already open (its ``--slide-mpp`` already set)."""
+    from breastpath.slide.analyze import choose_resolution
+
+    size = tile_size or int(predictor.input_size[0])
+    resolution, _, _ = choose_resolution(reader, predictor, tile_size=size, level=level, mpp=mpp)
+    rows, cols = grid_size(reader, resolution)
+    check_tile_count(rows, cols, resolution, max_tiles=max_tiles, name=reader.path.name)
+    return Preflight(
+        backend=reader.backend,
+        mpp=reader.mpp,
+        mpp_source=reader.mpp_source,
+        level=resolution.level,
+        tile_mpp=resolution.mpp,
+        grid_tiles=rows * cols,
+    )
 
 
 def check_one_series(folder: Path) -> None:

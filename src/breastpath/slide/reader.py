@@ -198,8 +198,7 @@ class SlideReader(ABC):
                     round(oy * factor * info.downsample),
                 )
                 block = self.read_region(location, level, (m * factor, n * factor))
-                means = block.reshape(n, factor, m, factor, 3).mean(axis=(1, 3))
-                out[oy : oy + n, ox : ox + m] = np.round(means).astype(np.uint8)
+                out[oy : oy + n, ox : ox + m] = box_mean(block, factor)
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -223,6 +222,28 @@ class SlideReader(ABC):
         self.close()
 
 
+def box_mean(block: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each ``factor x factor`` square of a uint8 ``(H, W, C)`` block (``H`` and
+    ``W`` multiples of ``factor``), rounded half to even: exactly ``np.round`` of the float
+    mean, in integer sums (several times faster on a thumbnail's level-0 pixels).
+
+    >>> box_mean(np.array([[[1], [2]], [[3], [4]]], np.uint8), 2).ravel().tolist()  # 2.5
+    [2]
+    """
+    kind = np.uint16 if factor <= 16 else np.uint32  # 16 x 16 x 255 < 2**16
+    rows: Any = block[0::factor].astype(kind)
+    for i in range(1, factor):
+        rows += block[i::factor]
+    sums: Any = rows[:, 0::factor]  # a view; the columns added below are others
+    for j in range(1, factor):
+        sums += rows[:, j::factor]
+    count = factor * factor
+    twice_rest = (sums % count) * 2
+    out: Any = sums // count
+    out += (twice_rest > count) | ((twice_rest == count) & (out & 1 == 1))
+    return out.astype(np.uint8)
+
+
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
     """Gray, RGB or RGBA uint8 -> RGB uint8, alpha composited onto white."""
     if pixels.ndim == 2:
@@ -233,6 +254,8 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
     if channels == 1:
         return np.repeat(pixels, 3, axis=-1)
     if channels == 4:
+        if (pixels[..., 3] == 255).all():  # opaque (inside the scan): the composite is RGB
+            return np.ascontiguousarray(pixels[..., :3])
         alpha = pixels[..., 3:4].astype(np.uint16)
         rgb = (pixels[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
         return rgb.astype(np.uint8)

@@ -6,8 +6,10 @@ mask with less are listed as skipped, reason ``mask``). Read tiles pass the per-
 :class:`~breastpath.inference.tiles.TileCheck` (background, not H&E) before the model sees them;
 what fails is skipped with its reason and never scored. Kept tiles are read in blocks of
 neighbouring tiles (one region read per block, so each TIFF tile is decoded about once), by a
-small thread pool that runs ahead of the model by at most ``2 * workers`` blocks. Memory is
-bounded by those blocks, one batch, and the reader's tile cache; level 0 is never loaded whole.
+small thread pool that also resamples and checks them (:func:`iter_checked`: the checks overlap
+the model, skipped tiles are dropped at once) and runs ahead of the model by at most
+``2 * workers`` blocks (a bounded queue). Memory is bounded by those blocks, one batch, and the
+reader's tile cache; level 0 is never loaded whole.
 Tiles are scored through :class:`~breastpath.inference.predictor.Predictor`, the same
 preprocessing as every other entry point.
 """
@@ -23,10 +25,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from breastpath.errors import NoTissueError, SlideError
-from breastpath.inference.tiles import TileScores, score_tiles
+from breastpath.inference.stages import timed
+from breastpath.inference.tiles import (
+    Checked,
+    TileCheck,
+    TileScores,
+    check_batch,
+    score_checked,
+)
 
 if TYPE_CHECKING:
     from breastpath.inference.predictor import Predictor
+    from breastpath.inference.stages import StageClock
     from breastpath.slide.reader import SlideReader
     from breastpath.slide.tissue import TissueMask
 
@@ -206,19 +216,26 @@ def _blocks(grid: TileGrid, per_side: int) -> list[np.ndarray]:
     return np.split(order, starts[1:])
 
 
-def _read_block(reader: SlideReader, grid: TileGrid, index: np.ndarray) -> np.ndarray:
+def _read_block(
+    reader: SlideReader, grid: TileGrid, index: np.ndarray, clock: StageClock | None = None
+) -> np.ndarray:
     res = grid.resolution
     rows, cols = grid.rows[index], grid.cols[index]
     r0, c0 = int(rows.min()), int(cols.min())
     height = (int(rows.max()) - r0 + 1) * res.read_size
     width = (int(cols.max()) - c0 + 1) * res.read_size
     location = (round(c0 * res.step), round(r0 * res.step))
-    region = reader.read_region(location, res.level, (width, height))
     n = res.read_size
     tiles = np.empty((len(index), res.tile_size, res.tile_size, 3), dtype=np.uint8)
-    for i, (r, c) in enumerate(zip(rows - r0, cols - c0, strict=True)):
-        tile = region[r * n : (r + 1) * n, c * n : (c + 1) * n]
-        tiles[i] = tile if n == res.tile_size else _resample(tile, res.tile_size)
+    with timed(clock, "read"):
+        region = reader.read_region(location, res.level, (width, height))
+        if n == res.tile_size:
+            for i, (r, c) in enumerate(zip(rows - r0, cols - c0, strict=True)):
+                tiles[i] = region[r * n : (r + 1) * n, c * n : (c + 1) * n]
+            return tiles
+    with timed(clock, "resample"):
+        for i, (r, c) in enumerate(zip(rows - r0, cols - c0, strict=True)):
+            tiles[i] = _resample(region[r * n : (r + 1) * n, c * n : (c + 1) * n], res.tile_size)
     return tiles
 
 
@@ -227,6 +244,22 @@ def _resample(tile: np.ndarray, size: int) -> np.ndarray:
 
     method = Image.Resampling.BOX if tile.shape[0] > size else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(tile).resize((size, size), method), dtype=np.uint8)
+
+
+def _ahead(jobs: list[np.ndarray], work: Callable[[np.ndarray], Any], workers: int) -> Iterator:
+    """``work(job)`` for each job in order, by ``workers`` threads (0: in this thread) that run
+    at most ``2 * workers`` jobs ahead of the consumer (a bounded queue)."""
+    if workers <= 0:
+        yield from (work(job) for job in jobs)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slide-read") as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(work, job))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def iter_tiles(
@@ -241,22 +274,29 @@ def iter_tiles(
     Blocks of about ``block`` level pixels are read by ``workers`` threads (0: in this thread),
     at most ``2 * workers`` ahead of the consumer.
     """
-    per_side = max(1, block // grid.resolution.read_size)
-    jobs = _blocks(grid, per_side)
-    if workers <= 0:
-        for index in jobs:
-            yield index, _read_block(reader, grid, index)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slide-read") as pool:
-        pending: deque = deque()
-        for index in jobs:
-            pending.append((index, pool.submit(_read_block, reader, grid, index)))
-            if len(pending) >= 2 * workers:
-                done_index, future = pending.popleft()
-                yield done_index, future.result()
-        while pending:
-            done_index, future = pending.popleft()
-            yield done_index, future.result()
+    jobs = _blocks(grid, max(1, block // grid.resolution.read_size))
+    yield from _ahead(jobs, lambda index: (index, _read_block(reader, grid, index)), workers)
+
+
+def iter_checked(
+    reader: SlideReader,
+    grid: TileGrid,
+    *,
+    check: Callable[[np.ndarray], np.ndarray],
+    workers: int = 2,
+    block: int = 1024,
+    clock: StageClock | None = None,
+) -> Iterator[Checked]:
+    """:func:`iter_tiles` with the tile checks run in the reader threads: yield
+    ``(indices, reasons, kept tiles)`` (:func:`~breastpath.inference.tiles.check_batch`), so
+    reading, resampling and checking overlap the model and skipped tiles are dropped at once.
+    """
+
+    def work(index: np.ndarray) -> Checked:
+        return check_batch(check, index, _read_block(reader, grid, index, clock), clock=clock)
+
+    jobs = _blocks(grid, max(1, block // grid.resolution.read_size))
+    yield from _ahead(jobs, work, workers)
 
 
 def score_grid(
@@ -268,10 +308,13 @@ def score_grid(
     batch_size: int = 256,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
+    clock: StageClock | None = None,
 ) -> TileScores:
     """Check every kept tile and score the ones that pass, through the one tile core
-    (:func:`breastpath.inference.tiles.score_tiles`; default check
-    :class:`~breastpath.inference.tiles.TileCheck`).
+    (:func:`~breastpath.inference.tiles.check_batch` in the reader threads, then
+    :func:`~breastpath.inference.tiles.score_checked`; default check
+    :class:`~breastpath.inference.tiles.TileCheck`). ``clock`` counts CPU seconds per stage
+    (:class:`~breastpath.inference.stages.StageClock`).
 
     Examples
     --------
@@ -279,11 +322,9 @@ def score_grid(
     >>> scores.probabilities.shape == (len(grid),), scores.counts()  # doctest: +SKIP
     (True, {'scored': 812, 'background': 40})
     """
-    return score_tiles(
-        predictor,
-        iter_tiles(reader, grid, workers=workers),
-        total=len(grid),
-        check=check,
-        batch_size=batch_size,
-        progress=progress,
+    checked = iter_checked(
+        reader, grid, check=TileCheck() if check is None else check, workers=workers, clock=clock
+    )
+    return score_checked(
+        predictor, checked, total=len(grid), batch_size=batch_size, progress=progress, clock=clock
     )
