@@ -8,6 +8,7 @@ the patch latencies (p50, p99, max), the explain answers by status with their la
 
     python benchmarks/bench_explain.py                       # 24 + 8 clients, 1600² images, 30 s
     python benchmarks/bench_explain.py --patch-clients 8 --explain-clients 2 --seconds 10
+    python benchmarks/bench_explain.py --polite     # explain clients honour Retry-After
 
 Figures depend on the machine and its load: quote them with it.
 """
@@ -48,7 +49,7 @@ def tissue(side: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _client(port, path, data, name, stop, out) -> None:
+def _client(port, path, data, name, stop, out, polite=False) -> None:
     body, kind = multipart([("file", name, data)])
     conn = http.client.HTTPConnection(HOST, port, timeout=300)
     while not stop.is_set():
@@ -63,6 +64,9 @@ def _client(port, path, data, name, stop, out) -> None:
             conn.close()
             conn = http.client.HTTPConnection(HOST, port, timeout=300)
         out.append((status, time.perf_counter() - started, retry))
+        if polite and status == 503 and retry:
+            stop.wait(float(retry))  # a polite client waits as told
+            conn.close()  # the server closed the idle keep-alive connection meanwhile
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> dict:
             threading.Thread(
                 target=_client,
                 args=(port, "/api/predict?explain=true", large, "big.png", stop, explains),
+                kwargs={"polite": args.polite},
             )
             for _ in range(args.explain_clients)
         ]
@@ -114,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         "explain_clients": args.explain_clients,
         "side": args.side,
         "seconds": args.seconds,
+        "polite": args.polite,
         "patches": dict(Counter(str(status) for status, _, _ in patches)),
         "patch_p50_s": _percentile(patch_s, 50),
         "patch_p99_s": _percentile(patch_s, 99),
@@ -137,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain-clients", type=int, default=8)
     parser.add_argument("--side", type=int, default=1600, help="side of the explained image")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--polite", action="store_true", help="explain clients wait for Retry-After after a 503"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve option")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

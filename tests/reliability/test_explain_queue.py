@@ -201,3 +201,22 @@ def test_grad_cam_runs_in_passes_of_bounded_pixels():
         )
         is None
     )
+
+
+def test_a_turn_is_taken_on_arrival_and_held_for_the_whole_request():
+    async def scenario():
+        queue = ExplainQueue(ServeLimits(max_explain=1, max_explain_pending=0))
+        async with queue.turn() as held:  # decoding and scoring would happen here
+            with pytest.raises(ApiError) as refused:
+                async with queue.turn():
+                    pass
+            assert queue.running == 1
+            assert await held.run(lambda cancel: "explained") == "explained"
+        assert queue.running == 0
+        out = await queue.run(lambda cancel: "next")
+        queue.close()
+        return refused.value, out
+
+    refused, out = asyncio.run(scenario())
+    assert refused.status == 503 and "Retry-After" in refused.headers
+    assert out == "next"

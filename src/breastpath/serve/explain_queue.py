@@ -6,6 +6,9 @@ the inference thread of :class:`~breastpath.serve.engine.InferenceEngine`, so a 
 never waits behind one. At most ``max_explain_pending`` more wait for a turn; one more, or one
 that has not started within ``timeout_s``, gets **503 with ``Retry-After``** at once (the
 seconds an explanation has been taking, times the turns ahead) instead of a 504 much later.
+The server takes the turn when the request arrives (:meth:`ExplainQueue.turn`), so a request
+turned away has not been decoded or scored, and the requests being explained (their images and
+tiles) are bounded too.
 
 A turn is held until the explanation's work has ended, even when its client hung up (which
 stops the work between Grad-CAM chunks): the work, not the request, holds the turn.
@@ -14,13 +17,14 @@ stops the work between Grad-CAM chunks): the work, not the request, holds the tu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from breastpath.serve.errors import ApiError
 from breastpath.serve.limits import ServeLimits
@@ -83,48 +87,43 @@ class ExplainQueue:
         free = self._running < self.max_running and not self._waiters
         return not free and len(self._waiters) >= self.max_waiting
 
-    def check(self) -> None:
-        """Raise the 503 now when :meth:`full` (before a request decodes and scores its image
-        for nothing); :meth:`run` checks again when the explanation is due."""
-        if self.full():
-            raise self._busy(f"{self._running} running, {len(self._waiters)} waiting")
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[Turn]:
+        """Hold a turn for a whole explained request (its decoding and scoring too, so that a
+        request turned away is turned away on arrival, before any work): 503 with
+        ``Retry-After`` when none is free and the waiting room is full, or when none came
+        within ``timeout_s``. Run the Grad-CAM work with :meth:`Turn.run`. The turn is given
+        back on leaving the block, or when the work started in it ends, whichever is later."""
+        await self._admit()
+        held = Turn(self)
+        started = time.perf_counter()
+        try:
+            yield held
+        finally:
+            work = held.future
+            if work is not None and not work.done():  # the caller left; the work goes on
+                work.add_done_callback(lambda _: self._leave(time.perf_counter() - started))
+            else:
+                self._leave(time.perf_counter() - started)
 
     async def run(self, work: Callable[[threading.Event], T]) -> T:
-        """``work(cancel)`` on an explanation thread once a turn is free (503 when none is free
-        and the waiting room is full, or no turn came within ``timeout_s``). A cancelled caller
-        sets ``cancel`` (``work`` should check it between steps) and leaves at once; the turn
-        is given back when ``work`` has returned."""
-        await self._admit()
+        """``work(cancel)`` on an explanation thread in a turn of its own (see :meth:`turn`)."""
+        async with self.turn() as held:
+            return await held.run(work)
+
+    def _start(self, work: Callable[[threading.Event], T], cancel: threading.Event) -> Any:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.max_running, thread_name_prefix="breastpath-explain"
             )
-        cancel = threading.Event()
-        started = time.perf_counter()
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
-        except BaseException:
-            self._leave()
-            raise
-
-        def done(finished: asyncio.Future) -> None:
-            self._leave(time.perf_counter() - started)
-            if not finished.cancelled():
-                finished.exception()  # retrieved: an abandoned caller never reads it
-
-        future.add_done_callback(done)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            self.stats["abandoned"] += 1
-            cancel.set()
-            raise
+        return asyncio.get_running_loop().run_in_executor(self._executor, work, cancel)
 
     async def _admit(self) -> None:
         if self._running < self.max_running and not self._waiters:
             self._running += 1
             return
-        self.check()
+        if len(self._waiters) >= self.max_waiting:
+            raise self._busy(f"{self._running} running, {len(self._waiters)} waiting")
         turn = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
         try:
@@ -159,3 +158,26 @@ class ExplainQueue:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+class Turn:
+    """A turn of :class:`ExplainQueue` (from :meth:`ExplainQueue.turn`)."""
+
+    def __init__(self, queue: ExplainQueue) -> None:
+        self._queue = queue
+        self.future: asyncio.Future | None = None  # the work started in this turn
+
+    async def run(self, work: Callable[[threading.Event], T]) -> T:
+        """``work(cancel)`` on an explanation thread. A cancelled caller sets ``cancel``
+        (``work`` should check it between steps) and leaves at once; the turn stays held until
+        ``work`` has returned."""
+        cancel = threading.Event()
+        future = self._queue._start(work, cancel)
+        self.future = future
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._queue.stats["abandoned"] += 1
+            cancel.set()
+            raise

@@ -28,7 +28,7 @@ from breastpath.inference.tiles import (
 from breastpath.sandbox import DecodeSandbox, inline_bytes
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
-from breastpath.serve.explain_queue import ExplainQueue
+from breastpath.serve.explain_queue import ExplainQueue, Turn
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.uploads import Upload, decode_upload_info
 
@@ -208,11 +208,18 @@ class PredictionService:
     async def predict_one(
         self, upload: Upload, *, explain: bool = False, force: bool = False
     ) -> dict[str, Any]:
-        """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view; ``force``
-        labels an image the quality gate flags (research only)."""
+        """Result for one upload; ``explain`` adds Grad-CAM, tile map and stain view (in a turn
+        of :attr:`explainer` taken on arrival: 503 with ``Retry-After`` when none is free);
+        ``force`` labels an image the quality gate flags (research only)."""
+        if not (explain and self.predictor.can_explain):
+            return await self._predict(upload, force=force, explain=explain)
+        async with self.explainer.turn() as turn:
+            return await self._predict(upload, force=force, explain=True, turn=turn)
+
+    async def _predict(
+        self, upload: Upload, *, force: bool, explain: bool, turn: Turn | None = None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
-        if explain and self.predictor.can_explain:
-            self.explainer.check()  # a full explain queue: 503 before any decoding
         item = await self.decode_async(upload)
         item.force = force
         model_start = time.perf_counter()
@@ -221,7 +228,7 @@ class PredictionService:
         timing = {"decode": item.seconds, "model": time.perf_counter() - model_start}
         if explain:
             explain_start = time.perf_counter()
-            result["explain"] = await self._explain(item, probs, result["tiles"])
+            result["explain"] = await self._explain(item, probs, result["tiles"], turn)
             timing["explain"] = time.perf_counter() - explain_start
         result["model"] = self.predictor.describe()
         result["seconds"] = round(time.perf_counter() - started, 4)
@@ -229,11 +236,15 @@ class PredictionService:
         return result
 
     async def _explain(
-        self, item: Decoded, probs: np.ndarray, tiles: dict[str, Any] | None
+        self,
+        item: Decoded,
+        probs: np.ndarray,
+        tiles: dict[str, Any] | None,
+        turn: Turn | None,
     ) -> dict[str, Any]:
-        """The ``explain`` block, computed in :attr:`explainer` (its own threads and queue: a
-        full queue is a 503 with ``Retry-After``); Grad-CAM covers at most ``max_explain_tiles``
-        tiles, an image with more is explained on the model's input."""
+        """The ``explain`` block, computed in ``turn`` (of :attr:`explainer`: its own threads);
+        Grad-CAM covers at most ``max_explain_tiles`` tiles, an image with more is explained on
+        the model's input."""
         predictor = self.predictor
         if not predictor.can_explain:
             return {
@@ -272,6 +283,6 @@ class PredictionService:
             block["note"] = "; ".join(n for n in (block["note"], note) if n) or None
             return block
 
-        result = await self.explainer.run(work)
+        result = await (turn.run(work) if turn is not None else self.explainer.run(work))
         assert result is not None  # None only for a caller that has left
         return result
