@@ -117,3 +117,13 @@ def test_a_cohort_prepares_ahead_and_gives_each_slide_its_own_result(tmp_path):
         row = next(r for r in rows if r["slide"] == f"s{i}")
         assert row["verdict"] == alone.verdict.label and row["backend"] == "tifffile"
     assert {"open_and_mask", "read", "check", "model"} <= set(clock.seconds())
+
+
+def test_saturation_signal_equals_the_channel_reduction():
+    from breastpath.slide.tissue import tissue_signal
+
+    rgb = np.random.default_rng(3).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    rgb[0] = 0
+    high, low = rgb.max(axis=2).astype(np.float32), rgb.min(axis=2).astype(np.float32)
+    want = np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0).astype(np.float32)
+    np.testing.assert_array_equal(tissue_signal(rgb), want)

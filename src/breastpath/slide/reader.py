@@ -238,9 +238,12 @@ def box_mean(block: np.ndarray, factor: int) -> np.ndarray:
     for j in range(1, factor):
         sums += rows[:, j::factor]
     count = factor * factor
-    twice_rest = (sums % count) * 2
     out: Any = sums // count
-    out += (twice_rest > count) | ((twice_rest == count) & (out & 1 == 1))
+    if count % 2:  # no ties: round half up is round half to even
+        return ((sums * 2 + count) // (2 * count)).astype(np.uint8)
+    # s + count/2 - 1 + (q odd) crosses the next multiple of count exactly when s / count
+    # rounds up, half to even (q = s // count)
+    out = (sums + (count // 2 - 1) + (out & 1)) // count
     return out.astype(np.uint8)
 
 
