@@ -295,7 +295,8 @@ def test_tile_map_skips_tiles_the_gate_flags(client):
     image[:50, :50] = 0  # one black tile
     body = client.post("/api/predict", files={"file": ("t.png", _png(image), "image/png")}).json()
     assert body["assessed"] is True
-    assert body["tiles"]["tissue"] == [[False, True], [True, True]]
+    assert body["tiles"]["assessed"] == [[False, True], [True, True]]
+    assert body["tiles"]["skipped"][0][0] == "dark"
 
 
 # -- real images (../shared/data) ------------------------------------------------------------

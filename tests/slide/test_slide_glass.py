@@ -41,6 +41,12 @@ class BrightnessPredictor:
     def cancer_probability(self, probs):
         return probs[:, 1]
 
+    def verdict_rule(self, *, threshold=None, unit="tile"):
+        from breastpath.inference.verdict import VerdictRule
+
+        cutoff = self.threshold if threshold is None else threshold
+        return VerdictRule(reduction="presence", threshold=cutoff, unit=unit)
+
 
 @pytest.fixture(scope="module")
 def holed_slide(tmp_path_factory) -> Path:

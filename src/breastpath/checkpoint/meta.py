@@ -230,8 +230,8 @@ def parse_meta(raw: object, *, source: str) -> CheckpointMeta:
 def json_depth(value: object) -> int:
     """How deeply lists and mappings nest in ``value`` (a scalar: 0), without recursion.
 
-    >>> json_depth({"a": [1, {"b": []}]}), json_depth(3)
-    (3, 0)
+    >>> json_depth({"a": [1, {"b": []}]}), json_depth({"a": 1}), json_depth(3)
+    (4, 1, 0)
     """
     deepest, stack = 0, [(value, 1)]
     while stack:

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 BASE_COLOR = {"normal": (225, 160, 200), "tumor": (150, 90, 170), "glass": (241, 235, 238)}
-NUCLEI = {"normal": 0.05, "tumor": 0.25, "glass": 0.0}
+NUCLEI = {"normal": 0.05, "tumor": 0.35, "glass": 0.0}
+#: How much darker (per channel) a nucleus is than its tissue.
+NUCLEUS_DARKNESS = {"normal": 60.0, "tumor": 80.0, "glass": 0.0}
 NOISE = {"normal": 18.0, "tumor": 18.0, "glass": 2.6}
 
 
@@ -94,7 +96,7 @@ def _texture(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.
     cells = rng.normal(0, NOISE[kind], (-(-height // 2), -(-width // 2), 3)).astype(np.float32)
     pixels = base + _coarse(cells, 2, shape) + rng.normal(0, 4, (height, width, 3))
     nuclei = rng.random((-(-height // 3), -(-width // 3))) < NUCLEI[kind]
-    pixels[_coarse(nuclei, 3, shape)] -= 60
+    pixels[_coarse(nuclei, 3, shape)] -= NUCLEUS_DARKNESS[kind]
     return pixels
 
 
