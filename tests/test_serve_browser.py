@@ -185,7 +185,8 @@ def test_batch_table_csv_and_screenshot(page, real_files, tmp_path):
     rows[len(files) - 1].click()  # the large image: its tile map
     page.wait_for_selector("#tiles-figure:not([hidden])")
     assert Path(files[-1]).name in page.text_content("#detail")
-    assert "image-level tile score" in page.text_content("#tile-detail")
+    detail = page.text_content("#tile-detail")  # the tile verdict and the rule that made it
+    assert "assessed tiles" in detail and "(rule: " in detail
     assert page.eval_on_selector("#tiles", "e => e.naturalWidth") > 0
     rows[0].click()  # back to the first patch for the screenshot
     page.wait_for_selector("#tiles-figure", state="hidden")
