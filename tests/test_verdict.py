@@ -55,7 +55,7 @@ def test_no_assessed_tile_is_not_assessed_and_nan_is_not_assessed():
 
 def test_rule_for_the_tasks_and_an_unknown_dataset():
     assert rule_for(IDC).reduction == TASK_RULES["idc"]["reduction"]
-    breakhis = rule_for({"dataset": "breakhis", "threshold": 0.4}, threshold=0.7)
+    breakhis = rule_for({"dataset": "breakhis-tiles", "threshold": 0.4}, threshold=0.7)
     assert (breakhis.reduction, breakhis.positive, breakhis.threshold) == ("mean", "malignant", 0.7)
     other = rule_for({"dataset": None, "threshold": 0.5, "cancer_classes": ["tumour"]})
     assert (other.positive, other.negative) == ("tumour", "not tumour")

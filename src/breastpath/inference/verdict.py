@@ -53,6 +53,7 @@ __all__ = [
     "Verdict",
     "VerdictRule",
     "rule_for",
+    "task_of",
 ]
 
 #: Label of a verdict over no assessed tile.
@@ -247,6 +248,19 @@ TASK_RULES: dict[str, dict[str, Any]] = {
 }
 
 
+def task_of(dataset: object) -> str:
+    """The :data:`TASK_RULES` key of a prepared dataset's name (``breakhis-tiles`` is
+    ``breakhis``); ``""`` for one without a task rule.
+
+    Examples
+    --------
+    >>> task_of("breakhis-tiles"), task_of("IDC"), task_of(None)
+    ('breakhis', 'idc', '')
+    """
+    name = str(dataset or "").lower()
+    return next((task for task in TASK_RULES if name == task or name.startswith(task + "-")), "")
+
+
 def rule_for(
     describe: Mapping[str, Any], *, threshold: float | None = None, unit: str = "tile"
 ) -> VerdictRule:
@@ -264,7 +278,7 @@ def rule_for(
     >>> rule_for({"dataset": "idc", "threshold": 0.42, "verdict": {"threshold": 0.6}}).threshold
     0.6
     """
-    task = TASK_RULES.get(str(describe.get("dataset") or "").lower())
+    task = TASK_RULES.get(task_of(describe.get("dataset")))
     if task is None:
         cancer = " or ".join(describe.get("cancer_classes") or ["positive"])
         task = {"reduction": "mean", "positive": cancer, "negative": f"not {cancer}"}
