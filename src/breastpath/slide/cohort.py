@@ -195,7 +195,9 @@ def run_cohort(
     rows = [row for row, _ in states]
     mine = shard.shard([i for i, (_, done) in enumerate(states) if not done], rank)
     progress.begin(total=len(mine), done=sum(done for _, done in states))
-    ahead = Prefetcher(lambda source: prepare_source(source, predictor, options, clock=clock))
+    ahead = Prefetcher(
+        lambda source: prepare_source(source, predictor, options, clock=clock, release=True)
+    )
     try:
         if rank.is_main:
             _write(out, rows, settings)

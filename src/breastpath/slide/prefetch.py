@@ -5,8 +5,10 @@ For each slide a cohort opens the file, checks its scale and grid size
 the grid (:func:`~breastpath.slide.analyze.prepare_slide`): work that does not need the model.
 :class:`Prefetcher` does it for slide ``i + 1`` in one background thread while slide ``i`` is
 scored, so on a cohort of small slides the model is not left idle between slides. At most two
-slides are open at a time (the one scored, the one prepared); a failure while preparing is kept
-with the slide and raised when its turn comes, so the cohort records it as before.
+slides are open at a time (the one scored, the one prepared; the prepared one drops the tiles
+it decoded for its thumbnail, so it holds its mask and grid while it waits); a failure while
+preparing is kept with the slide and raised when its turn comes, so the cohort records it as
+before.
 
 Examples
 --------
@@ -57,8 +59,12 @@ def prepare_source(
     options: CohortOptions,
     *,
     clock: StageClock | None = None,
+    release: bool = False,
 ) -> Ready:
-    """Open, preflight and prepare one slide of a cohort; never raises (see :class:`Ready`)."""
+    """Open, preflight and prepare one slide of a cohort; never raises (see :class:`Ready`).
+    ``release`` drops the tiles the reader decoded for the thumbnail (a slide prepared ahead
+    then holds its mask, not up to 64 MB of decoded tiles, while it waits; its tiles are
+    decoded again when it is scored)."""
     from breastpath.slide.analyze import prepare_slide
 
     ready = Ready()
@@ -83,6 +89,8 @@ def prepare_source(
             mpp=options.mpp, min_tissue=options.min_tissue, tissue_method=options.tissue_method,
             clock=clock,
         )  # fmt: skip
+        if release:
+            reader.release_cache()
     except Exception as exc:  # kept for the slide's turn: one bad slide never stops the rest
         ready.error = exc
         if reader is not None:

@@ -212,6 +212,9 @@ class SlideReader(ABC):
             "mpp_source": self.mpp_source,
         }
 
+    def release_cache(self) -> None:  # noqa: B027 - optional hook
+        """Drop decoded tiles this reader keeps (a slide waiting its turn holds less memory)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the file."""
 

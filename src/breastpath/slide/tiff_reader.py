@@ -134,10 +134,14 @@ class TiffReader(SlideReader):
                 self._cache_bytes -= 0 if old is None else old.nbytes
         return segment
 
+    def release_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+            self._cache_bytes = 0
+
     def close(self) -> None:
         self._tif.close()
-        self._cache.clear()
-        self._cache_bytes = 0
+        self.release_cache()
 
 
 def _series_area(series: Any) -> int:
