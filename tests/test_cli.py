@@ -127,7 +127,7 @@ def test_predict_gives_a_larger_image_its_tile_verdict(capsys, trained_run, tmp_
         for r in rows.values()
     )
     summary = f"summary: 2 file(s); {scored} scored, {above} at or above the threshold"
-    assert summary in err and "0 unreadable" in err
+    assert summary in err and "0 not scored" in err
     assert rows["patch.png"]["tile_verdict"] == "" and rows["patch.png"]["tiles"] == ""
     row = rows["large.png"]
     predictor = Predictor.from_checkpoint(trained_run)

@@ -62,3 +62,7 @@ class DecodeLimitError(InvalidImageError):
 
 class NoTissueError(SlideError):
     """A slide (or image) holds no tissue to score: a reason to skip it, not a broken file."""
+
+
+class MagnificationError(InvalidImageError):
+    """An image's magnification is not one the model was trained at (or is not a valid one)."""

@@ -136,7 +136,7 @@ def test_predict_scores_the_readable_and_lists_the_rest(mixed_folder, tmp_path, 
     assert code == 0, err
     assert "Traceback" not in err
     total = 3 + len(ODD) + len(BAD)
-    assert f"{len(BAD)} of {total} file(s) could not be read" in err
+    assert f"{len(BAD)} of {total} file(s) could not be scored" in err
     with open(out, newline="") as handle:
         rows = {Path(r["path"]).stem: r for r in csv.DictReader(handle)}
     assert len(rows) == total

@@ -73,7 +73,7 @@ def test_predict_writes_an_error_row_for_a_thin_image(tmp_path, patch_png, capsy
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(out.read_text()))}
     assert "elongated" in rows["thin.png"]["error"] and rows["thin.png"]["probability"] == ""
     assert rows["other.png"]["error"] == "" and float(rows["other.png"]["probability"]) >= 0
-    assert "1 of 2 file(s) could not be read" in capsys.readouterr().err
+    assert "1 of 2 file(s) could not be scored" in capsys.readouterr().err
 
 
 def test_predict_to_an_unwritable_out_is_one_line(tmp_path, patch_png, capsys):

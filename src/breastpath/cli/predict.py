@@ -44,9 +44,30 @@ from breastpath.cli.options import (
     help="RESEARCH ONLY: label images the quality gate flags as background or not H&E "
     "(their rows say 'forced'). By default they get no label (assessed = 0).",
 )
+@click.option(
+    "--magnification",
+    type=click.Choice(["40", "100", "200", "400"]),
+    default=None,
+    help="The images' magnification (X) [default: each BreakHis file name's]; an image at "
+    "another magnification than the model's training images gets an error row.",
+)
+@click.option(
+    "--allow-magnification-mismatch",
+    is_flag=True,
+    help="RESEARCH ONLY: score images at another magnification than the model's.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(
-    checkpoint, paths, out_file, batch_size, use_compile, runtime, allow_non_tissue, no_progress
+    checkpoint,
+    paths,
+    out_file,
+    batch_size,
+    use_compile,
+    runtime,
+    allow_non_tissue,
+    magnification,
+    allow_magnification_mismatch,
+    no_progress,
 ) -> None:
     """Score image files or folders with --checkpoint (a run, a file, or `default`).
 
@@ -81,7 +102,13 @@ def command(
             checkpoint, device=device, batch_size=batch_size, compile=use_compile, runtime=runtime
         )
         rows = score_files_sharded(
-            predictor, files, info=info, allow_non_tissue=allow_non_tissue, progress=bar.update
+            predictor,
+            files,
+            info=info,
+            allow_non_tissue=allow_non_tissue,
+            progress=bar.update,
+            magnification=magnification,
+            allow_magnification=allow_magnification_mismatch,
         )
     finally:
         bar.close()
@@ -121,7 +148,7 @@ def _report(summary, *, allow_non_tissue: bool) -> None:
     n = summary["files"]
     if summary["errors"]:
         click.echo(
-            f"{summary['errors']} of {n} file(s) could not be read (see the error column)",
+            f"{summary['errors']} of {n} file(s) could not be scored (see the error column)",
             err=True,
         )
     flagged = sum(summary["not_assessed"].values())
@@ -135,6 +162,7 @@ def _report(summary, *, allow_non_tissue: bool) -> None:
         )
     click.echo(
         f"summary: {n} file(s); {summary['assessed']} scored, {summary['above_threshold']} at "
-        f"or above the threshold; {flagged} not assessed; {summary['errors']} unreadable",
+        f"or above the threshold; {flagged} not assessed; {summary['errors']} not scored (error "
+        "column)",
         err=True,
     )

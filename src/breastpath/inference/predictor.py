@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -414,19 +415,30 @@ class Predictor:
         allow_non_tissue: bool = False,
         sandbox: DecodeSandbox | None = None,
         tiles: bool = False,
+        magnification: str | None = None,
+        allow_magnification: bool = False,
     ) -> list[Prediction | InvalidImageError]:
         """Decode and score files or buffers; a bad one yields its error in its place.
 
         Decoding goes through ``sandbox`` (default: :func:`~breastpath.sandbox.default_sandbox`):
         small patches inline, anything else in worker processes with hard limits. With
         ``tiles`` an assessed image larger than the input also gets its tile map and verdict
-        (``Prediction.tiles``), as the API gives it.
+        (``Prediction.tiles``), as the API gives it. A file whose magnification (``magnification``,
+        else its name's) is not the model's gets a
+        :class:`~breastpath.errors.MagnificationError` in its place, unless
+        ``allow_magnification`` (:mod:`breastpath.inference.magnification`).
         """
         decoder = sandbox if sandbox is not None else default_sandbox()
-        decoded: list[np.ndarray | InvalidImageError] = [
-            d if isinstance(d, InvalidImageError) else d.pixels
-            for d in decoder.decode_many(sources)
+        refused = [
+            None if allow_magnification else self._magnification_error(s, magnification)
+            for s in sources
         ]
+        wanted = [s for s, r in zip(sources, refused, strict=True) if r is None]
+        results = iter(decoder.decode_many(wanted) if wanted else [])
+        decoded: list[np.ndarray | InvalidImageError] = []
+        for error in refused:
+            item = error if error is not None else next(results)
+            decoded.append(item if isinstance(item, InvalidImageError) else item.pixels)
         good = [d for d in decoded if isinstance(d, np.ndarray)]
         predictions = (
             iter(self.predict_images(good, allow_non_tissue=allow_non_tissue)) if good else iter(())
@@ -435,6 +447,19 @@ class Predictor:
         if tiles:
             out = [self._with_tiles(p, d) for p, d in zip(out, decoded, strict=True)]
         return out
+
+    def _magnification_error(
+        self, source: ImageSource, declared: str | None
+    ) -> InvalidImageError | None:
+        from breastpath.errors import MagnificationError
+        from breastpath.inference.magnification import check_magnification, magnification_of
+
+        name = str(source) if isinstance(source, (str, os.PathLike)) else None
+        try:
+            check_magnification(self.meta.data, declared or magnification_of(name))
+        except MagnificationError as exc:
+            return MagnificationError(f"{name or 'image'}: {exc}")
+        return None
 
     def _with_tiles(
         self, prediction: Prediction | InvalidImageError, image: np.ndarray | InvalidImageError

@@ -69,8 +69,12 @@ def score_files(
     chunk: int = 1024,
     allow_non_tissue: bool = False,
     progress: Callable[[int], None] | None = None,
+    magnification: str | None = None,
+    allow_magnification: bool = False,
 ) -> list[list[Any]]:
-    """One CSV row per file (:data:`HEADER`); an unreadable file gets its error in its row.
+    """One CSV row per file (:data:`HEADER`); an unreadable file (or one at another
+    magnification than the model's, see :meth:`Predictor.predict_sources`) gets its error in its
+    row.
 
     Files are decoded and scored ``chunk`` at a time, so memory stays bounded; ``progress`` is
     called with the number of files done after each chunk. Images the quality gate flags get
@@ -79,7 +83,13 @@ def score_files(
     rows: list[list[Any]] = []
     for start in range(0, len(files), chunk):
         part = list(files[start : start + chunk])
-        results = predictor.predict_sources(part, allow_non_tissue=allow_non_tissue, tiles=True)
+        results = predictor.predict_sources(
+            part,
+            allow_non_tissue=allow_non_tissue,
+            tiles=True,
+            magnification=magnification,
+            allow_magnification=allow_magnification,
+        )
         for path, result in zip(part, results, strict=True):
             rows.append(prediction_row(path, result, predictor.threshold))
         if progress is not None:
@@ -122,6 +132,8 @@ def score_files_sharded(
     chunk: int = 1024,
     allow_non_tissue: bool = False,
     progress: Callable[[int], None] | None = None,
+    magnification: str | None = None,
+    allow_magnification: bool = False,
 ) -> list[list[Any]]:
     """Rows for all ``files`` (in their order) on every rank; each rank scores only its shard.
 
@@ -138,6 +150,8 @@ def score_files_sharded(
         chunk=chunk,
         allow_non_tissue=allow_non_tissue,
         progress=progress,
+        magnification=magnification,
+        allow_magnification=allow_magnification,
     )
     if not info.enabled:
         return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from breastpath.errors import DecodeLimitError, InvalidImageError
+from breastpath.errors import DecodeLimitError, InvalidImageError, MagnificationError
 
 log = logging.getLogger("breastpath.serve")
 
@@ -40,6 +40,8 @@ class ApiError(Exception):
 def image_error(exc: InvalidImageError, name: str) -> ApiError:
     """Turn a decoding error into a 4xx: 413 too large, 415 not an image or mode, 400 otherwise."""
     message = str(exc).split(": ", 1)[-1]
+    if isinstance(exc, MagnificationError):
+        return ApiError(422, f"{name}: {exc}", name=name)
     if isinstance(exc, DecodeLimitError) or any(
         s in message for s in ("more than the limit", "too large to decode", "elongated")
     ):

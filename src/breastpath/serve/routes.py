@@ -11,7 +11,8 @@ and images decoded in worker threads, and large answers are rendered to JSON the
 # No ``from __future__ import annotations``: FastAPI must see the real ``UploadFile`` annotations.
 
 import json
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -114,10 +115,17 @@ def api_router(service: PredictionService) -> APIRouter:
         force: bool = Query(
             False,
             description="RESEARCH ONLY: give a label even when the input-quality gate says the "
-            "image is not H&E tissue (the result is marked forced)",
+            "image is not H&E tissue, or its magnification is not the model's (the result is "
+            "marked forced)",
+        ),
+        magnification: Literal["40", "100", "200", "400"] | None = Query(
+            None,
+            description="the image's magnification (X); else its BreakHis file name's. An "
+            "image at another magnification than the model's training images is a 422",
         ),
     ) -> Response:
         upload = await read_upload(file, limit=limits.max_upload_bytes)
+        upload = replace(upload, magnification=magnification, allow_magnification=force)
         result = await service.predict_one(upload, explain=explain, force=force)
         size = result.get("image") or {}
         large = size.get("width", 0) * size.get("height", 0) >= LARGE_REQUEST_PIXELS

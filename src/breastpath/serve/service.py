@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from breastpath.errors import MagnificationError
 from breastpath.imaging import probe_size
+from breastpath.inference.magnification import check_magnification, magnification_of
 from breastpath.inference.predictor import Predictor
 from breastpath.inference.quality import Quality
 from breastpath.inference.tiles import (
@@ -28,6 +30,7 @@ from breastpath.inference.tiles import (
 from breastpath.sandbox import DecodeSandbox, inline_bytes
 from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
+from breastpath.serve.errors import image_error
 from breastpath.serve.explain_queue import ExplainQueue, Turn
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.uploads import Upload, decode_upload_info
@@ -113,6 +116,7 @@ class PredictionService:
         image that needs more tiles is scored whole, with a note. ``cancel``: stops the decode.
         """
         started = time.perf_counter()
+        self._check_magnification(upload)
         decoded = decode_upload_info(
             upload, max_pixels=self.limits.max_pixels, sandbox=self.sandbox, cancel=cancel
         )
@@ -154,6 +158,17 @@ class PredictionService:
         grid = cut_tiles(image, predictor.input_size).check()
         grid.tiles = predictor.normalize_stain(grid.tiles)
         return grid, []
+
+    def _check_magnification(self, upload: Upload) -> None:
+        """A 422 before decoding when the upload's magnification (stated, else in its name)
+        is not the model's, unless the request allows it (research only)."""
+        if upload.allow_magnification:
+            return
+        declared = upload.magnification or magnification_of(upload.name)
+        try:
+            check_magnification(self.predictor.meta.data, declared)
+        except MagnificationError as exc:
+            raise image_error(exc, upload.name) from None
 
     async def decode_async(self, upload: Upload, *, tiles_left: int | None = None) -> Decoded:
         """:meth:`decode` in a worker thread, within the server-wide :attr:`decode_gate`, held

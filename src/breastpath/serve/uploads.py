@@ -50,10 +50,14 @@ _ZIP64_END = struct.Struct("<4sQ2H2I4Q")
 
 @dataclass(frozen=True)
 class Upload:
-    """One image file of a request: a display name and its bytes."""
+    """One image file of a request: a display name and its bytes; the magnification the client
+    states (else its file name's, :mod:`breastpath.inference.magnification`) and whether a
+    mismatch with the model's may be scored anyway (research only)."""
 
     name: str
     data: bytes
+    magnification: str | None = None
+    allow_magnification: bool = False
 
 
 @dataclass(frozen=True)

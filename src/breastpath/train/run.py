@@ -141,6 +141,7 @@ def checkpoint_meta(
             "task": data.meta["task"],
             "split": data.meta["split"],
             "prepared": data.root.name,
+            **_magnifications(data),
         },
         "train": config.training_dict(),
         "version": breastpath.__version__,
@@ -181,3 +182,10 @@ def with_threshold(
         metrics={**meta.metrics, "val_at_threshold": val_metrics},
     )
     return meta, {"threshold": float(threshold), "val": val_metrics}
+
+
+def _magnifications(data: Any) -> dict[str, Any]:
+    """``{"magnifications": [...]}`` of a cache's BreakHis rows (those that state one), or
+    nothing: what the model was trained at (:mod:`breastpath.inference.magnification`)."""
+    found = sorted({str(r.get("magnification") or "") for r in data.rows} - {""}, key=int)
+    return {"magnifications": found} if found else {}
