@@ -428,6 +428,7 @@ def model_card(
         + "; ".join(f"{k} {f:.4f} / {b:.4f}" for k, (f, b) in ANCHORS.items())
         + ", trained on about 25x more patches.",
         "",
+        *verdict_lines(meta),
         *_calibration_lines(meta, calibration),
         "## Tissue-free input",
         f"IDC probability of a blank-glass frame (RGB 241, 235, 238): {background['glass']:.3f};"
@@ -447,6 +448,51 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def verdict_lines(meta: Any) -> list[str]:
+    """The card's section on the patient/slide verdict: the rule with the checkpoint's numbers
+    and its cross-fitted presence and extent (``metrics.verdict_crossval``, written by
+    ``scripts/set_verdict_rule.py``); nothing when the checkpoint has none."""
+    from breastpath.inference.verdict import rule_for
+
+    figures = meta.metrics.get("verdict_crossval")
+    if not meta.verdict or not figures:
+        return []
+    rule = rule_for({"dataset": "idc", "threshold": meta.threshold, "verdict": meta.verdict})
+    pooled, ci = figures["pooled"], figures["pooled"].get("ci95", {})
+
+    def cell(block: str, key: str) -> str:
+        value = pooled[block][key]
+        if value is None:
+            return "n/a"
+        low, high = ci.get(key, (None, None))
+        return f"{value:.3f}" + ("" if low is None else f" [{low:.3f}–{high:.3f}]")
+
+    return [
+        "## Patients and slides: the verdict rule",
+        "Every entry point (predict, the API and page, mosaic, evaluate, slide, cohorts) turns",
+        "a patient's patches or a slide's tiles into one verdict with one rule:",
+        f"**{rule.describe()}** (the tile threshold on this checkpoint's calibrated scale).",
+        "The **extent** is the share of the assessed tiles called IDC. The rule's numbers were",
+        "chosen by cross-fitting on the out-of-fold predictions of the patient-level",
+        "cross-validation: each fold's numbers were",
+        "chosen on the other folds' patients only (tile threshold: least extent error; counts:",
+        "best presence balanced accuracy).",
+        "",
+        "| patients | presence sensitivity | presence specificity | extent MAE | extent Pearson r |"
+        " extent ICC |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {pooled['patients']} ({pooled['positive_patients']} with IDC, "
+        f"{pooled['negative_patients']} without) | {cell('presence', 'sensitivity')} | "
+        f"{cell('presence', 'specificity')} | {cell('extent', 'mae')} | "
+        f"{cell('extent', 'pearson_r')} | {cell('extent', 'icc')} |",
+        "",
+        f"Only {pooled['negative_patients']} patients have no IDC patch in this sample: presence",
+        "specificity is not an estimate worth the name; read the extent. True extent = the share",
+        "of a patient's sampled patches labelled IDC.",
+        "",
+    ]
 
 
 if __name__ == "__main__":
