@@ -141,6 +141,7 @@ def main() -> None:
     )
     if report["helps"]:
         meta = with_temperature(meta, temperature, shift=shift, rule=TEMPERATURE_RULE)
+    meta = with_verdict_rule(meta, rescored / "oof_predictions.csv")
     assets = Path(args.assets)
     shipped = ship(final, meta, assets / BUNDLED["default"], prepared, runtime=args.runtime)
     meta = shipped.meta.replace(
@@ -448,6 +449,35 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def with_verdict_rule(meta: Any, oof_csv: Path) -> Any:
+    """``meta`` with the verdict rule's numbers chosen by cross-fitting on the as-served OOF
+    predictions (:func:`breastpath.experiments.verdict_cv.cross_fit_rule`), the tile
+    threshold carried onto the checkpoint's calibrated scale, and the figures in
+    ``metrics.verdict_crossval``."""
+    from breastpath.evaluate.calibration import threshold_on_calibrated_scale
+    from breastpath.experiments.verdict_cv import cross_fit_rule
+    from breastpath.inference.verdict import rule_for
+    from breastpath.io import read_csv
+
+    rows = read_csv(oof_csv)
+    column = [k for k in rows[0] if k.startswith("p_")][-1]
+    chosen = cross_fit_rule(
+        np.array([r["patient"] for r in rows]),
+        np.array([int(r["label"]) for r in rows]),
+        np.array([float(r[column]) for r in rows]),
+        np.array([int(r["fold"]) for r in rows]),
+        base=rule_for({"dataset": "idc", "threshold": 0.5}, unit="patch"),
+    )
+    final = chosen["final"]
+    threshold = threshold_on_calibrated_scale(
+        float(final["threshold"]), temperature=meta.temperature, logit_bias=meta.logit_bias
+    )
+    verdict = {**final, "threshold": round(threshold, 6)}
+    figures = {k: chosen[k] for k in ("protocol", "pooled", "per_fold")}
+    figures["raw_threshold"] = final["threshold"]
+    return meta.replace(verdict=verdict, metrics={**meta.metrics, "verdict_crossval": figures})
 
 
 def verdict_lines(meta: Any) -> list[str]:

@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from breastpath.checkpoint import parse_meta, read_meta, resolve_checkpoint
+from breastpath.evaluate.calibration import threshold_on_calibrated_scale
 from breastpath.io import write_json
-
-
-def on_calibrated_scale(raw: float, *, temperature: float, logit_bias: list[float] | None) -> float:
-    """A raw (temperature 1, no bias) binary probability threshold on the calibrated scale."""
-    t = min(max(raw, 1e-9), 1 - 1e-9)
-    shift = 0.0 if not logit_bias else float(logit_bias[1]) - float(logit_bias[0])
-    return 1.0 / (1.0 + math.exp(-(math.log(t / (1 - t)) + shift) / temperature))
 
 
 def main() -> None:
@@ -43,7 +36,7 @@ def main() -> None:
     before = read_meta(json_path)
     chosen = json.loads(args.verdict.read_text(encoding="utf-8"))
     final = chosen["final"]
-    threshold = on_calibrated_scale(
+    threshold = threshold_on_calibrated_scale(
         float(final["threshold"]), temperature=before.temperature, logit_bias=raw.get("logit_bias")
     )
     verdict = {

@@ -17,6 +17,7 @@ items, so ROC-AUC is unchanged and a threshold ``t`` maps to ``sigmoid(logit(t) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -295,6 +296,25 @@ def out_of_fold_calibration(
         # training moves every probability towards the rarer class) it can make ECE worse
         "helps": bool(after["ece"] < raw["ece"]),
     }
+
+
+def threshold_on_calibrated_scale(
+    raw: float, *, temperature: float, logit_bias: Sequence[float] | None
+) -> float:
+    """A binary threshold on raw probabilities (temperature 1, no bias) carried onto a
+    checkpoint's calibrated scale, so that every decision stays the same:
+    ``sigmoid((logit(raw) + shift) / temperature)``, ``shift = bias[1] - bias[0]``.
+
+    Examples
+    --------
+    >>> threshold_on_calibrated_scale(0.5, temperature=2.0, logit_bias=None)
+    0.5
+    >>> round(threshold_on_calibrated_scale(0.8, temperature=2.0, logit_bias=[0.0, -1.0]), 4)
+    0.5481
+    """
+    t = float(np.clip(raw, 1e-9, 1 - 1e-9))
+    shift = 0.0 if not logit_bias else float(logit_bias[1]) - float(logit_bias[0])
+    return float(1.0 / (1.0 + np.exp(-(np.log(t / (1 - t)) + shift) / temperature)))
 
 
 def with_temperature(
