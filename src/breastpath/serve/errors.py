@@ -88,19 +88,50 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-def validation_summary(errors: list[dict[str, Any]]) -> str:
+#: What each multipart field of the API holds, for the 422 of a request without it.
+UPLOAD_FIELDS = {
+    "file": "one image: -F file=@image.png",
+    "files": "images and/or zips, one field each: -F files=@a.png -F files=@b.zip",
+}
+
+
+def _sent_fields(body: Any) -> str:
+    """The multipart field names a request sent, for a 422's message."""
+    keys = getattr(body, "keys", None)
+    names = sorted({str(key) for key in keys()}) if callable(keys) else []
+    if not names:
+        return "this request sent no multipart fields"
+    shown = ", ".join(repr(_short(name)) for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"this request sent {shown}{more}"
+
+
+def _describe(error: dict[str, Any], body: Any) -> str:
+    loc = [str(part) for part in error.get("loc", [])]
+    if error.get("type") == "missing" and len(loc) == 2 and loc[0] == "body":
+        field = loc[1]
+        what = UPLOAD_FIELDS.get(field)
+        if what is not None:
+            return f"missing the multipart field {field!r} ({what}); {_sent_fields(body)}"
+        return f"missing the field {field!r}"
+    return f"{'.'.join(loc)}: {error.get('msg', 'invalid')}"
+
+
+def validation_summary(errors: list[dict[str, Any]], body: Any = None) -> str:
     """One line for a 422's ``detail`` (a string, as in every other error answer); the list
-    itself goes under ``errors``.
+    itself goes under ``errors``. A missing upload field is named, with what it holds and the
+    fields the request did send (``body``: its parsed form, when there is one).
 
     Examples
     --------
-    >>> validation_summary([{"loc": ["body", "file"], "msg": "Field required"}])
-    'invalid request: body.file: Field required'
+    >>> missing = {"type": "missing", "loc": ["body", "file"], "msg": "Field required"}
+    >>> print(validation_summary([missing], {"image": None}))  # doctest: +NORMALIZE_WHITESPACE
+    invalid request: missing the multipart field 'file' (one image: -F file=@image.png);
+    this request sent 'image'
+    >>> validation_summary([{"loc": ["query", "explain"], "msg": "not a boolean"}])
+    'invalid request: query.explain: not a boolean'
     """
-    parts = [
-        f"{'.'.join(str(part) for part in error.get('loc', []))}: {error.get('msg', 'invalid')}"
-        for error in errors[:3]
-    ]
+    parts = [_describe(error, body) for error in errors[:3]]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return "invalid request: " + ("; ".join(parts) or "malformed") + more
 
@@ -121,7 +152,8 @@ def install_error_handlers(app: Any) -> None:
 
     async def invalid(_request: Any, exc: RequestValidationError) -> JSONResponse:
         errors = validation_details(exc.errors())
-        return JSONResponse({"detail": validation_summary(errors), "errors": errors}, 422)
+        summary = validation_summary(errors, getattr(exc, "body", None))
+        return JSONResponse({"detail": summary, "errors": errors}, 422)
 
     async def unexpected(request: Any, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)

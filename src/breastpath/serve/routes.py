@@ -4,8 +4,9 @@ Every error is a JSON ``{"detail": "..."}`` (:class:`ErrorBody`; a 422 adds the 
 ``errors``) with a 4xx status (413 too large, 415 not an image or an unsupported mode, 400
 corrupt or empty, 408 body too slow, 422 missing field, 503 busy, 504 timeout), and the OpenAPI
 document says so for every status, and what a request must hold (a non-empty ``file``; 1 to
-``max_files`` ``files``). Nothing here blocks the event loop: zips are opened, members read
-and images decoded in worker threads, and large answers are rendered to JSON there too.
+``max_files`` ``files``). Every float of an answer is rounded to 6 decimals
+(:mod:`breastpath.serve.fields`). Nothing here blocks the event loop: zips are opened, members
+read and images decoded in worker threads, and large answers are rendered to JSON there too.
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real ``UploadFile`` annotations.
@@ -21,6 +22,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from breastpath.serve.batch import predict_batch as run_batch
+from breastpath.serve.fields import rounded
 from breastpath.serve.memory import LARGE_REQUEST_BYTES, LARGE_REQUEST_PIXELS, release_memory
 from breastpath.serve.modelcard import model_card_markdown
 from breastpath.serve.service import PredictionService
@@ -75,21 +77,23 @@ def api_router(service: PredictionService) -> APIRouter:
 
     @router.get("/models", summary="The loaded model, the limits and the explanation options")
     def models() -> dict[str, Any]:
-        return {
-            "models": [predictor.describe()],
-            "limits": limits.to_dict(),
-            "explain": {
-                "gradcam": True,
-                "stain": service.stain is not None,
-                "stain_note": service.stain_note,
-                "queue": {
-                    "running": service.explainer.running,
-                    "waiting": service.explainer.waiting,
-                    **service.explainer.stats,
+        return rounded(
+            {
+                "models": [predictor.describe()],
+                "limits": limits.to_dict(),
+                "explain": {
+                    "gradcam": True,
+                    "stain": service.stain is not None,
+                    "stain_note": service.stain_note,
+                    "queue": {
+                        "running": service.explainer.running,
+                        "waiting": service.explainer.waiting,
+                        **service.explainer.stats,
+                    },
                 },
-            },
-            "queue": {"pending": service.engine.pending, **service.engine.stats},
-        }
+                "queue": {"pending": service.engine.pending, **service.engine.stats},
+            }
+        )
 
     @router.get("/model-card", summary="The model card (Markdown)", response_class=MarkdownResponse)
     def model_card() -> MarkdownResponse:
@@ -129,7 +133,9 @@ def api_router(service: PredictionService) -> APIRouter:
         result = await service.predict_one(upload, explain=explain, force=force)
         size = result.get("image") or {}
         large = size.get("width", 0) * size.get("height", 0) >= LARGE_REQUEST_PIXELS
-        return JSONResponse(result, background=BackgroundTask(release_memory) if large else None)
+        return JSONResponse(
+            rounded(result), background=BackgroundTask(release_memory) if large else None
+        )
 
     @router.post(
         "/predict/batch",
@@ -164,7 +170,8 @@ def api_router(service: PredictionService) -> APIRouter:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """JSON text of ``value`` with the API's one rounding rule (:func:`rounded`)."""
+    return json.dumps(rounded(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _render(payload: dict[str, Any]) -> bytes:

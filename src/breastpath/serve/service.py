@@ -32,6 +32,7 @@ from breastpath.serve import explain as explaining
 from breastpath.serve.engine import InferenceEngine, PixelGate
 from breastpath.serve.errors import image_error
 from breastpath.serve.explain_queue import ExplainQueue, Turn
+from breastpath.serve.fields import api_quality
 from breastpath.serve.limits import ServeLimits
 from breastpath.serve.uploads import Upload, decode_upload_info
 
@@ -188,6 +189,7 @@ class PredictionService:
         result: dict[str, Any] = {
             "filename": item.name,
             **prediction.to_dict(),
+            "quality": api_quality(prediction.quality),
             "threshold": predictor.threshold,
             "image": {"width": width, "height": height},
             "preprocessing": item.action,

@@ -206,7 +206,7 @@ function csvCell(value) {
 function downloadCsv() {
   const header = ["index", "filename", "ok", "label", "probability", "is_cancer", "threshold",
     "tile_verdict", "tile_extent", "tile_score", "tile_max", "tiles", "tiles_assessed", "width", "height", "assessed",
-    "tissue_fraction", "looks_like_he", "reason", "error"];
+    "tissue_fraction", "has_tissue_pixels", "he_colours", "reason", "error"];
   const lines = [header.join(",")];
   for (const r of state.rows) {
     const t = r.tiles || {};
@@ -214,7 +214,8 @@ function downloadCsv() {
     lines.push([
       r.index + 1, r.filename, r.ok, r.label, r.probability, r.is_cancer, r.threshold,
       t.label, t.extent, t.score, t.max, t.count, t.assessed_count, r.image && r.image.width,
-      r.image && r.image.height, r.assessed, q.tissue_fraction, q.looks_like_he, q.reason,
+      r.image && r.image.height, r.assessed, q.tissue_fraction, q.has_tissue_pixels, q.he_colours,
+      q.reason,
       r.error && r.error.detail,
     ].map(csvCell).join(","));
   }
