@@ -95,3 +95,27 @@ def test_openapi_documents_the_api(client):
     parameters = paths["/api/predict"]["post"]["parameters"]
     assert any(p["name"] == "explain" for p in parameters)
     assert {"413", "415"} <= set(paths["/api/predict"]["post"]["responses"])
+
+
+def test_every_link_of_the_page_exists(client):
+    """Issue 32, item 2: the header's "API docs" went to a 404."""
+    html = client.get("/").text
+    links = re.findall(r'href="(/[^"]*)"', html)
+    assert "/docs" in links and "/openapi.json" in links
+    for link in links:
+        assert client.get(link).status_code == 200, link
+
+
+def test_api_docs_page_is_rendered_here_from_the_schema(client):
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    html = response.text
+    spec = client.get("/openapi.json").json()
+    for path, item in spec["paths"].items():
+        for method in item:
+            assert f"<code>{method.upper()} {path}</code>" in html, (method, path)
+    assert "<code>file</code>" in html and "<code>files</code>" in html  # the multipart fields
+    assert "<code>explain</code>" in html and "file[] (1-64)" in html
+    assert "<code>413</code>" in html and "upload, image or batch over a limit" in html
+    assert not EXTERNAL.search(html) and "<script" not in html

@@ -8,7 +8,8 @@
 * ``GET /model-card`` (HTML) and ``GET /api/model-card`` (Markdown).
 * ``POST /api/predict[?explain=true]``, ``POST /api/predict/batch``, ``GET /api/models``,
   ``GET|HEAD /api/health`` (see :mod:`breastpath.serve.routes`); the OpenAPI document at
-  ``/openapi.json``. There is no ``/docs`` page: FastAPI's would load Swagger UI from a CDN.
+  ``/openapi.json``, and ``GET /docs``: that document as a plain HTML page rendered here
+  (:mod:`breastpath.serve.apidocs`; FastAPI's Swagger UI would load its scripts from a CDN).
 
 Request bodies over the limits are refused with 413 before or while they are read, bodies
 slower than ``body_timeout_s`` with 408, and a request whose client leaves is cancelled
@@ -147,6 +148,12 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(page_html, headers=PAGE_HEADERS)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        from breastpath.serve.apidocs import api_docs_page
+
+        return HTMLResponse(api_docs_page(app.openapi()), headers=PAGE_HEADERS)
 
     @app.get("/model-card", response_class=HTMLResponse, include_in_schema=False)
     def model_card() -> HTMLResponse:
