@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +63,8 @@ def prepare_source(
     release: bool = False,
 ) -> Ready:
     """Open, preflight and prepare one slide of a cohort; never raises (see :class:`Ready`).
-    ``release`` drops the tiles the reader decoded for the thumbnail (a slide prepared ahead
-    then holds its mask, not up to 64 MB of decoded tiles, while it waits; its tiles are
+    ``release`` keeps no tiles the reader decodes for the thumbnail (a slide prepared ahead
+    then holds its mask, not up to 64 MB of decoded tiles, while it waits; its tissue tiles are
     decoded again when it is scored)."""
     from breastpath.slide.analyze import prepare_slide
 
@@ -84,13 +85,12 @@ def prepare_source(
                 mpp=options.mpp, max_tiles=options.max_tiles,
             )  # fmt: skip
         ready.open_s = round(time.perf_counter() - started, 3)
-        ready.slide = prepare_slide(
-            reader, predictor, tile_size=options.tile_size, level=options.level,
-            mpp=options.mpp, min_tissue=options.min_tissue, tissue_method=options.tissue_method,
-            clock=clock,
-        )  # fmt: skip
-        if release:
-            reader.release_cache()
+        with reader.without_cache() if release else nullcontext():
+            ready.slide = prepare_slide(
+                reader, predictor, tile_size=options.tile_size, level=options.level,
+                mpp=options.mpp, min_tissue=options.min_tissue,
+                tissue_method=options.tissue_method, clock=clock,
+            )  # fmt: skip
     except Exception as exc:  # kept for the slide's turn: one bad slide never stops the rest
         ready.error = exc
         if reader is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,10 @@ class SlideReader(ABC):
 
     def release_cache(self) -> None:  # noqa: B027 - optional hook
         """Drop decoded tiles this reader keeps (a slide waiting its turn holds less memory)."""
+
+    def without_cache(self) -> AbstractContextManager[None]:
+        """A ``with`` block in which this reader keeps no decoded tiles (dropped at its end)."""
+        return nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the file."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,15 @@ class TiffReader(SlideReader):
         with self._cache_lock:
             self._cache.clear()
             self._cache_bytes = 0
+
+    @contextmanager
+    def without_cache(self) -> Iterator[None]:
+        limit, self._cache_limit = self._cache_limit, 0
+        try:
+            yield
+        finally:
+            self._cache_limit = limit
+            self.release_cache()
 
     def close(self) -> None:
         self._tif.close()
