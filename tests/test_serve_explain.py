@@ -52,7 +52,7 @@ def test_patch_explanation(client, predictor):
     assert explain["tiles_png"] is None
     stain = explain["stain"]
     assert stain["available"] is False and stain["png"] is None
-    assert stain["note"].startswith("none:")
+    assert stain["note"].startswith("this checkpoint carries no fitted stain normalizer")
     assert set(body["timing"]) == {"decode", "model", "explain"}
 
 
@@ -137,3 +137,35 @@ def test_stain_normalizer_from_the_checkpoint(predictor):
     assert broken is None and "could not be loaded" in note
     none, note = resolve_stain(meta.replace(stain=None))
     assert none is None and "--stain-target" in note
+
+
+def _is_grey(picture: np.ndarray) -> np.ndarray:
+    """Per pixel: no colour (R = G = B)."""
+    return (picture.max(axis=2) - picture.min(axis=2)) == 0
+
+
+def test_tiles_not_assessed_are_grey_in_the_tile_map(client):
+    """Issue 32, item 4: the legend's grey is really grey, the assessed tiles coloured."""
+    image = _tissue((100, 200), seed=4)
+    image[:, 100:] = 245  # glass on the right half: 'background' tiles
+    body = _explain(client, _png(image), name="half.png")
+    assert np.asarray(body["tiles"]["skipped"])[:, 2:].tolist() == [["background"] * 2] * 2
+    picture = np.asarray(_picture(body["explain"]["tiles_png"]).convert("RGB"))
+    half = picture.shape[1] // 2
+    assert _is_grey(picture[:, half + 2 :]).all()
+    assert _is_grey(picture[:, : half - 2]).mean() < 0.1  # the white tile edges only
+
+
+def test_a_photo_tile_map_is_all_grey(client):
+    """An image that fails the quality gate as a whole has no tile scored for its verdict, and
+    its tile map shows none coloured, whatever single tile passed the tile check."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(np.random.default_rng(3).random((100, 150)), 2.0)
+    t = (field - field.min()) / np.ptp(field)
+    leaf, sky = np.array([60, 150, 70]), np.array([70, 130, 200])
+    photo = np.round(leaf + t[..., None] * (sky - leaf)).astype(np.uint8)
+    body = _explain(client, _png(photo), name="photo.png")
+    assert body["label"] is None and body["tiles"]["label"] is None
+    picture = np.asarray(_picture(body["explain"]["tiles_png"]).convert("RGB"))
+    assert _is_grey(picture).all()

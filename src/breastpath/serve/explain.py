@@ -2,7 +2,8 @@
 
 The stain-normalized view needs a fitted normalizer: the one a checkpoint carries, or one fitted
 at start-up (``breastpath serve --stain-target IMAGE``). Without one the response says so
-instead of showing a picture.
+instead of showing a picture (``stain.note``: why, without a "none:" prefix, as
+``available: false`` already says so).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def resolve_stain(meta: CheckpointMeta, normalizer: Any = None) -> tuple[Any, st
     data = _find_stain_dict(meta)
     if data is None:
         return None, (
-            "none: this checkpoint carries no fitted stain normalizer "
+            "this checkpoint carries no fitted stain normalizer "
             "(start the server with --stain-target IMAGE to show one)"
         )
     from breastpath.stain import normalizer_from_dict
@@ -53,7 +54,7 @@ def resolve_stain(meta: CheckpointMeta, normalizer: Any = None) -> tuple[Any, st
     try:
         fitted = normalizer_from_dict(data)
     except Exception as exc:  # a bad description must not stop the server
-        return None, f"none: the checkpoint's stain normalizer could not be loaded ({exc})"
+        return None, f"the checkpoint's stain normalizer could not be loaded ({exc})"
     return fitted, f"{fitted.method}, fitted on the training data (from the checkpoint)"
 
 
@@ -156,14 +157,19 @@ def render_explanation(
     tiles: dict[str, Any] | None,
     grid: ImageTiles | None,
     stain: dict[str, Any],
+    image_assessed: bool = True,
 ) -> dict[str, Any]:
-    """The ``explain`` block of a response (PNG pictures as base64)."""
+    """The ``explain`` block of a response (PNG pictures as base64).
+
+    The tile map greys out the tiles not assessed; all of them when the whole image is not
+    (``image_assessed`` false: it failed the input-quality gate, so no tile is scored for its
+    verdict either).
+    """
     tiles_png = None
     if grid is not None and tiles is not None:
         scores = np.asarray(tiles["probabilities"], dtype=np.float64)
-        tiles_png = render.png_base64(
-            render.tile_heatmap(image, scores, grid.assessed, grid.tile_size)
-        )
+        scored = grid.assessed if image_assessed else np.zeros_like(grid.assessed)
+        tiles_png = render.png_base64(render.tile_heatmap(image, scores, scored, grid.tile_size))
     evidence = bool(heat.size and float(heat.max()) > 0)
     return {
         "method": "grad-cam",

@@ -20,6 +20,10 @@ MIN_SIDE = 256
 MAX_SIDE = 512
 #: Colour map for probabilities and Grad-CAM (matplotlib's name).
 COLORMAP = "inferno"
+#: Grey level of a tile not assessed in a tile map, and how much of the image's own brightness
+#: shows through it (0: flat grey).
+GREY = 170.0
+GREY_DETAIL = 0.2
 
 
 def colorize(values: np.ndarray, name: str = COLORMAP) -> np.ndarray:
@@ -85,7 +89,18 @@ def tile_heatmap(
 ) -> np.ndarray:
     """Tile probabilities ``(rows, cols)`` as coloured blocks over the image at display size.
 
-    Background tiles are greyed out; white lines mark the tile edges.
+    Tiles not assessed (``tissue`` false: background, dark, not H&E, no texture) are plain grey
+    (:data:`GREY`, the image's detail faint in it, no colour left), so that they read as grey
+    even on a photo; white lines mark the tile edges.
+
+    Examples
+    --------
+    >>> photo = np.zeros((50, 100, 3), np.uint8); photo[..., 1] = 200  # bright green
+    >>> out = tile_heatmap(photo, np.array([[0.9, 0.9]]), np.array([[True, False]]), (50, 50))
+    >>> [int(c) for c in out[50, 150]]  # not assessed: grey (R = G = B)
+    [159, 159, 159]
+    >>> len(set(out[50, 50].tolist())) > 1  # assessed: coloured by its probability
+    True
     """
     height, width = display_size(*image.shape[:2])
     base = resize(image, (height, width), smooth=False).astype(np.float32)
@@ -97,9 +112,9 @@ def tile_heatmap(
     block = scores[row_of[:, None], col_of[None, :]]
     on_tissue = tissue[row_of[:, None], col_of[None, :]]
     colour = colorize(block).astype(np.float32)
-    out = np.where(
-        on_tissue[..., None], base * (1 - alpha) + colour * alpha, base * 0.6 + 128.0 * 0.4
-    )
+    luma = base @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = GREY + (luma - GREY) * GREY_DETAIL
+    out = np.where(on_tissue[..., None], base * (1 - alpha) + colour * alpha, grey[..., None])
     out[np.flatnonzero(np.diff(row_of)) + 1, :] = 255.0
     out[:, np.flatnonzero(np.diff(col_of)) + 1] = 255.0
     return np.clip(out, 0, 255).round().astype(np.uint8)

@@ -245,7 +245,7 @@ class PredictionService:
         timing = {"decode": item.seconds, "model": time.perf_counter() - model_start}
         if explain:
             explain_start = time.perf_counter()
-            result["explain"] = await self._explain(item, probs, result["tiles"], turn)
+            result["explain"] = await self._explain(item, probs, result, turn)
             timing["explain"] = time.perf_counter() - explain_start
         result["model"] = self.predictor.describe()
         result["seconds"] = round(time.perf_counter() - started, 4)
@@ -256,12 +256,13 @@ class PredictionService:
         self,
         item: Decoded,
         probs: np.ndarray,
-        tiles: dict[str, Any] | None,
+        answer: dict[str, Any],
         turn: Turn | None,
     ) -> dict[str, Any]:
         """The ``explain`` block, computed in ``turn`` (of :attr:`explainer`: its own threads);
         Grad-CAM covers at most ``max_explain_tiles`` tiles, an image with more is explained on
-        the model's input."""
+        the model's input. ``answer``: the result so far (its tile map; its label, None when the
+        image is not assessed, which greys out every tile of the map)."""
         predictor = self.predictor
         if not predictor.can_explain:
             return {
@@ -293,9 +294,10 @@ class PredictionService:
                 heat=heat,
                 shown=shown,
                 target=predictor.class_names[target],
-                tiles=tiles,
+                tiles=answer["tiles"],
                 grid=item.grid,
                 stain=stain,
+                image_assessed=answer["label"] is not None,
             )
             block["note"] = "; ".join(n for n in (block["note"], note) if n) or None
             return block
