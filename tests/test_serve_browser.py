@@ -12,6 +12,7 @@ import base64
 import csv
 import io
 import os
+import re
 import shutil
 import socket
 import threading
@@ -179,6 +180,8 @@ def test_batch_table_csv_and_screenshot(page, real_files, tmp_path):
     rows = page.query_selector_all("#results tbody tr")
     assert len(rows) == len(files) + 1
     assert "rejected" in rows[-1].text_content() and "notes.png" in page.text_content("#messages")
+    tile_cell = rows[len(files) - 1].query_selector_all("td")[4].text_content()
+    assert re.fullmatch(r"(\d+\.\d%|—) \(.*\d+ tiles assessed\)", tile_cell), tile_cell  # no NaN
     page.wait_for_selector("#single:not([hidden])")  # the first file's explanation
     assert Path(files[0]).name in page.text_content("#detail")
     assert page.is_hidden("#tiles-figure")

@@ -2,13 +2,47 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, limits: null, rows: [], files: [] };
+const state = { model: null, limits: null, rows: [], files: [], request: 0, controller: null, timer: null };
+// Why a tile was not assessed (the API's tiles.skipped), in the tile map's legend.
+const SKIPPED = {
+  background: "background (glass, lumen, fat)", dark: "too dark", not_he: "not H&E colours",
+  no_texture: "no tissue texture", mask: "outside the tissue mask",
+};
 
 function pct(p) { return `${(100 * p).toFixed(1)}%`; }
 function png(b64) { return `data:image/png;base64,${b64}`; }
 function isZip(file) { return /\.zip$/i.test(file.name) || file.type === "application/zip"; }
 
 function setStatus(text) { $("status").textContent = text || ""; }
+
+// Every upload (and every row clicked) starts a new request: the one before is aborted, and an
+// answer that still arrives for it is dropped, so a late answer never covers a newer one.
+function begin() {
+  state.request += 1;
+  if (state.controller) state.controller.abort();
+  state.controller = new AbortController();
+  stopProgress();
+  return { id: state.request, signal: state.controller.signal };
+}
+function current(token) { return token.id === state.request; }
+
+// What is being computed and for how long, until the answer (or a newer request) comes.
+function startProgress(token, text) {
+  stopProgress();
+  const started = performance.now();
+  const show = () => {
+    if (current(token)) setStatus(`${text} ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  };
+  show();
+  $("progress").hidden = false;
+  state.timer = setInterval(show, 100);
+}
+function stopProgress() {
+  if (state.timer !== null) clearInterval(state.timer);
+  state.timer = null;
+  $("progress").hidden = true;
+  setStatus("");
+}
 function clearMessages() { $("messages").replaceChildren(); }
 function addMessage(text) {
   const li = document.createElement("li");
@@ -39,10 +73,10 @@ async function loadModel() {
   }
 }
 
-async function postForm(url, form) {
+async function postForm(url, form, signal) {
   let response;
   try {
-    response = await fetch(url, { method: "POST", body: form });
+    response = await fetch(url, { method: "POST", body: form, signal });
   } catch (err) {
     return { ok: false, detail: `network error: ${err}` };
   }
@@ -81,9 +115,26 @@ function showVerdict(r) {
     ` · threshold ${r.threshold.toFixed(3)} · model ${r.model.name} ${r.model.version || ""}` +
     ` · ${(1000 * r.seconds).toFixed(0)} ms`;
   const t = r.tiles;
-  $("tile-detail").textContent = t
-    ? `Tiles: ${t.count} (${t.assessed_count} assessed). ${t.verdict.text}.`
-    : (r.note || "");
+  if (t && r.label === null) {
+    $("tile-detail").textContent =
+      `Tiles: ${t.count}, none scored: the image as a whole is not assessed.`;
+  } else {
+    $("tile-detail").textContent = t
+      ? `Tiles: ${t.count} (${t.assessed_count} assessed). ${t.verdict.text}.`
+      : (r.note || "");
+  }
+}
+
+function tileLegend(r) {
+  const t = r.tiles;
+  const head = `Tile map: ${t.rows}x${t.cols} tiles; `;
+  if (r.label === null) return `${head}grey = not assessed: all ${t.count} (the image is not assessed)`;
+  const counts = {};
+  for (const reason of t.skipped.flat()) if (reason) counts[reason] = (counts[reason] || 0) + 1;
+  const reasons = Object.entries(counts).map(([k, n]) => `${n} ${SKIPPED[k] || k}`).join(", ");
+  const grey = t.count - t.assessed_count;
+  return `${head}coloured = assessed (${t.assessed_count}), by probability of cancer; ` +
+    `grey = not assessed (${grey}${reasons ? `: ${reasons}` : ""})`;
 }
 
 function showExplanation(r) {
@@ -107,17 +158,18 @@ function showExplanation(r) {
   $("tiles-figure").hidden = !e.tiles_png;
   if (e.tiles_png) {
     $("tiles").src = png(e.tiles_png);
-    $("tiles-caption").textContent =
-      `Tile map: ${r.tiles.rows}x${r.tiles.cols} tiles; grey = background`;
+    $("tiles-caption").textContent = tileLegend(r);
   }
 }
 
-async function predictOne(file) {
-  setStatus(`Analysing ${file.name}…`);
+async function predictOne(file, token) {
+  startProgress(token, `${file.name}: scoring it and computing its explanation (Grad-CAM: where ` +
+    "the model found evidence, tile by tile for a large image; tile map; stain-normalized view)…");
   const form = new FormData();
   form.append("file", file);
-  const result = await postForm("/api/predict?explain=true", form);
-  setStatus("");
+  const result = await postForm("/api/predict?explain=true", form, token.signal);
+  if (!current(token)) return false;  // a newer upload or click: this answer is dropped
+  stopProgress();
   if (!result.ok) {
     addMessage(`${file.name}: ${result.detail}`);
     return false;
@@ -138,6 +190,12 @@ function miniBar(p, cancer) {
   return outer;
 }
 
+function tileScore(t) {
+  if (!t) return "—";
+  if (t.score === null) return `— (none of ${t.count} tiles assessed)`;
+  return `${pct(t.score)} (${t.assessed_count} of ${t.count} tiles assessed)`;
+}
+
 function renderTable(results) {
   const body = $("results").querySelector("tbody");
   body.replaceChildren();
@@ -149,7 +207,7 @@ function renderTable(results) {
       cells.push(notAssessed(r), "—", "—", "not assessed");
     } else if (r.ok) {
       tr.className = r.is_cancer ? "positive" : "negative";
-      cells.push(r.label, null, r.tiles ? `${pct(r.tiles.probability)} (${r.tiles.count} tiles)` : "—", "ok");
+      cells.push(r.label, null, tileScore(r.tiles), "ok");
     } else {
       tr.className = "failed";
       cells.push("—", "—", "—", `rejected (HTTP ${r.error.status}): ${r.error.detail}`);
@@ -166,18 +224,19 @@ function renderTable(results) {
     });
     const file = state.files.find((f) => f.name === r.filename && !isZip(f));
     if (r.ok && file) {
-      tr.addEventListener("click", () => { clearMessages(); predictOne(file); });
+      tr.addEventListener("click", () => { clearMessages(); predictOne(file, begin()); });
     }
     body.appendChild(tr);
   }
 }
 
-async function predictBatch(files) {
-  setStatus(`Analysing ${files.length} file(s)…`);
+async function predictBatch(files, token) {
+  startProgress(token, `Scoring ${files.length} file(s) (zips expanded, large images tile by tile)…`);
   const form = new FormData();
   for (const file of files) form.append("files", file);
-  const result = await postForm("/api/predict/batch", form);
-  setStatus("");
+  const result = await postForm("/api/predict/batch", form, token.signal);
+  if (!current(token)) return;  // a newer upload: this answer is dropped
+  stopProgress();
   if (!result.ok) {
     addMessage(result.detail);
     return;
@@ -193,7 +252,7 @@ async function predictBatch(files) {
   for (const r of data.results) if (!r.ok) addMessage(r.error.detail);
   const first = data.results.find((r) => r.ok);
   const firstFile = first && state.files.find((f) => f.name === first.filename && !isZip(f));
-  if (firstFile) await predictOne(firstFile);
+  if (firstFile) await predictOne(firstFile, token);
 }
 
 function csvCell(value) {
@@ -231,6 +290,7 @@ function downloadCsv() {
 async function handle(fileList) {
   const files = Array.from(fileList || []);
   if (!files.length) return;
+  const token = begin();
   clearMessages();
   state.files = files;
   $("single").hidden = true;
@@ -240,8 +300,8 @@ async function handle(fileList) {
     addMessage(`${files.length} files: more than the limit of ${limit} per batch`);
     return;
   }
-  if (files.length === 1 && !isZip(files[0])) await predictOne(files[0]);
-  else await predictBatch(files);
+  if (files.length === 1 && !isZip(files[0])) await predictOne(files[0], token);
+  else await predictBatch(files, token);
 }
 
 const drop = $("drop");
