@@ -18,6 +18,7 @@ import click
 
 from breastpath.choices import SLIDE_BACKENDS
 from breastpath.cli.options import FiniteFloat, checkpoint_option, runtime_option
+from breastpath.inference.tiles import MIN_TILE_TISSUE
 from breastpath.slide.cohort import Progress
 from breastpath.slide.preflight import MAX_TILES
 
@@ -72,7 +73,7 @@ log = logging.getLogger("breastpath.slide")
 @click.option(
     "--min-tissue",
     type=FiniteFloat(0.0, 1.0),
-    default=0.25,
+    default=MIN_TILE_TISSUE,
     show_default=True,
     help="Score tiles with at least this share of tissue.",
 )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from breastpath.errors import SlideError
 from breastpath.inference.stages import timed
-from breastpath.inference.tiles import TileCheck, TileScores
+from breastpath.inference.tiles import MIN_TILE_TISSUE, TileCheck, TileScores
 from breastpath.inference.verdict import Verdict
 from breastpath.slide.heatmap import slide_stats, write_slide_outputs
 from breastpath.slide.reader import SlideReader, open_slide
@@ -163,7 +163,7 @@ def prepare_slide(
     tile_size: int | None = None,
     level: int | None = None,
     mpp: float | None = None,
-    min_tissue: float = 0.25,
+    min_tissue: float = MIN_TILE_TISSUE,
     tissue_method: str = "saturation",
     thumbnail_size: int = 2048,
     clock: StageClock | None = None,
@@ -203,7 +203,7 @@ def analyze_slide(
     slide_mpp: float | None = None,
     threshold: float | None = None,
     top_k: int = 20,
-    min_tissue: float = 0.25,
+    min_tissue: float = MIN_TILE_TISSUE,
     tissue_method: str = "saturation",
     thumbnail_size: int = 2048,
     batch_size: int = 256,

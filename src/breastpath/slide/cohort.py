@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breastpath.errors import BreastpathError, NoTissueError, SlideError
+from breastpath.inference.tiles import MIN_TILE_TISSUE
 from breastpath.io import read_json, remove_stale_temps, write_json
 from breastpath.slide import cohort_table, shard
 from breastpath.slide.prefetch import Prefetcher, Ready, prepare_source
@@ -64,7 +65,7 @@ class CohortOptions:
     slide_mpp: float | None = None
     threshold: float | None = None
     top_k: int = 20
-    min_tissue: float = 0.25
+    min_tissue: float = MIN_TILE_TISSUE
     tissue_method: str = "saturation"
     backend: str = "auto"
     batch_size: int = 256

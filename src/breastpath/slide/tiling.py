@@ -27,6 +27,7 @@ import numpy as np
 from breastpath.errors import NoTissueError, SlideError
 from breastpath.inference.stages import timed
 from breastpath.inference.tiles import (
+    MIN_TILE_TISSUE,
     Checked,
     TileCheck,
     TileScores,
@@ -157,7 +158,7 @@ def make_grid(
     tissue: TissueMask,
     *,
     resolution: Resolution,
-    min_tissue: float = 0.25,
+    min_tissue: float = MIN_TILE_TISSUE,
 ) -> TileGrid:
     """The tiles at ``resolution`` with at least ``min_tissue`` tissue.
 
