@@ -23,14 +23,12 @@ written with what was done, and the error is raised.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
-import gc
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,7 +202,7 @@ def run_cohort(
     try:
         if rank.is_main:
             _write(out, rows, settings)
-        with ahead, _long_lived_frozen():
+        with ahead:
             for k, i in enumerate(mine):
                 progress.slide(sources[i])
                 following = sources[mine[k + 1]] if k + 1 < len(mine) else None
@@ -280,20 +278,6 @@ def run_one(
     row["total_s"] = round(time.perf_counter() - started, 3)
     _record(folder, source, row, paths, fingerprint=fingerprint, settings=settings, out=out)
     return row
-
-
-@contextlib.contextmanager
-def _long_lived_frozen() -> Iterator[None]:
-    """Keep the objects alive now (torch, the model, the readers' modules) out of the garbage
-    collector's full passes while the cohort runs (:func:`gc.freeze`): each slide allocates
-    many small objects (tiles.csv rows, GeoJSON features), and a full pass over a process
-    holding torch took about 0.2 s, once or more per slide. Unfrozen at the end."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def describe_error(exc: BaseException) -> str:
