@@ -120,6 +120,20 @@ def _limits(options: dict):
     )
 
 
+def _slides(slides_dir: Path | None, results: Path | None, predictor):
+    """The slide catalogue and its analyses (None, None without ``--slides``)."""
+    if slides_dir is None:
+        if results is not None:
+            raise click.UsageError("--slides-results needs --slides")
+        return None, None
+    from breastpath.serve.analyses import SlideAnalyses, results_folder
+    from breastpath.slide.catalog import SlideCatalog
+
+    slides = SlideCatalog(slides_dir)
+    folder, why = results_folder(slides.root, results)
+    return slides, SlideAnalyses(slides, predictor, results=folder, unavailable=why)
+
+
 @click.command("serve")
 @checkpoint_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -158,6 +172,26 @@ def _limits(options: dict):
     help="Serve the slides of this folder (or the cohort output folder of `breastpath slide`) "
     "in a zoomable viewer at /slides.",
 )
+@click.option(
+    "--slides-results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where slides analysed from the page are written [default: SLIDES/breastpath-analyses "
+    "when that can be written; else analysis from the page is off].",
+)
+@click.option(
+    "--token",
+    envvar="BREASTPATH_TOKEN",
+    default=None,
+    help="Access token every request must carry (a browser: open the page once with "
+    "?token=...). Needed when --host is not a loopback address. [env: BREASTPATH_TOKEN]",
+)
+@click.option(
+    "--insecure-public",
+    is_flag=True,
+    help="Serve on a non-loopback --host without a token (anyone who can reach it sees the "
+    "slides).",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 def command(
     checkpoint,
@@ -170,6 +204,9 @@ def command(
     stain_method,
     access_log,
     slides_dir,
+    slides_results,
+    token,
+    insecure_public,
     **limit_options,
 ) -> None:
     """Serve the upload page and the HTTP API on HOST:PORT."""
@@ -177,10 +214,12 @@ def command(
 
     from breastpath.errors import ConfigError
     from breastpath.inference.predictor import Predictor
+    from breastpath.serve.access import check_exposure
     from breastpath.serve.app import create_app
     from breastpath.serve.memory import tune_allocator
     from breastpath.serve.server import bind, make_server
 
+    check_exposure(host, token, insecure_public=insecure_public)
     torch.set_num_threads(threads or default_threads())
     limits = _limits(limit_options)
     try:  # before the model loads: a busy port is said at once
@@ -194,12 +233,10 @@ def command(
         checkpoint, device=device, batch_size=limits.max_batch_size, runtime=runtime
     )
     stain = _fit_stain(stain_method, stain_targets) if stain_targets else None
-    slides = None
-    if slides_dir is not None:
-        from breastpath.slide.catalog import SlideCatalog
-
-        slides = SlideCatalog(slides_dir)
-    app = create_app(predictor, limits=limits, stain=stain, slides=slides)
+    slides, analyses = _slides(slides_dir, slides_results, predictor)
+    app = create_app(
+        predictor, limits=limits, stain=stain, slides=slides, analyses=analyses, token=token
+    )
     tune_allocator()
     # the event loop waits for the interpreter lock behind worker threads' Python code; hand it
     # over every millisecond instead of every 5 (the default)
@@ -212,4 +249,11 @@ def command(
         click.echo(
             f"slides: {len(slides.entries)} from {slides_dir} at http://{host}:{bound}/slides"
         )
+        click.echo(
+            f"analyses from the page: written to {analyses.results}"
+            if analyses.results is not None
+            else f"note: {analyses.unavailable}"
+        )
+    if token is not None:
+        click.echo("access token required (open the page once with ?token=...)")
     make_server(app, limits=limits, access_log=access_log).run(sockets=[sock])

@@ -54,6 +54,8 @@ def create_app(
     limits: ServeLimits | None = None,
     stain: Any = None,
     slides: Any = None,
+    analyses: Any = None,
+    token: str | None = None,
 ) -> Any:
     """Build the FastAPI application around a loaded :class:`Predictor`.
 
@@ -70,6 +72,12 @@ def create_app(
     slides
         A :class:`~breastpath.slide.catalog.SlideCatalog`: adds the slide list (``/slides``),
         the viewer and their API (:mod:`breastpath.serve.slides`).
+    analyses
+        A :class:`~breastpath.serve.analyses.SlideAnalyses` over ``slides``: slides can be
+        analysed from the page (``POST /api/slides/{id}/analyze``).
+    token
+        An access token: every route but ``/static`` and ``/api/health`` then needs it
+        (:mod:`breastpath.serve.access`).
 
     Examples
     --------
@@ -102,6 +110,8 @@ def create_app(
         await service.engine.stop()
         service.explainer.close()
         service.sandbox.close()
+        if analyses is not None:
+            analyses.close()
         if slides is not None:
             slides.close()
 
@@ -135,11 +145,15 @@ def create_app(
         describe=describe,
         body_timeout_s=limits.body_timeout_s,
     )
+    if token is not None:
+        from breastpath.serve.access import TokenGuard
+
+        app.add_middleware(TokenGuard, token=token)
     app.include_router(api_router(service))
     if slides is not None:
         from breastpath.serve.slides import slides_router
 
-        app.include_router(slides_router(slides, PAGE_HEADERS))
+        app.include_router(slides_router(slides, PAGE_HEADERS, analyses))
     app.mount("/static", StaticFiles(directory=_package_dir("static")), name="static")
 
     page = resources.files("breastpath").joinpath("serve", "templates", "index.html")

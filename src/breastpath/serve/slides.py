@@ -13,6 +13,10 @@ API:
 * ``GET /api/slides/{id}/tiles``: the analysis: verdict, tile records (``x``, ``y``, ``size`` in
   level-0 pixels, ``probability`` or ``skipped``) and the ranked regions of called tiles.
 * ``GET /api/slides/{id}/tiles.csv``, ``/tiles.geojson``: the result files, as downloads.
+* ``POST /api/slides/{id}/analyze``: score the slide with the server's model in the background
+  (:mod:`breastpath.serve.analyses`: one at a time, a bounded queue; 202 started or joined, 200
+  already done and cached, 429 queue full, 503 no results folder, 409 slide not found);
+  ``GET /api/slides/{id}/job``: its state and tiles done / total, tiles/s, ETA.
 
 An unknown id, a level, column or row outside the slide, or a slide that cannot be opened is a
 404; ids are looked up in the catalogue made at start-up, never used as paths. Encoded tiles are
@@ -27,9 +31,10 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from breastpath.errors import SlideError
+from breastpath.serve.analyses import AnalysisUnavailable, CannotAnalyse, QueueFull, SlideAnalyses
 from breastpath.serve.tilecache import TileCache
 from breastpath.slide.catalog import SlideCatalog, UnknownSlide
 from breastpath.slide.regions import called_regions
@@ -126,6 +131,15 @@ def analysis(catalog: SlideCatalog, slide_id: str) -> dict[str, Any]:
     }
 
 
+def _availability(analyses: SlideAnalyses | None) -> dict[str, Any]:
+    """Whether slides can be analysed from the page, and why not."""
+    if analyses is None:
+        return {"available": False, "reason": "this server does not analyse slides"}
+    if analyses.results is None:
+        return {"available": False, "reason": analyses.unavailable}
+    return {"available": True, "reason": None}
+
+
 def _download(catalog: SlideCatalog, name: str, media: str) -> Any:
     def download(slide_id: str) -> FileResponse:
         try:
@@ -137,9 +151,42 @@ def _download(catalog: SlideCatalog, name: str, media: str) -> Any:
     return download
 
 
-def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRouter:
-    """The viewer's pages and API over ``catalog``."""
+def _job_error(exc: SlideError) -> HTTPException:
+    if isinstance(exc, QueueFull):
+        return HTTPException(status_code=429, detail=str(exc), headers={"Retry-After": "10"})
+    if isinstance(exc, AnalysisUnavailable):
+        return HTTPException(status_code=503, detail=str(exc))
+    if isinstance(exc, CannotAnalyse):
+        return HTTPException(status_code=409, detail=str(exc))
+    return _not_found(exc)
+
+
+def _analysis_routes(router: APIRouter, analyses: SlideAnalyses) -> None:
+    @router.post("/api/slides/{slide_id}/analyze", summary="Score a slide in the background")
+    def analyze(slide_id: str) -> JSONResponse:
+        try:
+            job, cached = analyses.submit(slide_id)
+        except SlideError as exc:
+            raise _job_error(exc) from None
+        return JSONResponse(job, status_code=200 if cached else 202)
+
+    @router.get("/api/slides/{slide_id}/job", summary="Progress of a slide's analysis")
+    def job(slide_id: str) -> dict[str, Any]:
+        try:
+            return analyses.job(slide_id)
+        except SlideError as exc:
+            raise _not_found(exc) from None
+
+
+def slides_router(
+    catalog: SlideCatalog,
+    page_headers: dict[str, str],
+    analyses: SlideAnalyses | None = None,
+) -> APIRouter:
+    """The viewer's pages and API over ``catalog`` (with ``analyses``: analysis from the page)."""
     router = APIRouter()
+    if analyses is not None:
+        _analysis_routes(router, analyses)
     tiles = SlideTiles(catalog)
     list_page, viewer_page = _page("slides.html"), _page("slide_viewer.html")
     viewer_page_headers = viewer_headers(page_headers)
@@ -158,7 +205,12 @@ def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRou
 
     @router.get("/api/slides", summary="The slides: size, format, mpp, analysis status")
     def list_slides() -> dict[str, Any]:
-        return {"slides": catalog.listing(), "cohort": catalog.cohort, "cache": tiles.cache.stats()}
+        return {
+            "slides": catalog.listing(),
+            "cohort": catalog.cohort,
+            "cache": tiles.cache.stats(),
+            "analysis": _availability(analyses),
+        }
 
     @router.get("/api/slides/{slide_id}.dzi", summary="Deep Zoom descriptor of a slide")
     def dzi(slide_id: str) -> Response:
@@ -205,7 +257,7 @@ def slides_router(catalog: SlideCatalog, page_headers: dict[str, str]) -> APIRou
     @router.get("/api/slides/{slide_id}", summary="One slide: size, format, mpp, verdict")
     def one_slide(slide_id: str) -> dict[str, Any]:
         try:
-            return catalog.describe(slide_id)
+            return {**catalog.describe(slide_id), "analysis": _availability(analyses)}
         except SlideError as exc:
             raise _not_found(exc) from None
 

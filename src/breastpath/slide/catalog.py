@@ -15,7 +15,9 @@
 The slides are listed once, when the catalogue is made. A slide's id is its cohort output name
 (``[A-Za-z0-9._-]``, at most 200 characters); a request names an id, never a path, and an id
 that is not in the catalogue is :class:`UnknownSlide`. Result files are read only by their
-fixed names, from ``root`` itself or a folder directly inside it.
+fixed names, from ``root`` itself or a folder directly inside it, or (for slides analysed from
+the viewer, :meth:`SlideCatalog.attach`) from a folder directly inside the results folder the
+server was given (:meth:`SlideCatalog.trust_results`).
 
 Open slides are kept in a small least-recently-used set (``max_open``); a slide being read is
 never closed under its reader.
@@ -108,11 +110,33 @@ class SlideCatalog:
         self._open: OrderedDict[str, list[Any]] = OrderedDict()  # id -> [reader, dz, users]
         self._info: dict[str, dict[str, Any]] = {}
         self._tiles: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._results: Path | None = None
+
+    def trust_results(self, folder: Path) -> None:
+        """Let result files be read from folders directly inside ``folder`` too (the results
+        folder of analyses started from the viewer)."""
+        self._results = Path(os.path.realpath(folder))
+
+    def attach(self, slide_id: str, folder: Path, status: str) -> None:
+        """Read ``slide_id``'s results from ``folder`` (directly inside the trusted results
+        folder) from now on, with the cohort ``status`` of its analysis."""
+        entry = self.get(slide_id)
+        real = Path(os.path.realpath(folder))
+        if self._results is None or real.parent != self._results:
+            raise SlideError(f"{folder}: not a folder of the results folder")
+        entry.output, entry.status = real, status
 
     # -- what is there -------------------------------------------------------------------
     def _inside(self, path: Path) -> bool:
         real = Path(os.path.realpath(path))
         return real == self.root or self.root in real.parents
+
+    def _readable(self, path: Path) -> bool:
+        """A result file inside ``root`` or inside the trusted results folder."""
+        if self._inside(path):
+            return True
+        real = Path(os.path.realpath(path))
+        return self._results is not None and self._results in real.parents
 
     def _folder_entries(self) -> list[Entry]:
         from breastpath.slide.sources import SlideSource, search_folder, slide_name, unique_names
@@ -180,7 +204,12 @@ class SlideCatalog:
         """One of :data:`RESULT_FILES` of an analysed slide, or :class:`UnknownSlide`."""
         entry = self.get(slide_id)
         path = entry.output / name if entry.output is not None else None
-        if name not in RESULT_FILES or path is None or not path.is_file() or not self._inside(path):
+        if (
+            name not in RESULT_FILES
+            or path is None
+            or not path.is_file()
+            or not self._readable(path)
+        ):
             raise UnknownSlide(f"slide {slide_id!r} has no {name}")
         return path
 

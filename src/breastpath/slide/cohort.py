@@ -93,18 +93,22 @@ class Progress:
 
 
 def cohort_settings(predictor: Predictor, options: CohortOptions) -> dict[str, Any]:
-    """What decides a slide's outputs: the model and the tiling and scoring options (not the
-    batch size, the reader threads or the tile limit)."""
+    """What decides a slide's outputs: the model (its description and the SHA-256 of its
+    weights, so retrained weights under the same name are a new model) and the tiling and
+    scoring options (not the batch size, the reader threads or the tile limit)."""
     model = {
         k: v for k, v in predictor.describe().items() if k not in ("explanations", "runtime_note")
     }
+    meta = getattr(predictor, "meta", None)
+    model["weights_sha256"] = getattr(meta, "weights_sha256", None) or None
     chosen = asdict(options)
     for key in ("batch_size", "workers", "max_tiles"):
         chosen.pop(key)
     return {"model": model, "options": chosen}
 
 
-def _fingerprint(settings: dict[str, Any], source: SlideSource) -> str:
+def slide_fingerprint(settings: dict[str, Any], source: SlideSource) -> str:
+    """The SHA-256 of what decides ``source``'s outputs (its done marker's key)."""
     body = {**settings, "slide": source.key, "manifest_mpp": source.mpp}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -188,7 +192,7 @@ def run_cohort(
     out, options = Path(out_dir), options or CohortOptions()
     progress, rank = progress or Progress(), rank or shard.DistInfo()
     settings = cohort_settings(predictor, options)
-    prints = [_fingerprint(settings, s) for s in sources]
+    prints = [slide_fingerprint(settings, s) for s in sources]
     _writable(out)
     shard.barrier(rank)  # every rank looks at the markers before any rank writes one
     states = [state_row(out, s, fp) for s, fp in zip(sources, prints, strict=True)]

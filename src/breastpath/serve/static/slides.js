@@ -24,6 +24,26 @@ function verdictNode(s) {
     el("span", { className: "muted small", textContent: extent }));
 }
 
+function analyseControls(s, item) {
+  const button = el("button", { type: "button", className: "analyse", textContent: "Analyse" });
+  const progress = el("progress", { className: "job-progress", hidden: true });
+  const text = el("p", { className: "muted small job-text", role: "status" });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    await breastpathAnalyse(s.id, {
+      progress, text,
+      onDone: async () => {
+        const response = await fetch(`/api/slides/${encodeURIComponent(s.id)}`);
+        if (response.ok) item.replaceWith(card(await response.json()));
+      },
+      onError: () => { button.disabled = false; },
+    });
+  });
+  item.append(button, progress, text);
+}
+
+let analysis = { available: false };
+
 function card(s) {
   const link = `/slides/${encodeURIComponent(s.id)}`;
   const item = el("li", { className: s.error ? "card error" : "card" });
@@ -43,6 +63,7 @@ function card(s) {
   for (const note of (s.notes || []).slice(0, 2)) {
     item.append(el("p", { className: "muted small", textContent: `note: ${note}` }));
   }
+  if (!s.error && !s.verdict && analysis.available) analyseControls(s, item);
   return item;
 }
 
@@ -53,8 +74,10 @@ async function main() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     const list = document.getElementById("slides");
+    analysis = body.analysis || analysis;
     for (const s of body.slides) list.append(card(s));
-    status.textContent = `${body.slides.length} slide(s)` + (body.cohort ? " (a cohort output)" : "");
+    status.textContent = `${body.slides.length} slide(s)` + (body.cohort ? " (a cohort output)" : "") +
+      (analysis.available ? "" : ` · ${analysis.reason || "analysis from the page is off"}`);
   } catch (error) {
     status.textContent = `could not list the slides: ${error.message}`;
   }

@@ -162,14 +162,41 @@ function wireControls() {
   });
 }
 
-async function loadAnalysis() {
+function offerAnalysis(slide) {
+  const analysis = (slide && slide.analysis) || {};
+  if (!analysis.available) {
+    $("verdict-text").textContent = "This slide has not been analysed (run breastpath slide on it" +
+      (analysis.reason ? `; ${analysis.reason}` : "") + ").";
+    return;
+  }
+  $("verdict-text").textContent = "This slide has not been analysed.";
+  $("analyse-box").hidden = false;
+  $("analyse").addEventListener("click", async () => {
+    $("analyse").disabled = true;
+    await breastpathAnalyse(slideId, {
+      progress: $("job-progress"), text: $("job-text"),
+      onDone: async () => { $("analyse").hidden = true; await loadAnalysis(slide, true); },
+      onError: () => { $("analyse").disabled = false; },
+    });
+  });
+}
+
+let wired = false;
+
+async function loadAnalysis(slide, fresh) {
+  // a slide listed as not analysed has no tile records: offer the analysis, fetch nothing
+  if (slide && !slide.analysed && !fresh) {
+    offerAnalysis(slide);
+    return;
+  }
   const response = await fetch(`${api}/tiles`);
   if (!response.ok) {
-    $("verdict-text").textContent = "This slide has not been analysed (run breastpath slide on it).";
+    offerAnalysis(slide);
     return;
   }
   const body = await response.json();
   const index = Object.fromEntries(body.columns.map((name, i) => [name, i]));
+  state.byCell.clear();
   state.tiles = body.tiles.map((row) => Object.fromEntries(Object.entries(index).map(([k, i]) => [k, row[i]])));
   for (const t of state.tiles) state.byCell.set(`${t.row},${t.col}`, t);
   state.step = (body.tiling && body.tiling.step_level0) || (state.tiles[0] ? state.tiles[0].size : 1);
@@ -180,18 +207,20 @@ async function loadAnalysis() {
   $("geojson-link").href = `${api}/tiles.geojson`;
   $("overlay-controls").hidden = false;
   $("downloads").hidden = false;
-  wireControls();
+  if (!wired) wireControls();
+  wired = true;
   draw();
 }
 
 async function main() {
   const response = await fetch(api);
+  let s = null;
   if (response.ok) {
-    const s = await response.json();
+    s = await response.json();
     $("slide-name").textContent = `${s.name} · ${s.format || ""} · ${s.width || "?"} × ${s.height || "?"} px`;
     document.title = `breastpath: ${s.name}`;
   }
-  await loadAnalysis();
+  await loadAnalysis(s);
 }
 
 window.breastpathViewer = { viewer, state, draw, flyTo };
