@@ -33,7 +33,11 @@ def test_readme_mosaic_example_runs_on_the_shared_data(shared_data, tmp_path, ca
     summary = json.loads((out / "patient.json").read_text())
     verdict = summary["verdict"]
     assert verdict["text"] in printed and verdict["rule"] in printed
-    # the words follow the rule: a patient with this share of patches called IDC is positive
+    # the words follow the rule the checkpoint states, applied to the patches' probabilities
+    from breastpath.inference.predictor import Predictor
+
+    rule = Predictor.from_checkpoint("default").verdict_rule(unit="patch")
+    assert verdict["rule"] == rule.describe()
     assert summary["positive"] is (verdict["label"] == "IDC present")
-    if verdict["extent"] >= 0.2:
-        assert summary["positive"] is True
+    expected = verdict["tiles_called"] >= rule.min_tiles and verdict["extent"] >= rule.min_extent
+    assert summary["positive"] is expected

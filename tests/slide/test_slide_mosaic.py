@@ -114,7 +114,8 @@ def test_written_files(idc_tree, predictor, tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9 and {r["label"] for r in rows} == {"0", "1"}
     summary = json.loads(paths["summary"].read_text())
-    called = np.mean([float(r["probability"]) >= summary["threshold"] for r in rows])
+    cut = summary["verdict"]["threshold"]
+    called = np.mean([float(r["probability"]) >= cut for r in rows])
     assert summary["extent"] == pytest.approx(called, abs=1e-6)
 
 
@@ -154,7 +155,8 @@ def test_real_idc_patient_mosaic_with_the_default_model(shared_data, tmp_path, c
     summary = json.loads((tmp_path / "patient.json").read_text())
     assert summary["not_assessed"] == len(rows) - len(scored) < 10
     assert summary["mean"] == pytest.approx(probs.mean(), abs=1e-5)
-    assert summary["extent"] == pytest.approx((probs >= summary["threshold"]).mean(), abs=1e-5)
+    cut = summary["verdict"]["threshold"]
+    assert summary["extent"] == pytest.approx((probs >= cut).mean(), abs=1e-5)
     assert summary["label"] == 1 and summary["positive"] == summary["verdict"]["positive"]
     mosaic = np.asarray(Image.open(tmp_path / "mosaic.png"))
     xs, ys = [int(r["x"]) for r in rows], [int(r["y"]) for r in rows]

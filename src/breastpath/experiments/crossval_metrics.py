@@ -254,8 +254,13 @@ def verdict_markdown(verdict: dict[str, Any]) -> list[str]:
         low_high = ci.get(key)
         return _fmt(value) + (f" [{_fmt(low_high[0])}–{_fmt(low_high[1])}]" if low_high else "")
 
-    header = ["sensitivity", "specificity", "extent MAE", "bias", "Pearson r", "ICC"]
-    row = [cell("presence", "sensitivity"), cell("presence", "specificity")]
+    header = ["sensitivity", "specificity", "specificity, tumour-free tissue"]
+    header += ["extent MAE", "bias", "Pearson r", "ICC"]
+    free = pooled["presence"].get("specificity_tumour_free_tissue")
+    free_cell = (
+        "n/a" if free is None else f"{_fmt(free)} ({pooled.get('tumour_free_sets', 0)} sets)"
+    )
+    row = [cell("presence", "sensitivity"), cell("presence", "specificity"), free_cell]
     row += [cell("extent", k) for k in ("mae", "bias", "pearson_r", "icc")]
     folds = "; ".join(
         f"fold {f['fold']}: t {f['threshold']:g}, k {f['min_tiles']}, share {f['min_extent']:g}"

@@ -139,9 +139,10 @@ class VerdictRule:
         'malignant when the mean probability of the assessed tiles is at or above 0.4'
         """
         t = f"{self.threshold:.4g}"
-        what = f"assessed {self.unit}s"
+        what = f"assessed {_plural(self.unit)}"
         if self.reduction == "presence":
-            count = f"at least {self.min_tiles} {self.unit}{'s' if self.min_tiles > 1 else ''}"
+            units = _plural(self.unit) if self.min_tiles > 1 else self.unit
+            count = f"at least {self.min_tiles} {units}"
             share = f" and at least {self.min_extent:.1%} of the {what}" if self.min_extent else ""
             return f"{self.positive} when {count}{share} score at or above {t}"
         if self.reduction == "mean":
@@ -190,8 +191,8 @@ class VerdictRule:
             text = f"{NOT_ASSESSED}: no {self.unit} passed the quality gate"
         else:
             text = (
-                f"{label}: {called} of {assessed} assessed {self.unit}s ({extent:.1%}) at or "
-                f"above {self.threshold:.4g}"
+                f"{label}: {called} of {assessed} assessed {_plural(self.unit)} ({extent:.1%}) "
+                f"at or above {self.threshold:.4g}"
             )
             if self.reduction in ("mean", "top_k_mean"):
                 text += f", {self.reduction.replace('_', '-')} probability {score:.3f}"
@@ -246,6 +247,11 @@ TASK_RULES: dict[str, dict[str, Any]] = {
     },
     "breakhis": {"reduction": "mean", "positive": "malignant", "negative": "benign"},
 }
+
+
+def _plural(unit: str) -> str:
+    """``tiles``, ``patches``."""
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
 
 
 def task_of(dataset: object) -> str:

@@ -265,7 +265,7 @@ def build_mosaic(
         )
     ]
     scored, labels = probs[assessed], patches.labels[assessed]
-    verdict = predictor.verdict_rule(threshold=cutoff, unit="patch").apply(scored)
+    verdict = predictor.verdict_rule(threshold=threshold, unit="patch").apply(scored)
     score = {
         "patient": patches.patient,
         "verdict": verdict.to_dict(),
