@@ -166,3 +166,36 @@ def test_the_tile_check_equals_the_gate_on_real_tiles(shared_data, monkeypatch):
         )
         assert TileCheck()(tiles).tolist() == want
         monkeypatch.undo()
+
+
+def test_a_filled_colour_table_gives_assess_the_same_verdicts(monkeypatch):
+    """Once ``class_table`` is filled (a server fills it in a thread), ``assess`` classifies
+    every image, small ones included, through it: the same verdicts and measures as before."""
+    rng = np.random.default_rng(3)
+    images = [*_generated_tiles(), rng.integers(0, 256, (37, 61, 3), dtype=np.uint8)]
+    want = quality.assess(images) + [quality.assess([im])[0] for im in images]
+    table = quality.ColourTable(quality.GateOptions(), warm_pixels=0)
+    monkeypatch.setitem(quality._COMPLETE, quality.GateOptions(), table)
+    got = quality.assess(images) + [quality.assess([im])[0] for im in images]
+    assert got == want
+    assert (table._table != table._UNFILLED).any()  # the table was used
+    other = quality.GateOptions(min_contrast=5.0)  # other thresholds: not this table
+    assert quality.pixel_measures(images[0][None].reshape(1, -1, 3), other)["tissue"].size == 1
+
+
+def test_reasons_are_the_first_rule_failed():
+    rng = np.random.default_rng(0)
+    masks = {k: rng.random(500) < 0.5 for k in ("too_dark", "is_tissue", "looks_like_he")}
+    masks["textured"] = rng.random(500) < 0.5
+    want = np.select(
+        [masks["too_dark"], ~masks["is_tissue"], ~masks["looks_like_he"], ~masks["textured"]],
+        [
+            quality.REASON_DARK,
+            quality.REASON_BACKGROUND,
+            quality.REASON_NOT_HE,
+            quality.REASON_NO_TEXTURE,
+        ],
+        default=quality.REASON_OK,
+    )
+    got = quality.reasons_of(masks)
+    assert got.dtype == object and got.tolist() == want.tolist()

@@ -115,3 +115,26 @@ def test_image_error_codes(message, status):
     error = image_error(InvalidImageError(message), "a.png")
     assert error.status == status and error.detail.startswith("a.png: ")
     assert error.name == "a.png"
+
+
+def test_the_colour_table_is_filled_once_after_enough_images(predictor, monkeypatch):
+    """The server fills the quality gate's colour table (in a thread) once, after
+    COLOUR_TABLE_AFTER decoded images; the verdicts do not change (tests/test_quality_fast)."""
+    import io
+
+    from PIL import Image
+
+    from breastpath.serve import service as service_module
+    from breastpath.serve.limits import ServeLimits
+    from breastpath.serve.uploads import Upload
+
+    calls: list[int] = []
+    monkeypatch.setattr(service_module, "COLOUR_TABLE_AFTER", 3)
+    monkeypatch.setattr(service_module, "fill_class_table", lambda: calls.append(1))
+    service = service_module.PredictionService(predictor, ServeLimits())
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 50), (200, 120, 170)).save(buffer, "PNG")
+    upload = Upload("patch.png", buffer.getvalue())
+    for expected in (0, 0, 0, 1, 1, 1):
+        service.decode(upload)
+        assert len(calls) == expected

@@ -258,20 +258,47 @@ def colour_table(options: GateOptions) -> ColourTable:
     return ColourTable(options)
 
 
+#: The :func:`colour_table` of each set of thresholds once :func:`class_table` has filled it
+#: whole: :func:`pixel_measures` then classifies every image through it (lookups only).
+_COMPLETE: dict[GateOptions, ColourTable] = {}
+
+
 def class_table(options: GateOptions) -> np.ndarray:
     """:func:`pixel_classes` of every 24-bit colour, indexed by ``r << 16 | g << 8 | b``
-    (16 MiB; every block of :func:`colour_table` filled, in about a second)."""
-    return colour_table(options).full()
+    (16 MiB; every block of :func:`colour_table` filled, in about a second of CPU). From then
+    on :func:`assess` classifies images of any size through it (same classes)."""
+    table = colour_table(options)
+    out = table.full()
+    _COMPLETE[options] = table
+    return out
+
+
+def fill_class_table(options: GateOptions | None = None) -> threading.Thread:
+    """Fill :func:`class_table` in a daemon thread (a long-running process, such as a server
+    assessing many small images, then pays one lookup per pixel instead of ~25 array passes);
+    until it is filled, :func:`assess` classifies as before."""
+    thread = threading.Thread(
+        target=class_table,
+        args=(options or GateOptions(),),
+        name="breastpath-colour-table",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 def pixel_measures(pixels: np.ndarray, options: GateOptions) -> dict[str, np.ndarray]:
     """Per-image shares ``(N,)`` of a batch of pixel rows ``(N, P, 3)`` uint8.
 
     Returns ``dark``, ``tissue`` (shares of all pixels) and ``foreign`` (share of the tissue
-    pixels; 0 without tissue). Batches of more than :data:`TABLE_PIXELS` pixels are classified
-    through :func:`class_table` (same result, several times faster).
+    pixels; 0 without tissue). Batches of more than :data:`TABLE_PIXELS` pixels, and any batch
+    once :func:`class_table` has been filled, are classified through the colour table (same
+    result, several times faster).
     """
-    if pixels.size // 3 > TABLE_PIXELS:
+    complete = _COMPLETE.get(options)
+    if complete is not None:
+        classes = complete.classes(pixels)
+    elif pixels.size // 3 > TABLE_PIXELS:
         classes = colour_table(options).classes(pixels)
     else:
         classes = pixel_classes(pixels, options)
@@ -343,11 +370,16 @@ def rule_masks(measures: dict[str, np.ndarray], options: GateOptions) -> dict[st
 
 def reasons_of(masks: dict[str, np.ndarray]) -> np.ndarray:
     """The reason ``(N,)`` of each image from :func:`rule_masks`: the first rule it fails."""
-    return np.select(
-        [masks["too_dark"], ~masks["is_tissue"], ~masks["looks_like_he"], ~masks["textured"]],
-        [REASON_DARK, REASON_BACKGROUND, REASON_NOT_HE, REASON_NO_TEXTURE],
-        default=REASON_OK,
-    ).astype(object)
+    failed = (
+        (masks["too_dark"], REASON_DARK),
+        (~masks["is_tissue"], REASON_BACKGROUND),
+        (~masks["looks_like_he"], REASON_NOT_HE),
+        (~masks["textured"], REASON_NO_TEXTURE),
+    )
+    reasons = np.full(len(masks["too_dark"]), REASON_OK, dtype=object)
+    for mask, reason in reversed(failed):  # the last written, the first rule failed, stays
+        reasons[mask] = reason
+    return reasons
 
 
 def verdicts(measures: dict[str, np.ndarray], options: GateOptions) -> list[Quality]:

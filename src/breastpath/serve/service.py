@@ -19,7 +19,7 @@ from breastpath.errors import MagnificationError
 from breastpath.imaging import probe_size
 from breastpath.inference.magnification import check_magnification, magnification_of
 from breastpath.inference.predictor import Predictor
-from breastpath.inference.quality import Quality
+from breastpath.inference.quality import Quality, fill_class_table
 from breastpath.inference.tiles import (
     ImageTiles,
     cut_tiles,
@@ -38,6 +38,10 @@ from breastpath.serve.uploads import Upload, decode_upload_info
 
 #: Decode worker processes of a server (the gate lets one full-size image decode at a time).
 DECODE_WORKERS = 2
+#: Images decoded after which the quality gate's colour table (16 MiB, about a second of CPU)
+#: is filled in a thread: from then on each image's colour classes are lookups, a tenth of the
+#: gate's cost on a 50x50 patch (short-lived apps, tests among them, never pay for it).
+COLOUR_TABLE_AFTER = 256
 
 
 @dataclass
@@ -102,6 +106,7 @@ class PredictionService:
         #: Grad-CAM's own threads and queue, apart from :attr:`engine` (see ExplainQueue)
         self.explainer = ExplainQueue(limits)
         self.stain, self.stain_note = explaining.resolve_stain(predictor.meta, stain)
+        self._decoded = 0  # images decoded until the colour table is filled (COLOUR_TABLE_AFTER)
 
     # ------------------------------------------------------------------ decoding
     def decode(
@@ -122,6 +127,10 @@ class PredictionService:
             upload, max_pixels=self.limits.max_pixels, sandbox=self.sandbox, cancel=cancel
         )
         image = decoded.pixels
+        if self._decoded <= COLOUR_TABLE_AFTER:
+            self._decoded += 1
+            if self._decoded > COLOUR_TABLE_AFTER:
+                fill_class_table()  # at most once more if two threads race here: harmless
         quality = self.predictor.assess([image])[0]
         model_input, action = self.predictor.prepare_one(image)
         grid, notes = self._tile_grid(image, tiles_left=tiles_left)
