@@ -23,6 +23,19 @@ def backbone_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every embedding in this module is computed on one thread, as the torchrun processes
+    compute theirs (OMP_NUM_THREADS=1): CPU kernels may sum in another order on more threads,
+    and the thread count an earlier test left must not decide the bytes compared here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def embedded(prepared_idc, backbone_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("emb") / "cancernet"
