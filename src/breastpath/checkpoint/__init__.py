@@ -17,6 +17,7 @@ from breastpath.checkpoint.files import (
     read_meta,
     resolve_checkpoint,
     save_checkpoint,
+    save_onnx_pair,
 )
 from breastpath.checkpoint.meta import (
     FORMAT,
@@ -45,4 +46,5 @@ __all__ = [
     "read_meta",
     "resolve_checkpoint",
     "save_checkpoint",
+    "save_onnx_pair",
 ]

@@ -133,6 +133,25 @@ def save_checkpoint(
     return stem.with_suffix(".json")
 
 
+def save_onnx_pair(
+    out: str | Path, *, model: bytes, meta: CheckpointMeta, opset: int, extra: Mapping[str, Any]
+) -> Path:
+    """Write ``<out>.onnx`` and ``<out>.json``: an exported checkpoint (runtime ``onnx``) that
+    loads like any other; return the ``.onnx`` path. The JSON is ``meta`` without its torch
+    weights, int8 attachment and resume state, with the ONNX file's name, sha256 and opset,
+    plus ``extra`` keys (validated like a loaded checkpoint before anything is written)."""
+    onnx = Path(out).with_suffix(".onnx")
+    plain = meta.to_dict()
+    for key in ("weights_file", "weights_sha256", "resume", "int8_file", "int8_sha256"):
+        plain.pop(key, None)
+    plain.update(extra)
+    plain.update(runtime="onnx", onnx_file=onnx.name, onnx_sha256=_sha256(model), onnx_opset=opset)
+    parse_meta(plain, source=f"{onnx.with_suffix('.json')}: exported checkpoint")
+    atomic_write_bytes(onnx, model)
+    write_json(onnx.with_suffix(".json"), plain)
+    return onnx
+
+
 def _staged(weights: Path, digest: str) -> Path:
     """Where new weights wait until their JSON is written: ``<stem>.<sha256[:16]>.safetensors``."""
     return weights.with_name(f"{weights.stem}.{digest[:16]}{weights.suffix}")

@@ -16,14 +16,12 @@ does not import them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from breastpath.errors import CheckpointError
 from breastpath.inference.onnx import OPSET, OnnxForward, OnnxUnavailableError, export_onnx_bytes
-from breastpath.io import atomic_write_bytes, write_json
 
 #: The networks ``export`` can write.
 NETWORKS = ("float", "int8")
@@ -78,7 +76,7 @@ def export_checkpoint(
 ) -> Path:
     """Write ``<out>.onnx`` and ``<out>.json`` (the checkpoint's metadata, the ONNX sha256, the
     network exported and what its outputs are)."""
-    from breastpath.checkpoint import build_model
+    from breastpath.checkpoint import build_model, save_onnx_pair
 
     if network not in NETWORKS:
         raise CheckpointError(f"unknown network {network!r}; use one of {', '.join(NETWORKS)}")
@@ -95,21 +93,8 @@ def export_checkpoint(
         logit_bias=meta.logit_bias,
         classes=len(meta.class_names),
     )
-    out = Path(out_path).with_suffix(".onnx")
-    atomic_write_bytes(out, data)
-    body = meta.to_dict()
-    for key in ("weights_file", "weights_sha256", "resume", "int8_file", "int8_sha256"):
-        body.pop(key, None)
-    body.update(
-        runtime="onnx",
-        onnx_file=out.name,
-        onnx_sha256=hashlib.sha256(data).hexdigest(),
-        onnx_opset=OPSET,
-        onnx_network=network,
-        onnx_outputs=OUTPUTS,
-    )
-    write_json(out.with_suffix(".json"), body)
-    return out
+    extra = {"onnx_network": network, "onnx_outputs": OUTPUTS}
+    return save_onnx_pair(Path(out_path), model=data, meta=meta, opset=OPSET, extra=extra)
 
 
 __all__ = [
