@@ -4,8 +4,7 @@ A row's ``status`` is ``scored``, ``skipped: <reason>`` (the slide was read but 
 could be scored: no tissue tile passed the tile checks), ``error: <reason>`` (it could not be
 used: corrupt, unreadable, no scale, a DICOM folder with two series, too many tiles, ...) or
 ``pending`` (not run yet, or stopped in flight). The verdict columns come from the slide
-result's ``info["verdict"]`` (the one verdict rule), or, for a result without one, from its
-top-k slide score.
+result's verdict (the one verdict rule, :mod:`breastpath.inference.verdict`).
 
 With labels in the manifest, :func:`cohort_metrics` scores the verdicts per slide and per
 patient with :func:`breastpath.evaluate.metrics.binary_metrics`: decisions (sensitivity,
@@ -36,7 +35,6 @@ COHORT_FIELDS = [
 VERDICT_FIELDS = ["slide", "status", "positive", "verdict", "score", "extent", "tiles_called"]
 #: Fewer negative (or positive) slides or patients than this get a note beside the metrics.
 FEW = 10
-TOPK_RULE = "top-k mean of the scored tissue tiles at or above the threshold"
 
 
 def base_row(source: SlideSource) -> dict[str, Any]:
@@ -52,29 +50,16 @@ def base_row(source: SlideSource) -> dict[str, Any]:
 
 
 def verdict_columns(result: SlideResult) -> dict[str, Any]:
-    """The verdict of a slide result: ``info["verdict"]`` when present, else its top-k score."""
-    verdict = result.info.get("verdict") or {}
-    if verdict:
-        return {
-            "positive": verdict.get("positive"),
-            "verdict": verdict.get("label"),
-            "score": _round(verdict.get("score")),
-            "extent": _round(verdict.get("extent")),
-            "tiles_assessed": verdict.get("tiles_assessed"),
-            "tiles_called": verdict.get("tiles_called"),
-            "rule": verdict.get("rule"),
-        }
-    s = getattr(result, "score", None)  # a result from before the verdict rule
-    if s is None:
-        return {}
+    """The verdict columns of a slide result: the one verdict rule's (``result.verdict``)."""
+    verdict = result.verdict.to_dict()
     return {
-        "positive": s.positive,
-        "verdict": "positive" if s.positive else "negative",
-        "score": _round(s.top_k_mean),
-        "extent": _round(s.fraction_above_threshold),
-        "tiles_assessed": s.tiles,
-        "tiles_called": s.tiles_above_threshold,
-        "rule": f"{TOPK_RULE} (k={s.top_k}, threshold {s.threshold:.4f})",
+        "positive": verdict["positive"],
+        "verdict": verdict["label"],
+        "score": _round(verdict["score"]),
+        "extent": _round(verdict["extent"]),
+        "tiles_assessed": verdict["tiles_assessed"],
+        "tiles_called": verdict["tiles_called"],
+        "rule": verdict["rule"],
     }
 
 
@@ -98,9 +83,7 @@ def result_row(source: SlideSource, result: SlideResult) -> dict[str, Any]:
         "tiles_per_s": timing.get("tiles_per_s"),
         **verdict_columns(result),
     }
-    verdict = info.get("verdict") or {}
-    scored = verdict.get("positive") is not None or getattr(result, "score", None) is not None
-    if not scored:
+    if result.verdict.positive is None:
         reasons = ", ".join(f"{n} {r}" for r, n in skipped.items() if n) or "none"
         row["status"] = f"skipped: no tissue tile passed the tile checks ({reasons})"
     return row
