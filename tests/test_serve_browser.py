@@ -11,18 +11,14 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import os
 import re
-import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browser_support import chromium_page, chromium_path, served
 from conftest import SHARED_DATA, synthetic_patch
 
 pytestmark = pytest.mark.browser
@@ -30,27 +26,6 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 REQUESTS: list[str] = []  # every URL the page asked for
 ERRORS: list[str] = []  # console errors and uncaught exceptions of the page
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("BREASTPATH_CHROMIUM"), "/usr/bin/chromium"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +48,9 @@ def real_files(tmp_path_factory) -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="module")
 def server(real_files):
-    if _chromium() is None:
+    if chromium_path() is None:
         pytest.skip("Chromium not found (apt-get install chromium, or set BREASTPATH_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    import uvicorn
-
     from breastpath.imaging import decode_image
     from breastpath.inference.predictor import Predictor
     from breastpath.serve.app import create_app
@@ -90,43 +63,17 @@ def server(real_files):
         stain = get_normalizer("macenko").fit(decode_image(real_files["patches"][-1]))
     except Exception:  # no stain package, or no fit: the page says "none"
         stain = None
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(predictor, stain=stain), host="127.0.0.1", port=port, log_level="warning"
-    )
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "stain": stain is not None}
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(predictor, stain=stain)) as url:
+        yield {"url": url, "stain": stain is not None}
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(
-            viewport={"width": 1100, "height": 900}, accept_downloads=True
-        )
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    viewport = {"width": 1100, "height": 900}
+    with chromium_page(errors=ERRORS, viewport=viewport, accept_downloads=True) as page:
         page.on("request", lambda request: REQUESTS.append(request.url))
-        page.on("pageerror", lambda error: ERRORS.append(str(error)))
-        page.on("console", lambda m: ERRORS.append(m.text) if m.type == "error" else None)
         page.goto(server["url"] + "/")
         yield page
-        context.close()
-        browser.close()
 
 
 def test_upload_one_real_patch(page, server, real_files):

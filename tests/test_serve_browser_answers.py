@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser_support import chromium_page, chromium_path, served
 from conftest import synthetic_patch
-from test_serve_browser import CHROMIUM_ARGS, _chromium, _free_port
 
 pytestmark = pytest.mark.browser
 
@@ -73,51 +73,25 @@ def files(tmp_path_factory) -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="module")
 def server():
-    if _chromium() is None:
+    if chromium_path() is None:
         pytest.skip("Chromium not found (apt-get install chromium, or set BREASTPATH_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    import uvicorn
-
     from breastpath.inference.predictor import Predictor
     from breastpath.serve.app import create_app
 
-    port = _free_port()
     app = _held(create_app(Predictor.from_checkpoint("default")))  # no stain normalizer
-    instance = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
-    )
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with served(app, log_level="critical") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(viewport={"width": 1100, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.on("pageerror", lambda error: ERRORS.append(str(error)))
-        page.on("console", lambda m: ERRORS.append(m.text) if m.type == "error" else None)
+    with chromium_page(errors=ERRORS, viewport={"width": 1100, "height": 900}) as page:
         page.goto(server + "/")
         page.wait_for_function(
             "() => document.getElementById('model').textContent.includes('threshold')"
         )
         yield page
-        context.close()
-        browser.close()
 
 
 def _elapsed(status: str) -> float:

@@ -6,12 +6,11 @@ Skipped, with the reason, when Playwright or Chromium is missing."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from test_serve_browser import CHROMIUM_ARGS, _chromium, _free_port
+from browser_support import chromium_page, chromium_path, served
 from test_serve_slide_analyses import _slides
 
 pytestmark = pytest.mark.browser
@@ -19,11 +18,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, predictor):
-    if _chromium() is None:
+    if chromium_path() is None:
         pytest.skip("Chromium not found (apt-get install chromium, or set BREASTPATH_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    import uvicorn
-
     from breastpath.serve.analyses import SlideAnalyses
     from breastpath.serve.app import create_app
     from breastpath.slide.catalog import SlideCatalog
@@ -38,38 +35,16 @@ def server(tmp_path_factory, predictor):
         run(job)
 
     analyses._run = slower
-    port = _free_port()
-    app = create_app(predictor, slides=catalog, analyses=analyses)
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(predictor, slides=catalog, analyses=analyses)) as url:
+        yield url
 
 
 @pytest.fixture()
 def page(server):
-    from playwright.sync_api import sync_playwright
-
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(viewport={"width": 1200, "height": 800})
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
-        tab.on("pageerror", lambda error: errors.append(str(error)))
-        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    viewport = {"width": 1200, "height": 800}
+    with chromium_page(errors=errors, timeout_ms=60_000, viewport=viewport) as tab:
         yield tab
-        context.close()
-        browser.close()
     assert errors == [], errors
 
 

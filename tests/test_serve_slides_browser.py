@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from test_serve_browser import CHROMIUM_ARGS, _chromium, _free_port
+from browser_support import chromium_page, chromium_path, served
 from viewer_cohort import make_viewer_cohort
 
 pytestmark = pytest.mark.browser
@@ -32,52 +30,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, predictor):
-    if _chromium() is None:
+    if chromium_path() is None:
         pytest.skip("Chromium not found (apt-get install chromium, or set BREASTPATH_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    import uvicorn
-
     from breastpath.serve.app import create_app
     from breastpath.slide.catalog import SlideCatalog
 
     _, out = make_viewer_cohort(tmp_path_factory.mktemp("viewer-browser"))
-    port = _free_port()
-    app = create_app(predictor, slides=SlideCatalog(out))
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(predictor, slides=SlideCatalog(out))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser_page(server):
-    from playwright.sync_api import sync_playwright
-
     log: dict[str, list] = {"requests": [], "tiles": [], "errors": []}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(viewport={"width": 1200, "height": 800})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+    with chromium_page(errors=log["errors"], viewport={"width": 1200, "height": 800}) as page:
         page.on("request", lambda request: log["requests"].append(request.url))
         page.on(
             "response",
             lambda r: log["tiles"].append((r.url, r.status)) if "_files/" in r.url else None,
         )
-        page.on("pageerror", lambda error: log["errors"].append(str(error)))
-        page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
         yield page, log
-        context.close()
-        browser.close()
 
 
 def _screenshot(page, selector: str) -> np.ndarray:
