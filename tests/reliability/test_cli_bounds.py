@@ -17,15 +17,8 @@ from breastpath.checkpoint import load_checkpoint, read_meta
 from breastpath.cli.main import main
 from breastpath.errors import CheckpointError
 from conftest import REPO, save_png, synthetic_patch
+from reliability.test_cli_errors import _one_line
 from test_checkpoint_meta import _copy_default
-
-
-def _one_line(err: str) -> str:
-    text = err.strip()
-    assert "Traceback" not in text
-    lines = [line for line in text.splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1, text
-    return lines[0]
 
 
 @pytest.fixture()
