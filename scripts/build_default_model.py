@@ -456,27 +456,15 @@ def with_verdict_rule(meta: Any, oof_csv: Path) -> Any:
     predictions (:func:`breastpath.experiments.verdict_cv.cross_fit_rule`), the tile
     threshold carried onto the checkpoint's calibrated scale, and the figures in
     ``metrics.verdict_crossval``."""
-    from breastpath.evaluate.calibration import threshold_on_calibrated_scale
-    from breastpath.experiments.verdict_cv import cross_fit_rule
+    from breastpath.experiments.verdict_cv import cross_fit_oof, shipped_verdict
     from breastpath.inference.verdict import rule_for
     from breastpath.io import read_csv
 
-    rows = read_csv(oof_csv)
-    column = [k for k in rows[0] if k.startswith("p_")][-1]
-    chosen = cross_fit_rule(
-        np.array([r["patient"] for r in rows]),
-        np.array([int(r["label"]) for r in rows]),
-        np.array([float(r[column]) for r in rows]),
-        np.array([int(r["fold"]) for r in rows]),
-        base=rule_for({"dataset": "idc", "threshold": 0.5}, unit="patch"),
+    base = rule_for({"dataset": "idc", "threshold": 0.5}, unit="patch")
+    chosen = cross_fit_oof(read_csv(oof_csv), base=base)
+    verdict, figures = shipped_verdict(
+        chosen, temperature=meta.temperature, logit_bias=meta.logit_bias
     )
-    final = chosen["final"]
-    threshold = threshold_on_calibrated_scale(
-        float(final["threshold"]), temperature=meta.temperature, logit_bias=meta.logit_bias
-    )
-    verdict = {**final, "threshold": round(threshold, 6)}
-    figures = {k: chosen[k] for k in ("protocol", "pooled", "per_fold")}
-    figures["raw_threshold"] = final["threshold"]
     return meta.replace(verdict=verdict, metrics={**meta.metrics, "verdict_crossval": figures})
 
 

@@ -15,11 +15,10 @@ IDC patches: slides scanned at 40x (about 0.25 µm/px), downsampled 16:1 to 2.5x
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from breastpath.checkpoint import parse_meta, read_meta, resolve_checkpoint
-from breastpath.io import write_json
+from breastpath.checkpoint import resolve_checkpoint, update_checkpoint_json
+from breastpath.errors import CheckpointError
 
 
 def main() -> None:
@@ -28,21 +27,13 @@ def main() -> None:
     parser.add_argument("mpp", type=float, help="microns per pixel of the training images")
     parser.add_argument("--write", action="store_true", help="rewrite the JSON")
     args = parser.parse_args()
-    path = resolve_checkpoint(args.checkpoint)
-    json_path = path.with_suffix(".json")
-    raw = json.loads(json_path.read_text(encoding="utf-8"))
-    before = read_meta(json_path)
-    updated = parse_meta({**raw, "mpp": args.mpp}, source=str(json_path))
-    if (updated.weights_file, updated.weights_sha256) != (
-        before.weights_file,
-        before.weights_sha256,
-    ):
-        sys.exit("refusing: the weights reference would change")
-    print(f"{json_path.name}: mpp {raw.get('mpp')} -> {updated.mpp}")
+    json_path = resolve_checkpoint(args.checkpoint).with_suffix(".json")
+    try:
+        before, after = update_checkpoint_json(json_path, {"mpp": args.mpp}, write=args.write)
+    except CheckpointError as exc:
+        sys.exit(str(exc))
+    print(f"{json_path.name}: mpp {before.mpp} -> {after.mpp}")
     if args.write:
-        write_json(json_path, {**raw, "mpp": args.mpp})
-        after = read_meta(json_path)
-        assert after.mpp == args.mpp and after.weights_sha256 == before.weights_sha256
         print(f"wrote {json_path}")
 
 

@@ -20,9 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-from breastpath.checkpoint import parse_meta, read_meta, resolve_checkpoint
-from breastpath.evaluate.calibration import threshold_on_calibrated_scale
-from breastpath.io import write_json
+from breastpath.checkpoint import read_meta, resolve_checkpoint, update_checkpoint_json
+from breastpath.errors import CheckpointError
+from breastpath.experiments.verdict_cv import shipped_verdict
 
 
 def main() -> None:
@@ -32,40 +32,18 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="rewrite the JSON")
     args = parser.parse_args()
     json_path = resolve_checkpoint(args.checkpoint).with_suffix(".json")
-    raw = json.loads(json_path.read_text(encoding="utf-8"))
-    before = read_meta(json_path)
+    meta = read_meta(json_path)
     chosen = json.loads(args.verdict.read_text(encoding="utf-8"))
-    final = chosen["final"]
-    threshold = threshold_on_calibrated_scale(
-        float(final["threshold"]), temperature=before.temperature, logit_bias=raw.get("logit_bias")
+    verdict, figures = shipped_verdict(
+        chosen, temperature=meta.temperature, logit_bias=meta.logit_bias
     )
-    verdict = {
-        "threshold": round(threshold, 6),
-        "min_tiles": int(final["min_tiles"]),
-        "min_extent": float(final["min_extent"]),
-    }
-    figures = {
-        "protocol": chosen["protocol"],
-        "raw_threshold": final["threshold"],
-        "pooled": chosen["pooled"],
-        "per_fold": chosen["per_fold"],
-    }
-    body = {
-        **raw,
-        "verdict": verdict,
-        "metrics": {**raw.get("metrics", {}), "verdict_crossval": figures},
-    }
-    updated = parse_meta(body, source=str(json_path))
-    if (updated.weights_file, updated.weights_sha256) != (
-        before.weights_file,
-        before.weights_sha256,
-    ):
-        sys.exit("refusing: the weights reference would change")
-    print(f"{json_path.name}: verdict {raw.get('verdict')} -> {updated.verdict}")
+    changes = {"verdict": verdict, "metrics": {**meta.metrics, "verdict_crossval": figures}}
+    try:
+        before, after = update_checkpoint_json(json_path, changes, write=args.write)
+    except CheckpointError as exc:
+        sys.exit(str(exc))
+    print(f"{json_path.name}: verdict {before.verdict} -> {after.verdict}")
     if args.write:
-        write_json(json_path, body)
-        after = read_meta(json_path)
-        assert after.verdict == updated.verdict and after.weights_sha256 == before.weights_sha256
         print(f"wrote {json_path}")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from breastpath.experiments.crossval_metrics import verdict_markdown
-from breastpath.experiments.verdict_cv import cross_fit_rule
+from breastpath.experiments.verdict_cv import cross_fit_oof
 from breastpath.inference.verdict import rule_for
 from breastpath.io import read_csv, write_json
 
@@ -32,13 +32,13 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     args = parser.parse_args()
     rows = read_csv(args.cv_dir / "oof_predictions.csv")
+    base = rule_for({"dataset": args.dataset, "threshold": 0.5}, unit="patch")
     column = args.positive or [k for k in rows[0] if k.startswith("p_")][-1]
+    result = cross_fit_oof(rows, base=base, column=column, n_boot=args.n_boot)
     patients = np.array([r["patient"] for r in rows])
     labels = np.array([int(r["label"]) for r in rows])
     probs = np.array([float(r[column]) for r in rows])
     folds = np.array([int(r["fold"]) for r in rows])
-    base = rule_for({"dataset": args.dataset, "threshold": 0.5}, unit="patch")
-    result = cross_fit_rule(patients, labels, probs, folds, base=base, n_boot=args.n_boot)
     # the base rule at each fold's own patch threshold (the model's), for comparison
     at_model = []
     for fold in np.unique(folds):

@@ -262,3 +262,20 @@ def test_cancer_score_is_the_sum_of_the_cancer_classes():
 
 def test_assets_are_where_the_bundled_names_point():
     assert resolve_checkpoint("default").parent == assets_dir()
+
+
+def test_update_checkpoint_json_keeps_the_weights_and_validates(tmp_path):
+    from breastpath.checkpoint import read_meta, update_checkpoint_json
+
+    json_path = _copy_default(tmp_path).with_suffix(".json")
+    original = json_path.read_text()
+    before, after = update_checkpoint_json(json_path, {"mpp": 2.0}, write=False)
+    assert (before.mpp, after.mpp) == (4.0, 2.0) and json_path.read_text() == original
+    _, written = update_checkpoint_json(json_path, {"mpp": 2.0}, write=True)
+    assert read_meta(json_path).mpp == 2.0 == written.mpp
+    assert read_meta(json_path).weights_sha256 == before.weights_sha256
+    with pytest.raises(CheckpointError, match="weights reference"):
+        update_checkpoint_json(json_path, {"weights_sha256": "0" * 64}, write=True)
+    with pytest.raises(CheckpointError):
+        update_checkpoint_json(json_path, {"verdict": {"threshold": 2.0}}, write=True)
+    assert read_meta(json_path).mpp == 2.0  # a refused change wrote nothing

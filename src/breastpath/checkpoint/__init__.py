@@ -18,6 +18,7 @@ from breastpath.checkpoint.files import (
     resolve_checkpoint,
     save_checkpoint,
     save_onnx_pair,
+    update_checkpoint_json,
 )
 from breastpath.checkpoint.meta import (
     FORMAT,
@@ -47,4 +48,5 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
     "save_onnx_pair",
+    "update_checkpoint_json",
 ]

@@ -133,6 +133,28 @@ def save_checkpoint(
     return stem.with_suffix(".json")
 
 
+def update_checkpoint_json(
+    json_path: str | Path, changes: Mapping[str, Any], *, write: bool
+) -> tuple[CheckpointMeta, CheckpointMeta]:
+    """A checkpoint's JSON with top-level ``changes`` merged in, every other key as it is:
+    validated (:func:`parse_meta`), refused (:class:`CheckpointError`) when the weights
+    reference would change, and with ``write`` rewritten and read back. Returns the metadata
+    before and after."""
+    json_path = Path(json_path)
+    raw = json.loads(json_path.read_text(encoding="utf-8"))
+    before = read_meta(json_path)
+    body = {**raw, **changes}
+    after = parse_meta(body, source=str(json_path))
+    weights = (before.weights_file, before.weights_sha256)
+    if (after.weights_file, after.weights_sha256) != weights:
+        raise CheckpointError(f"{json_path}: refusing, the weights reference would change")
+    if write:
+        write_json(json_path, body)
+        after = read_meta(json_path)
+        assert (after.weights_file, after.weights_sha256) == weights
+    return before, after
+
+
 def save_onnx_pair(
     out: str | Path, *, model: bytes, meta: CheckpointMeta, opset: int, extra: Mapping[str, Any]
 ) -> Path:

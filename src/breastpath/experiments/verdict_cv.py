@@ -37,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +46,15 @@ import numpy as np
 from breastpath.evaluate.patients import extent_agreement, patient_verdict_metrics
 from breastpath.inference.verdict import VerdictRule
 
-__all__ = ["MIN_EXTENTS", "MIN_TILES", "THRESHOLDS", "choose_rule", "cross_fit_rule"]
+__all__ = [
+    "MIN_EXTENTS",
+    "MIN_TILES",
+    "THRESHOLDS",
+    "choose_rule",
+    "cross_fit_oof",
+    "cross_fit_rule",
+    "shipped_verdict",
+]
 
 #: Candidate tile thresholds for the verdict and the extent.
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.05, 0.96, 0.01))
@@ -237,3 +246,49 @@ def _numbers(rule: VerdictRule) -> dict[str, Any]:
 
 def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "per_patient"}
+
+
+def cross_fit_oof(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    base: VerdictRule,
+    column: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`cross_fit_rule` on the rows of an ``oof_predictions.csv`` (``patient``, ``label``,
+    ``fold`` and the positive class's probability ``column``, default the last ``p_<class>``)."""
+    column = column or [key for key in rows[0] if key.startswith("p_")][-1]
+    return cross_fit_rule(
+        np.array([r["patient"] for r in rows]),
+        np.array([int(r["label"]) for r in rows]),
+        np.array([float(r[column]) for r in rows]),
+        np.array([int(r["fold"]) for r in rows]),
+        base=base,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def shipped_verdict(
+    chosen: Mapping[str, Any], *, temperature: float, logit_bias: Sequence[float] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint's ``verdict`` numbers and its ``metrics.verdict_crossval`` figures from a
+    :func:`cross_fit_rule` result: the rule chosen on all patients, its tile threshold (chosen
+    on raw probabilities) carried onto the checkpoint's calibrated scale
+    (:func:`~breastpath.evaluate.calibration.threshold_on_calibrated_scale`), every tile's
+    decision unchanged."""
+    from breastpath.evaluate.calibration import threshold_on_calibrated_scale
+
+    final = chosen["final"]
+    threshold = threshold_on_calibrated_scale(
+        float(final["threshold"]), temperature=temperature, logit_bias=logit_bias
+    )
+    verdict = {
+        "threshold": round(threshold, 6),
+        "min_tiles": int(final["min_tiles"]),
+        "min_extent": float(final["min_extent"]),
+    }
+    figures = {k: chosen[k] for k in ("protocol", "pooled", "per_fold")}
+    figures["raw_threshold"] = final["threshold"]
+    return verdict, figures
