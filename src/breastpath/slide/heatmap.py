@@ -220,15 +220,14 @@ def heatmap_figure(
     gray = paint_grid(probability_grid(grid, skipped), cell=cell, shape=shape)
     n_skipped = int((~scores.scored).sum())
     unread = f", {len(grid.low_rows)} below the mask not read" if len(grid.low_rows) else ""
+    # the panel title is short (it must fit half the figure); the counts go under the colour
+    # bar, which spans the whole figure
     if verdict.positive is None:
-        title = (
-            f"nothing scored: all {n_skipped} tissue tiles failed the tile checks (gray){unread}"
-        )
+        title = "nothing scored"
+        counts = f"all {n_skipped} tissue tiles failed the tile checks (gray){unread}"
     else:
-        title = (
-            f"probability of cancer per tile ({verdict.tiles_assessed} scored, {n_skipped} "
-            f"failed the checks in gray{unread}); {verdict.label}, extent {verdict.extent:.1%}"
-        )
+        title = f"{verdict.label}, extent {verdict.extent:.1%}"
+        counts = f"{verdict.tiles_assessed} scored, {n_skipped} failed the checks in gray{unread}"
     figure = side_by_side(
         [
             (outline(thumb, tissue.mask), "thumbnail, tissue outlined"),
@@ -236,7 +235,9 @@ def heatmap_figure(
         ]
     )
     legend = legend_bar(
-        figure.shape[1], label="tile probability of cancer", threshold=verdict.threshold
+        figure.shape[1],
+        label=f"tile probability of cancer ({counts})",
+        threshold=verdict.threshold,
     )
     return np.concatenate([figure, legend])
 
